@@ -1,0 +1,77 @@
+"""dspex-jobs: run DSPy signatures and pipelines as Celery jobs on Redis.
+
+Producers import this package; it never imports DSPy, LiteLLM or torch (workers do, in
+:mod:`dspex_jobs.runtime`).
+
+Example:
+    >>> from dspex_jobs import Client                                       # doctest: +SKIP
+    >>> with Client() as client:                                            # doctest: +SKIP
+    ...     handle = client.predict("question -> answer", question="What is DSPy?")
+    ...     print(handle.result(timeout=60).outputs["answer"])
+"""
+
+from dspex_jobs.client import Client, JobHandle
+from dspex_jobs.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    DSPexError,
+    JobError,
+    JobFailed,
+    JobTimeout,
+    LMAuthError,
+    LMBadRequest,
+    LMError,
+    LMRateLimited,
+    LMTimeout,
+    LMUnavailable,
+    PayloadError,
+    PayloadTooLarge,
+    SignatureError,
+    SignatureValidationError,
+    UnknownJobKind,
+    ValidationError,
+    WorkerLost,
+)
+from dspex_jobs.jobs import Job, JobKind, LMOptions
+from dspex_jobs.results import JobErrorInfo, JobResult, JobStatus, Timings
+from dspex_jobs.settings import Settings
+from dspex_jobs.signature import Signature
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    # Producing and following jobs
+    "Client",
+    "JobHandle",
+    "Settings",
+    # Jobs and results
+    "Job",
+    "JobErrorInfo",
+    "JobKind",
+    "JobResult",
+    "JobStatus",
+    "LMOptions",
+    "Timings",
+    # Signatures
+    "Signature",
+    # Errors
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "DSPexError",
+    "JobError",
+    "JobFailed",
+    "JobTimeout",
+    "LMAuthError",
+    "LMBadRequest",
+    "LMError",
+    "LMRateLimited",
+    "LMTimeout",
+    "LMUnavailable",
+    "PayloadError",
+    "PayloadTooLarge",
+    "SignatureError",
+    "SignatureValidationError",
+    "UnknownJobKind",
+    "ValidationError",
+    "WorkerLost",
+]

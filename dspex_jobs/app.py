@@ -1,0 +1,98 @@
+"""The Celery app: queues by workload, routing by job kind, defaults that lose nothing.
+
+``make_app(settings)`` builds a fresh app and does nothing at import time. Producers and
+workers build the same app; producers only ever ``send_task`` by name, so importing this
+module (and ``dspex_jobs.tasks``, which registers the task bodies) never imports DSPy.
+
+Reliability choices, and why (DESIGN.md, "Celery-on-Redis facts"):
+
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a job is acknowledged only after it
+  ran; if the pool child running it dies, the message goes back to the queue instead of
+  being marked failed (default Celery acks early and would lose it).
+- ``worker_prefetch_multiplier = 1``: a worker reserves one job per free slot, so a long job
+  never sits behind another in a busy worker's buffer while an idle worker waits.
+- Only JSON and MessagePack are accepted; pickle is never decoded from the wire.
+- Broker and result connections time out and keep alive, and the worker retries the broker
+  connection at startup instead of exiting when Redis is a few seconds late.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from dspex_jobs.jobs import JobKind
+from dspex_jobs.settings import QUEUES, Settings
+
+__all__ = ["ACCEPTED_CONTENT", "make_app", "settings_of"]
+
+ACCEPTED_CONTENT = ("json", "msgpack")
+"""Serializers a worker decodes. Pickle is deliberately absent."""
+
+
+def make_app(settings: Settings, *, name: str = "dspex_jobs") -> Celery:
+    """Build the Celery app for ``settings``.
+
+    Example:
+        >>> from dspex_jobs.settings import Settings
+        >>> app = make_app(Settings(redis_url="redis://127.0.0.1:6379/0"))
+        >>> app.conf.task_routes["dspex.predict"]
+        {'queue': 'general'}
+    """
+    app = Celery(name, broker=settings.redis_url, backend=settings.redis_url, set_as_current=False)
+    app.conf.update(_config(settings))
+    app.dspex_settings = settings  # type: ignore[attr-defined]
+
+    from dspex_jobs.tasks import register_tasks  # light: task bodies import DSPy lazily
+
+    register_tasks(app)
+    return app
+
+
+def settings_of(app: Celery) -> Settings:
+    """The settings an app was built with."""
+    settings: Settings = app.dspex_settings  # type: ignore[attr-defined]
+    return settings
+
+
+def _config(settings: Settings) -> dict[str, Any]:
+    socket = {
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.socket_timeout_s,
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+    }
+    return {
+        # Wire format: JSON by default, MessagePack accepted, never pickle.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": list(ACCEPTED_CONTENT),
+        "result_accept_content": list(ACCEPTED_CONTENT),
+        # Lose nothing.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            **socket,
+        },
+        "redis_socket_timeout": settings.socket_timeout_s,
+        "redis_socket_connect_timeout": settings.socket_timeout_s,
+        "redis_socket_keepalive": True,
+        "redis_backend_health_check_interval": 25,
+        "result_expires": settings.result_ttl_s,
+        # Queues by workload, routes by job kind.
+        "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
+        "task_default_queue": "general",
+        "task_routes": {kind.task_name: {"queue": kind.queue} for kind in JobKind},
+        "task_create_missing_queues": True,
+        # Flower and monitoring see every task.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }

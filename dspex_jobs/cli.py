@@ -1,0 +1,157 @@
+"""``dspex-jobs``: start workers, submit jobs, check health, run the demo and the LM server.
+
+The CLI only parses; each command calls a library function. Every option that has a
+setting reads it from the same ``DSPEX_*`` variable, and flags win over the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from dspex_jobs.errors import DSPexError
+from dspex_jobs.settings import QUEUES, Settings
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+HELP_EPILOG = """\b
+Examples:
+  dspex-jobs worker --queue general
+  dspex-jobs predict "question -> answer" -i question="What is DSPy?"
+  dspex-jobs health --json
+  dspex-jobs demo
+"""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except DSPexError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(epilog=HELP_EPILOG)
+@click.version_option(package_name="dspex-jobs")
+def main() -> None:
+    """Run DSPy signatures and pipelines as Celery jobs on Redis."""
+
+
+@main.command()
+@click.option("--queue", "-q", type=click.Choice(QUEUES), required=True,
+              help="The workload queue to consume.")
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="Pool size (default: DSPEX_<QUEUE>_CONCURRENCY).")
+@click.option("--pool", "-P", type=click.Choice(["prefork", "threads", "solo"]), default=None,
+              help="Override the queue's pool type.")
+@click.option("--hostname", "-n", default=None, help="Worker name (default: <queue>@<host>).")
+@click.option("--loglevel", "-l", default=None, help="Log level (default: DSPEX_LOG_LEVEL).")
+def worker(queue: str, concurrency: int | None, pool: str | None, hostname: str | None,
+           loglevel: str | None) -> None:
+    """Start a worker pool for one workload queue."""
+    from dspex_jobs.app import make_app
+    from dspex_jobs.pools import profile_for
+    from dspex_jobs.worker import install_worker_hooks
+
+    settings = _settings()
+    app = make_app(settings)
+    install_worker_hooks(app)
+    argv = profile_for(queue).worker_argv(settings, concurrency=concurrency, pool=pool,
+                                          hostname=hostname, loglevel=loglevel)
+    app.worker_main(argv=argv)
+
+
+@main.command()
+@click.option("--queue", "-q", "queues", type=click.Choice(QUEUES), multiple=True,
+              help="Queues that must have a live worker (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def health(queues: tuple[str, ...], as_json: bool) -> None:
+    """Check Redis, queue depths and live workers; exit 1 if anything is down."""
+    from dspex_jobs.health import check_health
+
+    report = check_health(_settings(), queues or QUEUES)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILURE)
+
+
+def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--input")
+        try:
+            inputs[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            inputs[name] = raw
+    return inputs
+
+
+@main.command()
+@click.argument("signature")
+@click.option("--input", "-i", "pairs", multiple=True,
+              help="NAME=VALUE (VALUE is JSON when it parses as JSON, else text).")
+@click.option("--cot", is_flag=True, help="Use ChainOfThought instead of Predict.")
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for the result.")
+def predict(signature: str, pairs: tuple[str, ...], cot: bool, timeout: float) -> None:
+    """Submit a Predict (or ChainOfThought) job and print its outputs as JSON."""
+    from dspex_jobs.client import Client
+
+    kind = "chain_of_thought" if cot else "predict"
+    try:
+        with Client(_settings()) as client:
+            result = client.submit(kind, signature, _parse_inputs(pairs)).result(timeout=timeout)
+    except DSPexError as exc:
+        raise click.ClickException(f"[{exc.code}] {exc}") from None
+    click.echo(json.dumps({"job_id": result.job_id, "outputs": result.outputs,
+                           "usage": result.usage}, indent=2))
+
+
+@main.command()
+@click.argument("job_id")
+def status(job_id: str) -> None:
+    """Print a job's status."""
+    from dspex_jobs.client import Client
+
+    with Client(_settings()) as client:
+        click.echo(client.job(job_id).status().value)
+
+
+@main.command()
+def demo() -> None:
+    """Start Redis, the local LM and one worker per queue; run two jobs; stop everything."""
+    from dspex_jobs.demo import run_demo
+
+    sys.exit(run_demo())
+
+
+@main.command("lm-server")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8765, show_default=True, help="0 picks a free port.")
+@click.option("--latency-ms", type=float, default=0.0, show_default=True,
+              help="Added to every request.")
+@click.option("--error-rate", type=float, default=0.0, show_default=True,
+              help="Share of requests that fail (split by the rates below).")
+@click.option("--rate-limit-rate", type=float, default=None,
+              help="Share of faults answered 429 with Retry-After.")
+@click.option("--server-error-rate", type=float, default=None,
+              help="Share of faults answered 5xx.")
+@click.option("--hang-rate", type=float, default=None, help="Share of faults that hang.")
+@click.option("--seed", type=int, default=None, help="Make injected faults reproducible.")
+def lm_server(**options: Any) -> None:
+    """Serve the offline extractive-minilm model over an OpenAI-compatible HTTP API."""
+    from dspex_jobs.lmserver import LMServerConfig, serve
+
+    given = {k: v for k, v in options.items() if v is not None}
+    serve(LMServerConfig(**given))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

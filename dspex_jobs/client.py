@@ -1,0 +1,263 @@
+"""What producers call: :class:`Client` submits jobs, :class:`JobHandle` follows one.
+
+Everything a job could get wrong is checked here, before anything is enqueued: the kind, the
+queue, the signature (parsed by the native engine, without importing DSPy), the inputs
+against it, the LM options, that every value can be encoded, and the encoded size. A bad
+job raises a typed :class:`~dspex_jobs.errors.ValidationError` and nothing reaches Redis.
+
+Example:
+    >>> client = Client()                                        # doctest: +SKIP
+    >>> handle = client.predict("question -> answer", question="Why is the sky blue?")
+    >>> handle.result(timeout=30).outputs["answer"]              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import PydanticSerializationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from dspex_jobs.app import make_app
+from dspex_jobs.connections import redis_client
+from dspex_jobs.errors import (
+    BrokerUnavailable,
+    JobTimeout,
+    PayloadError,
+    PayloadTooLarge,
+    UnknownJobKind,
+    ValidationError,
+)
+from dspex_jobs.jobs import Job, JobKind, LMOptions
+from dspex_jobs.keys import Keys
+from dspex_jobs.results import JobResult, JobStatus
+from dspex_jobs.settings import QUEUES, Settings
+from dspex_jobs.signature import Signature
+from dspex_jobs.store import ResultStore
+
+__all__ = ["Client", "JobHandle"]
+
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OperationalError, ConnectionError)
+
+
+class JobHandle:
+    """A submitted job. Cheap to create from an id: ``client.job(job_id)``."""
+
+    def __init__(self, job_id: str, store: ResultStore, kind: JobKind | None = None) -> None:
+        self.id = job_id
+        self.kind = kind
+        self._store = store
+        self._result: JobResult | None = None
+
+    def status(self) -> JobStatus:
+        """``pending`` (queued, or an unknown id), ``running``, ``retrying``, ``succeeded``
+        or ``failed``."""
+        if self._result is not None:
+            return self._result.status
+        try:
+            return self._store.status(self.id)
+        except _REDIS_DOWN as exc:
+            raise BrokerUnavailable(f"cannot read job {self.id}: {exc}") from exc
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """Wait for the job and return its result.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Raises:
+            JobTimeout: The job had not finished after ``timeout`` seconds (it may still run).
+            DSPexError: The job failed; the error has the class and code the worker stored.
+        """
+        if self._result is None:
+            try:
+                found = self._store.wait(self.id, timeout)
+            except _REDIS_DOWN as exc:
+                raise BrokerUnavailable(
+                    f"lost Redis while waiting for job {self.id}: {exc}"
+                ) from exc
+            if found is None:
+                raise JobTimeout(f"job {self.id} did not finish within {timeout} s", job_id=self.id)
+            self._result = found
+        if self._result.error is not None:
+            raise self._result.error.to_exception(job_id=self.id)
+        return self._result
+
+    def __repr__(self) -> str:
+        kind = self.kind.value if self.kind else "?"
+        return f"<JobHandle {kind} {self.id}>"
+
+
+class Client:
+    """Submits jobs to the workers and follows them.
+
+    Args:
+        settings: Where Redis is and the limits to enforce; read from ``DSPEX_*`` variables
+            when omitted.
+        app: A Celery app to send through (built from ``settings`` when omitted).
+    """
+
+    def __init__(self, settings: Settings | None = None, *, app: Celery | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.app = app or make_app(self.settings)
+        self._redis = redis_client(self.settings)
+        self._store = ResultStore(
+            self._redis, Keys(self.settings.key_prefix), self.settings.result_ttl_s
+        )
+
+    # -- submitting ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        kind: JobKind | str,
+        signature: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        instructions: str | None = None,
+        lm: LMOptions | Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        correlation_id: str | None = None,
+        trace_id: str | None = None,
+    ) -> JobHandle:
+        """Validate a job, enqueue it, and return its handle.
+
+        Raises:
+            ValidationError: The job is wrong (kind, queue, signature, inputs, options, size);
+                nothing was enqueued.
+            BrokerUnavailable: Redis could not be reached.
+        """
+        job = self._build(kind, signature, inputs, instructions, lm, queue, correlation_id,
+                          trace_id)
+        wire = self._encode(job)
+        try:
+            self.app.send_task(job.kind.task_name, args=(wire,), task_id=job.id,
+                               queue=job.target_queue)
+        except _REDIS_DOWN as exc:
+            raise BrokerUnavailable(
+                f"cannot enqueue to {self.settings.redacted_redis_url()}: {exc}"
+            ) from exc
+        return JobHandle(job.id, self._store, job.kind)
+
+    def predict(
+        self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
+        instructions: str | None = None, lm: LMOptions | Mapping[str, Any] | None = None,
+        **input_values: Any,
+    ) -> JobHandle:
+        """Run ``dspy.Predict(signature)`` on the inputs (keywords, or ``inputs=``)."""
+        return self.submit(JobKind.PREDICT, signature, {**(inputs or {}), **input_values},
+                           instructions=instructions, lm=lm)
+
+    def chain_of_thought(
+        self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
+        instructions: str | None = None, lm: LMOptions | Mapping[str, Any] | None = None,
+        **input_values: Any,
+    ) -> JobHandle:
+        """Run ``dspy.ChainOfThought(signature)``; the outputs gain a ``reasoning`` field."""
+        return self.submit(JobKind.CHAIN_OF_THOUGHT, signature,
+                           {**(inputs or {}), **input_values}, instructions=instructions, lm=lm)
+
+    def ping(self, queue: str = "general") -> JobHandle:
+        """A job that does no LM work: for health checks and measuring overhead."""
+        return self.submit(JobKind.PING, queue=queue)
+
+    def job(self, job_id: str) -> JobHandle:
+        """A handle to a job submitted earlier (by any producer)."""
+        return JobHandle(job_id, self._store)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release connections."""
+        self._redis.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _build(
+        self, kind: JobKind | str, signature: str | None, inputs: Mapping[str, Any] | None,
+        instructions: str | None, lm: LMOptions | Mapping[str, Any] | None, queue: str | None,
+        correlation_id: str | None, trace_id: str | None,
+    ) -> Job:
+        job_kind = _job_kind(kind)
+        if queue is not None and queue not in QUEUES:
+            raise ValidationError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}",
+                                  field="queue")
+        values: dict[str, Any] = dict(inputs or {})
+        if job_kind.uses_signature:
+            if not signature:
+                raise ValidationError(f"a {job_kind.value} job needs a signature",
+                                      field="signature")
+            values = Signature.parse(signature, instructions=instructions).validate_inputs(values)
+        elif signature or values:
+            raise ValidationError(f"a {job_kind.value} job takes no signature or inputs",
+                                  field="inputs")
+        fields: dict[str, Any] = {
+            "kind": job_kind, "signature": signature, "instructions": instructions,
+            "inputs": values, "lm": _lm_options(lm), "queue": queue,
+            "correlation_id": correlation_id,
+        }
+        if trace_id is not None:
+            fields["trace_id"] = trace_id
+        try:
+            return Job(**fields)
+        except PydanticValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(p) for p in error["loc"])
+            raise ValidationError(f"{field}: {error['msg']}", field=field) from None
+
+    def _encode(self, job: Job) -> dict[str, Any]:
+        try:
+            wire = job.to_wire()
+        except PydanticSerializationError as exc:
+            raise PayloadError(_unencodable(job.inputs) or str(exc)) from None
+        size = len(json.dumps(wire, separators=(",", ":")).encode())
+        if size > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"job is {size} bytes encoded, over the limit of "
+                f"{self.settings.max_payload_bytes} (DSPEX_MAX_PAYLOAD_BYTES)",
+                size=size, limit=self.settings.max_payload_bytes,
+            )
+        return wire
+
+
+def _job_kind(kind: JobKind | str) -> JobKind:
+    try:
+        return JobKind(kind)
+    except ValueError:
+        known = ", ".join(k.value for k in JobKind)
+        raise UnknownJobKind(f"unknown job kind {kind!r}; expected one of {known}",
+                             field="kind") from None
+
+
+def _lm_options(lm: LMOptions | Mapping[str, Any] | None) -> LMOptions:
+    if isinstance(lm, LMOptions):
+        return lm
+    try:
+        return LMOptions.model_validate(dict(lm or {}))
+    except PydanticValidationError as exc:
+        error = exc.errors()[0]
+        field = "lm." + ".".join(str(p) for p in error["loc"])
+        raise ValidationError(f"{field}: {error['msg']}", field=field) from None
+
+
+def _unencodable(inputs: Mapping[str, Any]) -> str | None:
+    """Name the first input that cannot be encoded as JSON."""
+    from pydantic_core import to_jsonable_python
+
+    for name, value in inputs.items():
+        try:
+            to_jsonable_python(value)
+        except PydanticSerializationError:
+            return f"input {name!r}: a {type(value).__name__} value cannot be encoded as JSON"
+    return None

@@ -1,0 +1,266 @@
+"""Every error dspex-jobs raises, in one tree.
+
+A user catches one root, :class:`DSPexError`, or one of its branches::
+
+    DSPexError
+    ├── ConfigurationError          settings are wrong (misspelt DSPEX_ variable, bad URL)
+    ├── BrokerUnavailable           Redis cannot be reached
+    ├── ValidationError             the job is wrong; retrying never helps
+    │   ├── SignatureError          signature text does not parse (also a ValueError)
+    │   ├── SignatureValidationError  inputs do not match the signature (also a ValueError)
+    │   ├── UnknownJobKind
+    │   └── PayloadError            a value cannot be encoded, a message cannot be decoded
+    │       └── PayloadTooLarge
+    └── JobError                    the job ran (or tried to) and did not succeed
+        ├── LMError                 the language model call failed
+        │   ├── LMRateLimited       retryable, may carry retry_after_s
+        │   ├── LMTimeout           retryable
+        │   ├── LMUnavailable       retryable (5xx, connection refused)
+        │   ├── LMAuthError         permanent
+        │   └── LMBadRequest        permanent
+        ├── JobTimeout              the result did not arrive in time
+        ├── WorkerLost              the worker process died while running the job
+        └── JobFailed               anything else that went wrong inside the job
+
+Every class has a stable ``code`` (stored in results and logs, never renamed) and a
+``retryable`` flag that the retry policy reads instead of sprawling ``except`` clauses.
+A failed job's stored error is turned back into the same class on the producer side by
+:func:`error_from_payload`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "DSPexError",
+    "JobError",
+    "JobFailed",
+    "JobTimeout",
+    "LMAuthError",
+    "LMBadRequest",
+    "LMError",
+    "LMRateLimited",
+    "LMTimeout",
+    "LMUnavailable",
+    "PayloadError",
+    "PayloadTooLarge",
+    "SignatureError",
+    "SignatureValidationError",
+    "UnknownJobKind",
+    "ValidationError",
+    "WorkerLost",
+    "error_from_payload",
+]
+
+
+class DSPexError(Exception):
+    """Root of every dspex-jobs error.
+
+    Args:
+        message: What went wrong, where, and what to do about it.
+        details: Structured facts (field names, positions) that travel with stored results.
+    """
+
+    code: ClassVar[str] = "dspex_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON-able form stored in a job's result."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+            "details": self.details,
+        }
+
+
+class ConfigurationError(DSPexError):
+    """Settings are missing, misspelt or inconsistent."""
+
+    code = "configuration_error"
+
+
+class BrokerUnavailable(DSPexError):
+    """Redis (broker or result store) cannot be reached."""
+
+    code = "broker_unavailable"
+    retryable = True
+
+
+class ValidationError(DSPexError):
+    """The job itself is wrong: nothing was enqueued, and retrying never helps."""
+
+    code = "validation_error"
+
+
+class SignatureError(ValidationError, ValueError):
+    """A signature's text does not parse.
+
+    Args:
+        message: What was expected at the fault.
+        text: The signature text.
+        position: 0-based offset of the fault in ``text``.
+    """
+
+    code = "signature_error"
+
+    def __init__(self, message: str, text: str = "", position: int = 0, **details: Any) -> None:
+        self.reason = message
+        self.text = text
+        self.position = position
+        rendered = f"{message} at position {position}" if text else message
+        if text:
+            rendered += f"\n  {text}\n  {' ' * position}^"
+        super().__init__(rendered, text=text, position=position, **details)
+
+
+class SignatureValidationError(ValidationError, ValueError):
+    """Inputs do not match a signature. ``errors`` lists every bad field at once.
+
+    Args:
+        errors: One ``{"field": name, "message": why}`` mapping per problem.
+    """
+
+    code = "input_validation_error"
+
+    def __init__(self, errors: list[dict[str, Any]], message: str | None = None) -> None:
+        self.errors = errors
+        if message is None:
+            listed = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in errors)
+            message = f"{len(errors)} invalid input(s): {listed}"
+        super().__init__(message, errors=errors)
+
+
+class UnknownJobKind(ValidationError):
+    """The job names a kind (module) this system does not run."""
+
+    code = "unknown_job_kind"
+
+
+class PayloadError(ValidationError):
+    """A value cannot be encoded for the wire, or a message cannot be decoded."""
+
+    code = "payload_error"
+
+
+class PayloadTooLarge(PayloadError):
+    """An encoded payload exceeds the configured size limit."""
+
+    code = "payload_too_large"
+
+
+class JobError(DSPexError):
+    """The job was accepted but did not produce a result."""
+
+    code = "job_error"
+
+    def __init__(self, message: str = "", job_id: str | None = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.job_id = job_id
+
+
+class LMError(JobError):
+    """The language model call failed; subclasses say whether retrying can help."""
+
+    code = "lm_error"
+
+
+class LMRateLimited(LMError):
+    """The provider answered 429. ``retry_after_s`` is its hint, when it gave one."""
+
+    code = "lm_rate_limited"
+    retryable = True
+
+    def __init__(
+        self, message: str = "", job_id: str | None = None, retry_after_s: float | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message, job_id=job_id, retry_after_s=retry_after_s, **details)
+        self.retry_after_s = retry_after_s
+
+
+class LMTimeout(LMError):
+    """The provider did not answer in time."""
+
+    code = "lm_timeout"
+    retryable = True
+
+
+class LMUnavailable(LMError):
+    """The provider failed (5xx) or could not be reached."""
+
+    code = "lm_unavailable"
+    retryable = True
+
+
+class LMAuthError(LMError):
+    """The provider refused the credentials: fix DSPEX_LM_API_KEY."""
+
+    code = "lm_auth_error"
+
+
+class LMBadRequest(LMError):
+    """The provider refused the request itself (bad model name, context too long)."""
+
+    code = "lm_bad_request"
+
+
+class JobTimeout(JobError):
+    """The job's result did not arrive within the time the caller waited."""
+
+    code = "job_timeout"
+    retryable = True
+
+
+class WorkerLost(JobError):
+    """The worker process died while running the job."""
+
+    code = "worker_lost"
+    retryable = True
+
+
+class JobFailed(JobError):
+    """The job raised something that has no more specific class."""
+
+    code = "job_failed"
+
+
+def _all_subclasses(cls: type[DSPexError]) -> list[type[DSPexError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def error_from_payload(payload: dict[str, Any], job_id: str | None = None) -> DSPexError:
+    """Rebuild the typed error a worker stored, so ``result()`` raises the same class.
+
+    Unknown codes (from a newer worker) become :class:`JobFailed` with the original code kept
+    in ``details["code"]``.
+    """
+    by_code = {cls.code: cls for cls in _all_subclasses(DSPexError)}
+    code = str(payload.get("code", JobFailed.code))
+    message = str(payload.get("message", ""))
+    details = dict(payload.get("details") or {})
+    cls = by_code.get(code)
+    if cls is None:
+        return JobFailed(message, job_id=job_id, code=code, **details)
+    error: DSPexError
+    if issubclass(cls, SignatureValidationError):
+        error = cls(list(details.get("errors", [])), message)
+    elif issubclass(cls, SignatureError):
+        error = cls(message)
+    elif issubclass(cls, JobError):
+        error = cls(message, job_id=job_id, **details)
+    else:
+        error = cls(message, **details)
+    error.message = message
+    return error

@@ -1,0 +1,85 @@
+"""How each workload's worker pool is run and tuned: one profile per queue.
+
+``dspex-jobs worker --queue general`` turns a profile into Celery worker options. The choices:
+
+- ``general`` (LM calls): prefork, so Celery's time limits and ``revoke(terminate=True)``
+  work (thread and solo pools silently ignore them); one job prefetched per process; children
+  recycled after a number of jobs to bound any slow leak in provider clients.
+- ``optimizer`` (hours-long batch optimization): prefork, one job per child and per
+  prefetch, long soft/hard limits, a fresh child per job so memory is returned.
+- ``neural`` (local models): prefork with one child by default: each child holds a model.
+
+Concurrency comes from settings (``DSPEX_<QUEUE>_CONCURRENCY``) unless given on the command
+line. ``workers/`` holds the deployment glue (containers, env files) built on these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dspex_jobs.errors import ConfigurationError
+from dspex_jobs.settings import QUEUES, Settings
+
+__all__ = ["PROFILES", "PoolProfile", "profile_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolProfile:
+    """Celery worker settings for one queue."""
+
+    queue: str
+    pool: str
+    prefetch_multiplier: int
+    soft_time_limit_s: int | None
+    time_limit_s: int | None
+    max_tasks_per_child: int | None
+
+    def worker_argv(
+        self,
+        settings: Settings,
+        *,
+        concurrency: int | None = None,
+        pool: str | None = None,
+        hostname: str | None = None,
+        loglevel: str | None = None,
+    ) -> list[str]:
+        """Arguments for ``app.worker_main`` (the same as ``celery worker`` takes)."""
+        argv = [
+            "worker",
+            "--queues", self.queue,
+            "--pool", pool or self.pool,
+            "--concurrency", str(concurrency or settings.concurrency_for(self.queue)),
+            "--prefetch-multiplier", str(self.prefetch_multiplier),
+            "--hostname", hostname or f"{self.queue}@%h",
+            "--loglevel", loglevel or settings.log_level,
+            "--task-events",
+            "--without-mingle",
+        ]
+        if self.soft_time_limit_s:
+            argv += ["--soft-time-limit", str(self.soft_time_limit_s)]
+        if self.time_limit_s:
+            argv += ["--time-limit", str(self.time_limit_s)]
+        if self.max_tasks_per_child:
+            argv += ["--max-tasks-per-child", str(self.max_tasks_per_child)]
+        return argv
+
+
+PROFILES: dict[str, PoolProfile] = {
+    "general": PoolProfile("general", "prefork", 1, 300, 330, 1000),
+    "optimizer": PoolProfile("optimizer", "prefork", 1, 6 * 3600, 6 * 3600 + 300, 1),
+    "neural": PoolProfile("neural", "prefork", 1, 600, 660, None),
+}
+
+
+def profile_for(queue: str) -> PoolProfile:
+    """The profile of a workload queue.
+
+    Raises:
+        ConfigurationError: ``queue`` is not one of the workload queues.
+    """
+    try:
+        return PROFILES[queue]
+    except KeyError:
+        raise ConfigurationError(
+            f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}"
+        ) from None

@@ -1,0 +1,95 @@
+"""Run one job with real DSPy: build (or reuse) the module, call it under the job's LM.
+
+DSPy is configured once per process (``dspy.configure`` may only be called from the thread
+that first called it); each job then runs inside ``dspy.context(lm=...)``, which any thread
+may use. History is off and usage tracking on, so a long-lived worker does not grow and every
+result carries its token counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from dspex_jobs.jobs import Job
+from dspex_jobs.settings import Settings
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger("dspex_jobs.runtime")
+
+_configured_lock = threading.Lock()
+_configured = False
+
+
+def _prepare_environment(settings: Settings) -> None:
+    # Both are read by LiteLLM / DSPy at import time, so they must be set before importing them.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    cache_dir = settings.dspy_cache_dir or os.path.join(
+        os.path.expanduser("~"), ".cache", "dspex-jobs", "dspy"
+    )
+    os.environ.setdefault("DSPY_CACHEDIR", cache_dir)
+
+
+class Runtime:
+    """The DSPy side of one worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        _prepare_environment(settings)
+        import dspy
+
+        from dspex_jobs.runtime.lm import LMFactory
+        from dspex_jobs.runtime.modules import ModuleCache
+
+        self.settings = settings
+        self._dspy = dspy
+        self.lms = LMFactory(settings)
+        self.modules = ModuleCache(settings.module_cache_size)
+        _route_dspy_logs()
+        _configure_once(dspy, self.lms.get())
+
+    def run(self, job: Job) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """The job's outputs (JSON-able) and LM usage by model.
+
+        Raises:
+            DSPexError: Every failure, mapped to a typed error with a stable code.
+        """
+        from pydantic_core import to_jsonable_python
+
+        from dspex_jobs.runtime.errors import map_exception
+
+        try:
+            module = self.modules.get(job.kind, job.signature or "", job.instructions)
+            with self._dspy.context(
+                lm=self.lms.get(job.lm), track_usage=True, disable_history=True
+            ):
+                prediction = module(**job.inputs)
+        except Exception as exc:
+            raise map_exception(exc, job_id=job.id) from exc
+        outputs = to_jsonable_python(prediction.toDict(), fallback=str)
+        usage = to_jsonable_python(prediction.get_lm_usage() or {}, fallback=str)
+        return dict(outputs), {str(m): dict(u) for m, u in usage.items()}
+
+
+def _configure_once(dspy: Any, lm: Any) -> None:
+    """Process-wide defaults, set by the first thread that gets here."""
+    global _configured
+    with _configured_lock:
+        if _configured:
+            return
+        try:
+            dspy.configure(lm=lm, track_usage=True, disable_history=True)
+        except RuntimeError as exc:  # another thread owns DSPy's settings: contexts still work
+            logger.debug("dspy.configure skipped: %s", exc)
+        _configured = True
+
+
+def _route_dspy_logs() -> None:
+    """DSPy's logger does not propagate; send its records to the worker's handlers."""
+    dspy_logger = logging.getLogger("dspy")
+    for handler in list(dspy_logger.handlers):
+        if getattr(handler, "name", None) == "dspy_handler":
+            dspy_logger.removeHandler(handler)
+    dspy_logger.propagate = True

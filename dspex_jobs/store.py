@@ -1,0 +1,86 @@
+"""Job state and results in Redis, shared by the worker that writes and the producer that waits.
+
+A finished job is written twice in one round trip: as a plain key (``dspex:result:<id>``,
+read by ``status()`` and any later ``result()``) and pushed onto a short list
+(``dspex:done:<id>``) that a waiting producer blocks on with ``BLPOP``. The producer so wakes
+the moment the job ends, with the result in hand, and never polls. Both keys expire with
+the result TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from dspex_jobs.keys import Keys
+from dspex_jobs.results import JobResult, JobStatus
+
+__all__ = ["ResultStore"]
+
+_WAIT_SLICE_S = 0.5
+"""Longest single BLPOP: another waiter may have taken the pushed copy, so look at the key."""
+
+
+class ResultStore:
+    """Reads and writes job state for one Redis and key prefix."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, result_ttl_s: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.result_ttl_s = result_ttl_s
+
+    def mark_running(self, job_id: str, worker: str, attempt: int, status: JobStatus) -> None:
+        """Record that ``worker`` started (or is retrying) the job."""
+        state = {"status": status.value, "worker": worker, "attempt": attempt, "at": time.time()}
+        self.client.set(self.keys.state(job_id), json.dumps(state), ex=self.result_ttl_s)
+
+    def save(self, result: JobResult) -> None:
+        """Store a finished job and wake whoever waits for it."""
+        raw = result.model_dump_json()
+        done = self.keys.done(result.job_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.keys.result(result.job_id), raw, ex=self.result_ttl_s)
+        pipe.rpush(done, raw)
+        pipe.expire(done, self.result_ttl_s)
+        pipe.delete(self.keys.state(result.job_id))
+        pipe.execute()
+
+    def get(self, job_id: str) -> JobResult | None:
+        """The finished job, or ``None`` while it is not finished (or unknown)."""
+        raw = self.client.get(self.keys.result(job_id))
+        return None if raw is None else JobResult.model_validate_json(raw)
+
+    def state(self, job_id: str) -> dict[str, Any] | None:
+        """The running job's state record, if a worker has started it."""
+        raw = self.client.get(self.keys.state(job_id))
+        return None if raw is None else dict(json.loads(raw))
+
+    def status(self, job_id: str) -> JobStatus:
+        """Where the job is now."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.result(job_id))
+        pipe.get(self.keys.state(job_id))
+        result_raw, state_raw = pipe.execute()
+        if result_raw is not None:
+            return JobResult.model_validate_json(result_raw).status
+        if state_raw is not None:
+            return JobStatus(json.loads(state_raw)["status"])
+        return JobStatus.PENDING
+
+    def wait(self, job_id: str, timeout_s: float | None) -> JobResult | None:
+        """Block until the job finishes; ``None`` if ``timeout_s`` passes first."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        done = self.keys.done(job_id)
+        while True:
+            remaining = _WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return self.get(job_id)
+            popped = self.client.blpop([done], timeout=min(remaining, _WAIT_SLICE_S))
+            if popped is not None:
+                return JobResult.model_validate_json(popped[1])
+            found = self.get(job_id)
+            if found is not None:
+                return found

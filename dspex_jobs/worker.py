@@ -1,0 +1,170 @@
+"""Per-process worker state, the hooks that set it up, and the worker heartbeat.
+
+Expensive things (the Redis client, DSPy, the LM, built modules) are created once per
+worker *process*, after the fork: a child that inherited its parent's keep-alive sockets
+would fail its first call. ``install_worker_hooks(app)`` warms the runtime in every prefork
+child (``worker_process_init``) and in the main process for solo and thread pools
+(``worker_init``), so the first job does not pay for importing DSPy.
+
+Each worker also keeps a heartbeat key in Redis (``dspex:worker:<name>``, a short TTL)
+saying which queues it consumes; ``dspex-jobs health`` reads these to count live workers
+per queue without a broadcast round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, bootsteps
+from celery.signals import worker_init, worker_process_init
+
+from dspex_jobs.app import settings_of
+from dspex_jobs.connections import process_redis
+from dspex_jobs.errors import DSPexError, LMRateLimited
+from dspex_jobs.jobs import Job, JobKind
+from dspex_jobs.keys import Keys
+from dspex_jobs.settings import Settings
+from dspex_jobs.store import ResultStore
+
+if TYPE_CHECKING:
+    from dspex_jobs.runtime import Runtime
+
+__all__ = ["HEARTBEAT_INTERVAL_S", "WorkerContext", "install_worker_hooks", "worker_context"]
+
+HEARTBEAT_INTERVAL_S = 2.0
+"""How often a worker refreshes its heartbeat; the key lives three intervals."""
+
+logger = logging.getLogger("dspex_jobs.worker")
+
+
+class WorkerContext:
+    """Everything one worker process keeps between jobs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.store = ResultStore(process_redis(settings), self.keys, settings.result_ttl_s)
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+
+    def runtime(self) -> Runtime:
+        """The DSPy runtime of this process, built on first use."""
+        if self._runtime is None:
+            with self._lock:
+                if self._runtime is None:
+                    from dspex_jobs.runtime import Runtime
+
+                    self._runtime = Runtime(self.settings)
+        return self._runtime
+
+    def execute(self, job: Job) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Run a job: its outputs and the LM usage it caused."""
+        if job.kind is JobKind.PING:
+            return {"pong": True, "pid": os.getpid()}, {}
+        return self.runtime().run(job)
+
+    def retry_delay_s(self, attempt: int, error: DSPexError) -> float:
+        """Exponential backoff with full jitter, at least the provider's Retry-After.
+
+        Capped well below the broker's visibility timeout: a countdown waits unacknowledged,
+        and a longer wait would get the message redelivered to a second worker.
+        """
+        ceiling = min(self.settings.retry_backoff_max_s, self.settings.visibility_timeout_s / 2)
+        delay = random.uniform(0, min(ceiling, self.settings.retry_backoff_s * 2 ** (attempt - 1)))
+        if isinstance(error, LMRateLimited) and error.retry_after_s:
+            delay = max(delay, error.retry_after_s)
+        return min(delay, ceiling)
+
+
+_contexts: dict[tuple[int, int], WorkerContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def worker_context(app: Celery) -> WorkerContext:
+    """The :class:`WorkerContext` of this process for ``app`` (created after any fork)."""
+    key = (os.getpid(), id(app))
+    ctx = _contexts.get(key)
+    if ctx is None:
+        with _contexts_lock:
+            ctx = _contexts.get(key)
+            if ctx is None:
+                ctx = _contexts[key] = WorkerContext(settings_of(app))
+    return ctx
+
+
+def install_worker_hooks(app: Celery) -> None:
+    """Warm each worker process's runtime and keep a heartbeat. Call once per worker app."""
+
+    def warm(**_: Any) -> None:
+        try:
+            worker_context(app).runtime()
+        except Exception:  # a broken LM setting must fail jobs, not kill the pool
+            logger.exception("could not warm the DSPy runtime; jobs will retry building it")
+
+    worker_process_init.connect(warm, weak=False, dispatch_uid=f"dspex-warm-child-{id(app)}")
+
+    def warm_main(sender: Any = None, **_: Any) -> None:
+        # Prefork children warm themselves after the fork; other pools run jobs here.
+        if getattr(sender, "app", None) is app and not _is_prefork(sender.pool_cls):
+            warm()
+
+    worker_init.connect(warm_main, weak=False, dispatch_uid=f"dspex-warm-main-{id(app)}")
+    app.steps["worker"].add(Heartbeat)
+
+
+def _is_prefork(pool_cls: Any) -> bool:
+    return "prefork" in str(getattr(pool_cls, "__module__", pool_cls))
+
+
+class Heartbeat(bootsteps.StartStopStep):
+    """Refreshes ``dspex:worker:<name>`` with the queues this worker consumes."""
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, parent: Any) -> None:
+        settings = settings_of(parent.app)
+        client = process_redis(settings)
+        key = Keys(settings.key_prefix).worker_heartbeat(parent.hostname)
+        queues = sorted(parent.app.amqp.queues.consume_from or parent.app.amqp.queues)
+        record = {
+            "name": parent.hostname,
+            "queues": queues,
+            "pid": os.getpid(),
+            "concurrency": parent.concurrency,
+            "pool": str(getattr(parent.pool_cls, "__module__", parent.pool_cls)),
+        }
+        ttl_ms = int(HEARTBEAT_INTERVAL_S * 3 * 1000)
+
+        def beat() -> None:
+            while True:
+                try:
+                    client.set(key, json.dumps({**record, "at": time.time()}), px=ttl_ms)
+                except Exception as exc:  # Redis away for a moment: health will notice
+                    logger.warning("heartbeat failed: %s", exc)
+                if self._stop.wait(HEARTBEAT_INTERVAL_S):
+                    break
+            try:
+                client.delete(key)
+            except Exception:
+                logger.debug("could not remove heartbeat %s", key)
+
+        self._thread = threading.Thread(target=beat, name="dspex-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self, parent: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    shutdown = stop

@@ -1,0 +1,70 @@
+"""Shared fixtures: a real redis-server, the real local LM server, real Celery workers.
+
+Nothing here is mocked. Redis is one ``redis-server`` process for the session; each kind of
+worker gets its own Redis database so that an in-process worker and a subprocess worker
+never take each other's jobs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from dspex_jobs.embedded import EmbeddedRedis
+from dspex_jobs.settings import Settings
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+LM_MODEL = "openai/extractive-minilm"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's DSPEX_ settings."""
+    for key in list(os.environ):
+        if key.upper().startswith("DSPEX_") and not key.upper().startswith("DSPEX_TEST_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """One real redis-server for the whole session."""
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def lm_server() -> Iterator[object]:
+    """The local OpenAI-compatible LM server (extractive-minilm), as a real subprocess."""
+    from dspex_jobs.lmserver import LMServerConfig, LMServerProcess
+
+    with LMServerProcess(LMServerConfig(port=0)) as server:
+        yield server
+
+
+def redis_db_url(server: EmbeddedRedis, db: int) -> str:
+    """The server's URL for one database number."""
+    return f"redis://127.0.0.1:{server.port}/{db}"
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    """A flushed database (15) for tests that talk to Redis without workers."""
+    import redis
+
+    url = redis_db_url(redis_server, 15)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+def make_settings(redis_url: str, lm_url: str | None = None, **overrides: object) -> Settings:
+    """Settings for tests, independent of the environment."""
+    values: dict[str, object] = {"redis_url": redis_url, "lm": LM_MODEL, **overrides}
+    if lm_url:
+        values["lm_api_base"] = lm_url
+    return Settings.from_env(environ={}, **values)

@@ -1,0 +1,100 @@
+"""Jobs through a real Celery worker running in this process (celery.contrib.testing)."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+
+import pytest
+import redis
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from conftest import make_settings, redis_db_url
+
+from dspex_jobs import Client, JobStatus, LMUnavailable, SignatureValidationError
+from dspex_jobs.app import make_app
+from dspex_jobs.demo import DEMO_INPUTS, DEMO_SIGNATURE
+from dspex_jobs.embedded import EmbeddedRedis
+from dspex_jobs.worker import install_worker_hooks
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def worker_app(redis_server: EmbeddedRedis, lm_server: object) -> Iterator[Celery]:
+    url = redis_db_url(redis_server, 1)
+    redis.Redis.from_url(url).flushdb()
+    settings = make_settings(url, lm_server.url, job_max_retries=0)  # type: ignore[attr-defined]
+    app = make_app(settings)
+    install_worker_hooks(app)
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
+                      queues=["general"], shutdown_timeout=30):
+        yield app
+
+
+@pytest.fixture
+def client(worker_app: Celery) -> Iterator[Client]:
+    with Client(worker_app.dspex_settings, app=worker_app) as c:  # type: ignore[attr-defined]
+        yield c
+
+
+def test_ping_round_trip(client: Client) -> None:
+    result = client.ping().result(timeout=30)
+    assert result.ok and result.outputs == {"pong": True, "pid": result.outputs["pid"]}
+    assert result.timings.finished_at >= result.timings.started_at >= result.timings.created_at
+
+
+def test_predict_answers_from_the_context_through_the_local_lm(client: Client) -> None:
+    handle = client.predict(DEMO_SIGNATURE, **DEMO_INPUTS)
+    result = handle.result(timeout=60)
+    assert result.outputs is not None
+    assert result.outputs["answer"] in " ".join(DEMO_INPUTS["context"])
+    assert 0.0 <= result.outputs["confidence"] <= 1.0
+    assert result.total_tokens() > 0, result.usage
+    assert handle.status() is JobStatus.SUCCEEDED
+    assert client.job(handle.id).result(timeout=1).outputs == result.outputs
+
+
+def test_chain_of_thought_adds_reasoning(client: Client) -> None:
+    result = client.chain_of_thought(DEMO_SIGNATURE, **DEMO_INPUTS).result(timeout=60)
+    assert result.outputs is not None
+    assert set(result.outputs) == {"reasoning", "answer", "confidence"}
+    assert result.outputs["reasoning"]
+
+
+def test_bad_inputs_are_refused_before_anything_is_enqueued(client: Client) -> None:
+    with pytest.raises(SignatureValidationError) as info:
+        client.predict(DEMO_SIGNATURE, question="q", context="not a list", extra=1)
+    fields = {e["field"] for e in info.value.errors}
+    assert {"context", "extra"} <= fields
+
+
+def test_malformed_and_pickled_messages_do_not_kill_the_worker(
+    client: Client, worker_app: Celery
+) -> None:
+    # Given garbage sent as a job, and a pickle body that must never be decoded
+    worker_app.send_task("dspex.predict", args=("garbage",), queue="general")
+    worker_app.send_task("dspex.predict", args=({"kind": "predict", "version": 99},),
+                         queue="general")
+    with worker_app.producer_or_acquire() as producer:
+        producer.publish(pickle.dumps({"boom": 1}), routing_key="general",
+                         content_type="application/x-python-serialize",
+                         content_encoding="binary", headers={"task": "dspex.ping", "id": "x"})
+    # When a real job follows them, expect it to complete: the worker is still alive
+    assert client.ping().result(timeout=30).ok
+
+
+def test_lm_connection_refused_is_lm_unavailable(redis_server: EmbeddedRedis) -> None:
+    # Given a worker whose LM endpoint refuses connections, and no job retries
+    settings = make_settings(redis_db_url(redis_server, 3), "http://127.0.0.1:1/v1",
+                             job_max_retries=0)
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    app = make_app(settings)
+    with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False,
+                      queues=["general"]), Client(settings, app=app) as c:
+        handle = c.predict("question -> answer", question="hello?")
+        # Expect the failure typed as a retryable LM error, and the job marked failed
+        with pytest.raises(LMUnavailable) as info:
+            handle.result(timeout=60)
+        assert info.value.retryable and info.value.job_id == handle.id
+        assert handle.status() is JobStatus.FAILED
