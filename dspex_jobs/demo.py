@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import textwrap
 import time
+from typing import Any
 
 from dspex_jobs.client import Client
 from dspex_jobs.errors import DSPexError
@@ -22,7 +23,7 @@ __all__ = ["DEMO_INPUTS", "DEMO_SIGNATURE", "run_demo"]
 DEMO_SIGNATURE = "question: str, context: list[str] -> answer: str, confidence: float"
 """The seed's signature."""
 
-DEMO_INPUTS = {
+DEMO_INPUTS: dict[str, Any] = {
     "question": "Which queue runs long batch optimization?",
     "context": [
         "The general queue runs LM calls such as Predict and ChainOfThought.",

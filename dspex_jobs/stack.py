@@ -171,7 +171,10 @@ class LocalStack:
         return worker
 
     def wait_for_workers(self, timeout_s: float = 120.0) -> None:
-        """Block until every started worker's queue shows a live worker.
+        """Block until every started worker's queue has a live worker that answers a ping.
+
+        The ping matters: a prefork child takes jobs only once it has imported DSPy, so a
+        heartbeat alone would call a worker ready seconds before it can run anything.
 
         Raises:
             ConfigurationError: A worker exited, or none came up in time (with its log).
@@ -187,10 +190,19 @@ class LocalStack:
                     )
             report = check_health(self.settings, tuple(sorted(wanted)))
             if report.ok:
+                self._ping(wanted, max(1.0, deadline - time.monotonic()))
                 return
             time.sleep(0.1)
         logs = "\n".join(f"--- {w.queue}\n{w.log()[-2000:]}" for w in self.workers)
         raise ConfigurationError(f"workers did not come up in {timeout_s} s:\n{logs}")
+
+    def _ping(self, queues: set[str], timeout_s: float) -> None:
+        from dspex_jobs.client import Client
+
+        with Client(self.settings) as client:
+            handles = [client.ping(queue) for queue in sorted(queues)]
+            for handle in handles:
+                handle.result(timeout=timeout_s)
 
     def stop(self) -> None:
         """Stop workers, then the LM server, then Redis. Safe to call twice."""

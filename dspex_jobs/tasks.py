@@ -42,7 +42,7 @@ def register_tasks(app: Celery) -> None:
         )(run_job)
 
 
-def run_job(task: Task, payload: Any) -> dict[str, Any] | None:
+def run_job(task: Task[Any, Any], payload: Any) -> dict[str, Any] | None:
     """Run one job envelope and store its result. The return value is a summary for Flower."""
     from dspex_jobs.worker import worker_context  # per-process state, built once
 
@@ -64,9 +64,9 @@ def run_job(task: Task, payload: Any) -> dict[str, Any] | None:
         raise
     except Exception as exc:  # anything unclassified is a permanent failure of this job
         logger.exception("job %s (%s) failed", job.id, job.kind.value)
-        error = JobFailed(f"{type(exc).__name__}: {exc}", job_id=job.id)
-        _finish(ctx, job, worker, attempt, started_at, error=error)
-        raise error from exc
+        failure = JobFailed(f"{type(exc).__name__}: {exc}", job_id=job.id)
+        _finish(ctx, job, worker, attempt, started_at, error=failure)
+        raise failure from exc
     _finish(ctx, job, worker, attempt, started_at, outputs=outputs, usage=usage)
     return {"job_id": job.id, "status": "succeeded", "outputs": sorted(outputs)}
 
