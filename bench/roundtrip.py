@@ -93,6 +93,7 @@ def main() -> None:
                     sys.exit("our worker did not start")
                 time.sleep(0.2)
             sys.path.insert(0, str(HERE))
+            os.environ["BENCH_REDIS_URL"] = server.url
             from _bare_app import noop
 
             noop.apply_async().get(timeout=60)  # the bare worker is up

@@ -1,0 +1,57 @@
+"""The worker runtime with real DSPy against the local LM server."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from conftest import make_settings
+
+from dspex_jobs.jobs import Job, JobKind
+from dspex_jobs.runtime import Runtime
+from dspex_jobs.runtime.modules import ModuleCache
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def runtime(lm_server: object) -> Runtime:
+    return Runtime(make_settings("redis://127.0.0.1:1/0", lm_server.url))  # type: ignore[attr-defined]
+
+
+def test_history_does_not_grow_in_a_long_lived_worker(runtime: Runtime) -> None:
+    from dspy.clients.base_lm import GLOBAL_HISTORY
+
+    before = len(GLOBAL_HISTORY)
+    for i in range(20):
+        job = Job(kind=JobKind.PREDICT, signature="question -> answer",
+                  inputs={"question": f"question number {i}?"})
+        outputs, usage = runtime.run(job)
+        assert "answer" in outputs and usage
+    assert len(GLOBAL_HISTORY) == before
+    assert runtime.lms.get().history == []
+
+
+def test_modules_are_built_once_per_signature(runtime: Runtime) -> None:
+    job = Job(kind=JobKind.PREDICT, signature="text -> summary", inputs={"text": "A. B."})
+    runtime.run(job)
+    misses = runtime.modules.misses
+    runtime.run(job)
+    assert runtime.modules.misses == misses and runtime.modules.hits >= 1
+
+
+def test_module_cache_is_bounded() -> None:
+    cache = ModuleCache(max_entries=2)
+    for signature in ("a -> b", "c -> d", "e -> f"):
+        cache.get(JobKind.PREDICT, signature, None)
+    assert len(cache) == 2 and cache.misses == 3
+    cache.get(JobKind.PREDICT, "e -> f", None)
+    assert cache.hits == 1
+
+
+def test_dspy_log_records_reach_the_worker_log(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("dspy.some.module").warning("a message from inside DSPy")
+    assert "a message from inside DSPy" in caplog.text
