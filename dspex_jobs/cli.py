@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -132,25 +133,37 @@ def demo() -> None:
     sys.exit(run_demo())
 
 
+LM_SERVER_DEFAULT_PORT = 8765
+"""A fixed port by default, so DSPEX_LM_API_BASE can be written down; 0 picks a free one."""
+
+
+def _lm_server_options(command: Callable[..., None]) -> Callable[..., None]:
+    """One click option per LMServerConfig field, so flags and config always agree."""
+    from dspex_jobs.lmserver import option_specs
+
+    for spec in reversed(option_specs()):
+        default = LM_SERVER_DEFAULT_PORT if spec.field == "port" else spec.default
+        command = click.option(spec.flag, spec.field, type=spec.type, default=default,
+                               show_default=default is not None, help=spec.help)(command)
+    return command
+
+
 @main.command("lm-server")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8765, show_default=True, help="0 picks a free port.")
-@click.option("--latency-ms", type=float, default=0.0, show_default=True,
-              help="Added to every request.")
-@click.option("--error-rate", type=float, default=0.0, show_default=True,
-              help="Share of requests that fail (split by the rates below).")
-@click.option("--rate-limit-rate", type=float, default=None,
-              help="Share of faults answered 429 with Retry-After.")
-@click.option("--server-error-rate", type=float, default=None,
-              help="Share of faults answered 5xx.")
-@click.option("--hang-rate", type=float, default=None, help="Share of faults that hang.")
-@click.option("--seed", type=int, default=None, help="Make injected faults reproducible.")
+@_lm_server_options
 def lm_server(**options: Any) -> None:
-    """Serve the offline extractive-minilm model over an OpenAI-compatible HTTP API."""
+    """Serve the offline extractive-minilm model over an OpenAI-compatible HTTP API.
+
+    It is not a language model: it answers from the inputs by sentence-embedding
+    similarity (see docs/lm_server.md). Point workers at it with
+    DSPEX_LM=openai/extractive-minilm DSPEX_LM_API_BASE=http://127.0.0.1:8765/v1.
+    """
     from dspex_jobs.lmserver import LMServerConfig, serve
 
-    given = {k: v for k, v in options.items() if v is not None}
-    serve(LMServerConfig(**given))
+    try:
+        config = LMServerConfig(**options)
+    except DSPexError as exc:
+        raise click.UsageError(str(exc)) from None
+    serve(config)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,7 @@ A user catches one root, :class:`DSPexError`, or one of its branches::
 
     DSPexError
     ├── ConfigurationError          settings are wrong (misspelt DSPEX_ variable, bad URL)
+    │   └── LMServerStartError      the local LM server did not come up
     ├── BrokerUnavailable           Redis cannot be reached
     ├── ValidationError             the job is wrong; retrying never helps
     │   ├── SignatureError          signature text does not parse (also a ValueError)
@@ -43,6 +44,7 @@ __all__ = [
     "LMBadRequest",
     "LMError",
     "LMRateLimited",
+    "LMServerStartError",
     "LMTimeout",
     "LMUnavailable",
     "PayloadError",
@@ -86,6 +88,12 @@ class ConfigurationError(DSPexError):
     """Settings are missing, misspelt or inconsistent."""
 
     code = "configuration_error"
+
+
+class LMServerStartError(ConfigurationError):
+    """The local LM server did not become ready; the message carries its stderr tail."""
+
+    code = "lm_server_start"
 
 
 class BrokerUnavailable(DSPexError):

@@ -18,6 +18,8 @@ from dspex_jobs.settings import Settings
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 LM_MODEL = "openai/extractive-minilm"
+LM_API_KEY = "test-key"
+"""The session LM server requires this key, so a wrong key can be shown to fail."""
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +42,7 @@ def lm_server() -> Iterator[object]:
     """The local OpenAI-compatible LM server (extractive-minilm), as a real subprocess."""
     from dspex_jobs.lmserver import LMServerConfig, LMServerProcess
 
-    with LMServerProcess(LMServerConfig(port=0)) as server:
+    with LMServerProcess(LMServerConfig(port=0, api_key=LM_API_KEY)) as server:
         yield server
 
 
@@ -67,4 +69,5 @@ def make_settings(redis_url: str, lm_url: str | None = None, **overrides: object
     values: dict[str, object] = {"redis_url": redis_url, "lm": LM_MODEL, **overrides}
     if lm_url:
         values["lm_api_base"] = lm_url
+        values.setdefault("lm_api_key", LM_API_KEY)
     return Settings.from_env(environ={}, **values)

@@ -11,10 +11,12 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from conftest import make_settings, redis_db_url
 
-from dspex_jobs import Client, JobStatus, LMUnavailable, SignatureValidationError
+from dspex_jobs import Client, JobStatus, LMAuthError, LMUnavailable, SignatureValidationError
 from dspex_jobs.app import make_app
 from dspex_jobs.demo import DEMO_INPUTS, DEMO_SIGNATURE
 from dspex_jobs.embedded import EmbeddedRedis
+from dspex_jobs.keys import Keys
+from dspex_jobs.store import ResultStore
 from dspex_jobs.worker import install_worker_hooks
 
 pytestmark = pytest.mark.integration
@@ -82,6 +84,26 @@ def test_malformed_and_pickled_messages_do_not_kill_the_worker(
                          content_encoding="binary", headers={"task": "dspex.ping", "id": "x"})
     # When a real job follows them, expect it to complete: the worker is still alive
     assert client.ping().result(timeout=30).ok
+
+
+def test_wrong_api_key_fails_at_once_with_lm_auth_error(
+    redis_server: EmbeddedRedis, lm_server: object
+) -> None:
+    # Given a worker with the wrong key for the LM, and retries allowed
+    settings = make_settings(redis_db_url(redis_server, 4), lm_server.url,  # type: ignore[attr-defined]
+                             lm_api_key="wrong-key", job_max_retries=3)
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    app = make_app(settings)
+    with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False,
+                      queues=["general"]), Client(settings, app=app) as c:
+        handle = c.predict("question -> answer", question="let me in?")
+        # Expect a permanent, typed failure on the first attempt: auth errors are not retried
+        with pytest.raises(LMAuthError) as info:
+            handle.result(timeout=60)
+        assert not info.value.retryable
+        stored = ResultStore(redis.Redis.from_url(settings.redis_url), Keys(), 60).get(handle.id)
+        assert stored is not None and stored.attempt == 1
+        assert "401" in info.value.message or info.value.details.get("status") == 401
 
 
 def test_lm_connection_refused_is_lm_unavailable(redis_server: EmbeddedRedis) -> None:

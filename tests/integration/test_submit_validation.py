@@ -69,9 +69,9 @@ class TestRefusedAtSubmit:
     def test_unknown_queue_and_bad_lm_options(self, client: Client) -> None:
         with pytest.raises(ValidationError, match="unknown queue"):
             client.submit(JobKind.PING, queue="gpu")
-        with pytest.raises(ValidationError, match="lm.temperature"):
+        with pytest.raises(ValidationError, match=r"lm\.temperature"):
             client.predict(SIG, question="q", context=[], lm={"temperature": 9})
-        with pytest.raises(ValidationError, match="lm.api_key"):
+        with pytest.raises(ValidationError, match=r"lm\.api_key"):
             client.predict(SIG, question="q", context=[], lm={"api_key": "sk-nope"})
 
     def test_ping_takes_no_inputs(self, client: Client) -> None:
