@@ -126,6 +126,33 @@ def status(job_id: str) -> None:
 
 
 @main.command()
+@click.argument("job_id")
+@click.option("--after", default="0-0", show_default=True,
+              help="Resume after this chunk id (printed with --ids).")
+@click.option("--ids", is_flag=True, help="Print each chunk's id, to resume from later.")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Give up after this many seconds without new data.")
+def stream(job_id: str, after: str, ids: bool, timeout: float) -> None:
+    """Print a streaming job's output as it arrives, then its final outputs as JSON."""
+    from dspex_jobs.client import Client
+    from dspex_jobs.streams import StreamChunk
+
+    current = None
+    try:
+        with Client(_settings()) as client:
+            for event in client.job(job_id).stream(after_id=after, timeout=timeout):
+                if isinstance(event, StreamChunk):
+                    if event.field != current:
+                        click.echo(f"\n[{event.field}] ", nl=False)
+                        current = event.field
+                    click.echo(f"{event.text}{f' <{event.id}>' if ids else ''}", nl=False)
+                else:
+                    click.echo("\n" + json.dumps(event.outputs, indent=2))
+    except DSPexError as exc:
+        raise click.ClickException(f"[{exc.code}] {exc}") from None
+
+
+@main.command()
 def demo() -> None:
     """Start Redis, the local LM and one worker per queue; run two jobs; stop everything."""
     from dspex_jobs.demo import run_demo

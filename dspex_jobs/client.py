@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from celery import Celery
@@ -40,6 +40,7 @@ from dspex_jobs.results import JobResult, JobStatus
 from dspex_jobs.settings import QUEUES, Settings
 from dspex_jobs.signature import Signature
 from dspex_jobs.store import ResultStore
+from dspex_jobs.streams import StreamChunk, StreamEnd, astream_events, stream_events
 
 __all__ = ["Client", "JobHandle"]
 
@@ -49,10 +50,11 @@ _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OperationalError, Connec
 class JobHandle:
     """A submitted job. Cheap to create from an id: ``client.job(job_id)``."""
 
-    def __init__(self, job_id: str, store: ResultStore, kind: JobKind | None = None) -> None:
+    def __init__(self, job_id: str, client: Client, kind: JobKind | None = None) -> None:
         self.id = job_id
         self.kind = kind
-        self._store = store
+        self._client = client
+        self._store = client._store
         self._result: JobResult | None = None
 
     def status(self) -> JobStatus:
@@ -89,6 +91,46 @@ class JobHandle:
             raise self._result.error.to_exception(job_id=self.id)
         return self._result
 
+    def stream(
+        self, *, after_id: str = "0-0", timeout: float | None = None
+    ) -> Iterator[StreamChunk | StreamEnd]:
+        """Yield the job's output as it is produced, then a :class:`StreamEnd`.
+
+        Only for jobs submitted with ``stream=True``. Pass the ``id`` of the last chunk you
+        saw as ``after_id`` to resume after a disconnect without missing or repeating any.
+
+        Args:
+            after_id: Resume just after this chunk id (``"0-0"``: from the start).
+            timeout: Give up after this many seconds without new data.
+
+        Raises:
+            JobTimeout: No data for ``timeout`` seconds.
+            DSPexError: The job failed (raised after the chunks that preceded the failure).
+        """
+        key = self._store.keys.stream(self.id)
+        for event in stream_events(self._store.client, key, after_id=after_id,
+                                   timeout_s=timeout):
+            if isinstance(event, StreamEnd):
+                event.raise_for_error(self.id)
+            yield event
+
+    async def astream(
+        self, *, after_id: str = "0-0", timeout: float | None = None
+    ) -> AsyncIterator[StreamChunk | StreamEnd]:
+        """The async twin of :meth:`stream`: ``async for event in handle.astream(): ...``."""
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self._client.settings.redis_url,
+                                         socket_timeout=self._client.settings.socket_timeout_s)
+        try:
+            async for event in astream_events(client, self._store.keys.stream(self.id),
+                                              after_id=after_id, timeout_s=timeout):
+                if isinstance(event, StreamEnd):
+                    event.raise_for_error(self.id)
+                yield event
+        finally:
+            await client.aclose()
+
     def __repr__(self) -> str:
         kind = self.kind.value if self.kind else "?"
         return f"<JobHandle {kind} {self.id}>"
@@ -122,18 +164,32 @@ class Client:
         instructions: str | None = None,
         lm: LMOptions | Mapping[str, Any] | None = None,
         queue: str | None = None,
+        stream: bool = False,
         correlation_id: str | None = None,
         trace_id: str | None = None,
     ) -> JobHandle:
         """Validate a job, enqueue it, and return its handle.
+
+        Args:
+            kind: What to run (``predict``, ``chain_of_thought``, ``ping``).
+            signature: DSPy signature text, e.g. ``"question, context: list[str] -> answer"``.
+            inputs: Values for the signature's input fields.
+            instructions: The signature's instructions (DSPy's docstring).
+            lm: Per-job LM overrides (model, temperature, max_tokens, cache).
+            queue: Run on this workload queue instead of the kind's own.
+            stream: Publish the output as the LM produces it; read it with
+                :meth:`JobHandle.stream`.
+            correlation_id: Your own id for the request this job serves.
+            trace_id: A trace id to continue (a fresh one otherwise).
 
         Raises:
             ValidationError: The job is wrong (kind, queue, signature, inputs, options, size);
                 nothing was enqueued.
             BrokerUnavailable: Redis could not be reached.
         """
-        job = self._build(kind, signature, inputs, instructions, lm, queue, correlation_id,
-                          trace_id)
+        job = self._build(kind, signature, inputs, instructions=instructions, lm=_lm_options(lm),
+                          queue=queue, stream=stream, correlation_id=correlation_id,
+                          trace_id=trace_id)
         wire = self._encode(job)
         try:
             self.app.send_task(job.kind.task_name, args=(wire,), task_id=job.id,
@@ -142,25 +198,26 @@ class Client:
             raise BrokerUnavailable(
                 f"cannot enqueue to {self.settings.redacted_redis_url()}: {exc}"
             ) from exc
-        return JobHandle(job.id, self._store, job.kind)
+        return JobHandle(job.id, self, job.kind)
 
     def predict(
         self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
         instructions: str | None = None, lm: LMOptions | Mapping[str, Any] | None = None,
-        **input_values: Any,
+        stream: bool = False, **input_values: Any,
     ) -> JobHandle:
         """Run ``dspy.Predict(signature)`` on the inputs (keywords, or ``inputs=``)."""
         return self.submit(JobKind.PREDICT, signature, {**(inputs or {}), **input_values},
-                           instructions=instructions, lm=lm)
+                           instructions=instructions, lm=lm, stream=stream)
 
     def chain_of_thought(
         self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
         instructions: str | None = None, lm: LMOptions | Mapping[str, Any] | None = None,
-        **input_values: Any,
+        stream: bool = False, **input_values: Any,
     ) -> JobHandle:
         """Run ``dspy.ChainOfThought(signature)``; the outputs gain a ``reasoning`` field."""
         return self.submit(JobKind.CHAIN_OF_THOUGHT, signature,
-                           {**(inputs or {}), **input_values}, instructions=instructions, lm=lm)
+                           {**(inputs or {}), **input_values}, instructions=instructions, lm=lm,
+                           stream=stream)
 
     def ping(self, queue: str = "general") -> JobHandle:
         """A job that does no LM work: for health checks and measuring overhead."""
@@ -168,7 +225,7 @@ class Client:
 
     def job(self, job_id: str) -> JobHandle:
         """A handle to a job submitted earlier (by any producer)."""
-        return JobHandle(job_id, self._store)
+        return JobHandle(job_id, self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -186,10 +243,10 @@ class Client:
 
     def _build(
         self, kind: JobKind | str, signature: str | None, inputs: Mapping[str, Any] | None,
-        instructions: str | None, lm: LMOptions | Mapping[str, Any] | None, queue: str | None,
-        correlation_id: str | None, trace_id: str | None,
+        **options: Any,
     ) -> Job:
         job_kind = _job_kind(kind)
+        queue = options.get("queue")
         if queue is not None and queue not in QUEUES:
             raise ValidationError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}",
                                   field="queue")
@@ -198,19 +255,15 @@ class Client:
             if not signature:
                 raise ValidationError(f"a {job_kind.value} job needs a signature",
                                       field="signature")
-            values = Signature.parse(signature, instructions=instructions).validate_inputs(values)
+            parsed = Signature.parse(signature, instructions=options.get("instructions"))
+            values = parsed.validate_inputs(values)
         elif signature or values:
             raise ValidationError(f"a {job_kind.value} job takes no signature or inputs",
                                   field="inputs")
-        fields: dict[str, Any] = {
-            "kind": job_kind, "signature": signature, "instructions": instructions,
-            "inputs": values, "lm": _lm_options(lm), "queue": queue,
-            "correlation_id": correlation_id,
-        }
-        if trace_id is not None:
-            fields["trace_id"] = trace_id
+        if options.get("trace_id") is None:
+            options.pop("trace_id", None)  # a fresh one
         try:
-            return Job(**fields)
+            return Job(kind=job_kind, signature=signature, inputs=values, **options)
         except PydanticValidationError as exc:
             error = exc.errors()[0]
             field = ".".join(str(p) for p in error["loc"])

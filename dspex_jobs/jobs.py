@@ -87,6 +87,7 @@ class Job(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     lm: LMOptions = Field(default_factory=LMOptions)
     queue: str | None = None
+    stream: bool = False
     correlation_id: str | None = Field(None, max_length=256)
     trace_id: str = Field(default_factory=new_job_id, max_length=256)
     created_at: float = Field(default_factory=time.time)

@@ -30,6 +30,10 @@ class Keys:
         """The running job's state (started at, worker, attempt), until it finishes."""
         return f"{self.prefix}:state:{job_id}"
 
+    def stream(self, job_id: str) -> str:
+        """A Redis Stream of the job's output chunks, then its end record."""
+        return f"{self.prefix}:stream:{job_id}"
+
     def worker_heartbeat(self, worker: str) -> str:
         """A key with a short TTL that a live worker keeps refreshing."""
         return f"{self.prefix}:worker:{worker}"

@@ -99,6 +99,8 @@ def _finish(
 ) -> None:
     if error is not None:
         logger.warning("job %s failed: [%s] %s", job.id, error.code, error.message)
+    if job.stream:
+        ctx.stream_writer(job.id).end(outputs, error)
     result = JobResult(
         job_id=job.id,
         kind=job.kind.value,

@@ -32,6 +32,7 @@ from dspex_jobs.jobs import Job, JobKind
 from dspex_jobs.keys import Keys
 from dspex_jobs.settings import Settings
 from dspex_jobs.store import ResultStore
+from dspex_jobs.streams import StreamWriter
 
 if TYPE_CHECKING:
     from dspex_jobs.runtime import Runtime
@@ -69,7 +70,13 @@ class WorkerContext:
         """Run a job: its outputs and the LM usage it caused."""
         if job.kind is JobKind.PING:
             return {"pong": True, "pid": os.getpid()}, {}
-        return self.runtime().run(job)
+        on_chunk = self.stream_writer(job.id).chunk if job.stream else None
+        return self.runtime().run(job, on_chunk)
+
+    def stream_writer(self, job_id: str) -> StreamWriter:
+        """Where a streaming job's chunks and end record go."""
+        return StreamWriter(self.store.client, self.keys.stream(job_id),
+                            self.settings.result_ttl_s)
 
     def retry_delay_s(self, attempt: int, error: DSPexError) -> float:
         """Exponential backoff with full jitter, at least the provider's Retry-After.

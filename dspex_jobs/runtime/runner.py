@@ -11,12 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from dspex_jobs.jobs import Job
 from dspex_jobs.settings import Settings
 
-__all__ = ["Runtime"]
+__all__ = ["ChunkCallback", "Runtime"]
+
+ChunkCallback = Callable[[str, str, bool], None]
+"""Receives (output field, text, is_last) as a job's output streams."""
 
 logger = logging.getLogger("dspex_jobs.runtime")
 
@@ -50,8 +54,16 @@ class Runtime:
         _route_dspy_logs()
         _configure_once(dspy, self.lms.get())
 
-    def run(self, job: Job) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    def run(
+        self, job: Job, on_chunk: ChunkCallback | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """The job's outputs (JSON-able) and LM usage by model.
+
+        Args:
+            job: The job to run.
+            on_chunk: Called with (field, text, is_last) for each piece of output as the LM
+                streams it; a field the LM did not stream (a non-streaming LM, a cache hit)
+                arrives as one last chunk. ``None`` runs without streaming.
 
         Raises:
             DSPexError: Every failure, mapped to a typed error with a stable code.
@@ -65,12 +77,40 @@ class Runtime:
             with self._dspy.context(
                 lm=self.lms.get(job.lm), track_usage=True, disable_history=True
             ):
-                prediction = module(**job.inputs)
+                if on_chunk is None:
+                    prediction = module(**job.inputs)
+                else:
+                    prediction = self._stream(module, job.inputs, on_chunk)
         except Exception as exc:
             raise map_exception(exc, job_id=job.id) from exc
         outputs = to_jsonable_python(prediction.toDict(), fallback=str)
         usage = to_jsonable_python(prediction.get_lm_usage() or {}, fallback=str)
         return dict(outputs), {str(m): dict(u) for m, u in usage.items()}
+
+
+    def _stream(self, module: Any, inputs: dict[str, Any], on_chunk: ChunkCallback) -> Any:
+        """Run ``module`` through ``dspy.streamify`` with a fresh listener per output field."""
+        from dspy.streaming import StreamListener, StreamResponse
+
+        fields = [name for _, predictor in module.named_predictors()
+                  for name in predictor.signature.output_fields]
+        listeners = [StreamListener(signature_field_name=name) for name in fields]
+        program = self._dspy.streamify(module, stream_listeners=listeners,
+                                       async_streaming=False)
+        streamed: set[str] = set()
+        prediction = None
+        for item in program(**inputs):
+            if isinstance(item, StreamResponse):
+                streamed.add(item.signature_field_name)
+                on_chunk(item.signature_field_name, item.chunk, item.is_last_chunk)
+            elif isinstance(item, self._dspy.Prediction):
+                prediction = item
+        if prediction is None:
+            raise RuntimeError("the stream ended without a prediction")
+        for name in fields:
+            if name not in streamed and name in prediction:
+                on_chunk(name, str(prediction[name]), True)
+        return prediction
 
 
 def _configure_once(dspy: Any, lm: Any) -> None:

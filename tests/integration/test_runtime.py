@@ -55,3 +55,21 @@ def test_dspy_log_records_reach_the_worker_log(
     with caplog.at_level(logging.WARNING):
         logging.getLogger("dspy.some.module").warning("a message from inside DSPy")
     assert "a message from inside DSPy" in caplog.text
+
+
+def test_a_non_streaming_lm_streams_each_output_as_one_chunk(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given DSPy's DummyLM, which cannot stream
+    from dspy.utils import DummyLM
+
+    monkeypatch.setattr(runtime.lms, "get", lambda options=None: DummyLM(
+        [{"answer": "forty-two", "confidence": "0.9"}]))
+    chunks: list[tuple[str, str, bool]] = []
+    job = Job(kind=JobKind.PREDICT, signature="question -> answer, confidence: float",
+              inputs={"question": "?"}, stream=True)
+    # When the job runs with a chunk callback
+    outputs, _ = runtime.run(job, lambda field, text, last: chunks.append((field, text, last)))
+    # Expect one last chunk per output field, equal to the final values
+    assert chunks == [("answer", "forty-two", True), ("confidence", "0.9", True)]
+    assert outputs == {"answer": "forty-two", "confidence": 0.9}
