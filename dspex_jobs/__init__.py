@@ -22,10 +22,15 @@ from dspex_jobs.errors import (
     LMBadRequest,
     LMError,
     LMRateLimited,
+    LMServerStartError,
     LMTimeout,
     LMUnavailable,
     PayloadError,
     PayloadTooLarge,
+    SessionError,
+    SessionNotFound,
+    SessionStateTooLarge,
+    SessionWorkerUnavailable,
     SignatureError,
     SignatureValidationError,
     UnknownJobKind,
@@ -34,8 +39,10 @@ from dspex_jobs.errors import (
 )
 from dspex_jobs.jobs import Job, JobKind, LMOptions
 from dspex_jobs.results import JobErrorInfo, JobResult, JobStatus, Timings
+from dspex_jobs.sessions import Session, SessionState
 from dspex_jobs.settings import Settings
 from dspex_jobs.signature import Signature
+from dspex_jobs.streams import StreamChunk, StreamEnd
 
 __version__ = "0.1.0.dev0"
 
@@ -52,6 +59,11 @@ __all__ = [
     "JobStatus",
     "LMOptions",
     "Timings",
+    # Streaming and sessions
+    "Session",
+    "SessionState",
+    "StreamChunk",
+    "StreamEnd",
     # Signatures
     "Signature",
     # Errors
@@ -65,10 +77,15 @@ __all__ = [
     "LMBadRequest",
     "LMError",
     "LMRateLimited",
+    "LMServerStartError",
     "LMTimeout",
     "LMUnavailable",
     "PayloadError",
     "PayloadTooLarge",
+    "SessionError",
+    "SessionNotFound",
+    "SessionStateTooLarge",
+    "SessionWorkerUnavailable",
     "SignatureError",
     "SignatureValidationError",
     "UnknownJobKind",

@@ -26,7 +26,10 @@ from kombu import Queue
 from dspex_jobs.jobs import JobKind
 from dspex_jobs.settings import QUEUES, Settings
 
-__all__ = ["ACCEPTED_CONTENT", "make_app", "settings_of"]
+__all__ = ["ACCEPTED_CONTENT", "SESSION_CLEANUP_INTERVAL_S", "make_app", "settings_of"]
+
+SESSION_CLEANUP_INTERVAL_S = 60.0
+"""How often celery beat removes stale session bindings."""
 
 ACCEPTED_CONTENT = ("json", "msgpack")
 """Serializers a worker decodes. Pickle is deliberately absent."""
@@ -90,6 +93,13 @@ def _config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": "general",
         "task_routes": {kind.task_name: {"queue": kind.queue} for kind in JobKind},
         "task_create_missing_queues": True,
+        # Every worker also consumes its own queue (<name>.dq2): sessions bound to it.
+        "worker_direct": True,
+        # Periodic maintenance (run `celery -A dspex_jobs.celery_app beat`).
+        "beat_schedule": {
+            "dspex-session-cleanup": {"task": "dspex.sessions.cleanup",
+                                      "schedule": SESSION_CLEANUP_INTERVAL_S},
+        },
         # Flower and monitoring see every task.
         "worker_send_task_events": True,
         "task_send_sent_event": True,

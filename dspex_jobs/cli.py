@@ -152,6 +152,55 @@ def stream(job_id: str, after: str, ids: bool, timeout: float) -> None:
         raise click.ClickException(f"[{exc.code}] {exc}") from None
 
 
+@main.group()
+def sessions() -> None:
+    """List, show and end sessions."""
+
+
+@sessions.command("ls")
+def sessions_ls() -> None:
+    """One line per live session: id, turns, variables, bound worker, idle time."""
+    import time
+
+    from dspex_jobs.client import Client
+
+    with Client(_settings()) as client:
+        rows = sorted(client.sessions.scan(), key=lambda s: s.updated_at, reverse=True)
+        click.echo(f"{'session':<34}{'turns':>6}{'vars':>6}  {'idle s':>7}  worker")
+        for state in rows:
+            worker = client.sessions.binding(state.id) or "-"
+            idle_s = time.time() - state.updated_at
+            click.echo(f"{state.id:<34}{len(state.history):>6}{len(state.vars):>6}  "
+                       f"{idle_s:>7.0f}  {worker}")
+
+
+@sessions.command("show")
+@click.argument("session_id")
+def sessions_show(session_id: str) -> None:
+    """Print a session's state as JSON."""
+    from dspex_jobs.client import Client
+
+    with Client(_settings()) as client:
+        state = client.sessions.load(session_id)
+        if state is None:
+            raise click.ClickException(f"no session {session_id} (ended or expired)")
+        data = state.model_dump(mode="json")
+        data["worker"] = client.sessions.binding(session_id)
+        click.echo(json.dumps(data, indent=2))
+
+
+@sessions.command("end")
+@click.argument("session_id")
+def sessions_end(session_id: str) -> None:
+    """End a session now."""
+    from dspex_jobs.client import Client
+
+    with Client(_settings()) as client:
+        if not client.sessions.end(session_id):
+            raise click.ClickException(f"no session {session_id} (ended or expired)")
+    click.echo(f"ended {session_id}")
+
+
 @main.command()
 def demo() -> None:
     """Start Redis, the local LM and one worker per queue; run two jobs; stop everything."""

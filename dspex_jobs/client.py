@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from celery import Celery
+from celery.utils import worker_direct
+from kombu import Queue
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticSerializationError
@@ -31,12 +33,15 @@ from dspex_jobs.errors import (
     JobTimeout,
     PayloadError,
     PayloadTooLarge,
+    SessionWorkerUnavailable,
     UnknownJobKind,
     ValidationError,
 )
+from dspex_jobs.health import queue_depth
 from dspex_jobs.jobs import Job, JobKind, LMOptions
 from dspex_jobs.keys import Keys
 from dspex_jobs.results import JobResult, JobStatus
+from dspex_jobs.sessions import Affinity, Session, SessionState, SessionStore
 from dspex_jobs.settings import QUEUES, Settings
 from dspex_jobs.signature import Signature
 from dspex_jobs.store import ResultStore
@@ -149,9 +154,11 @@ class Client:
         self.settings = settings or Settings.from_env()
         self.app = app or make_app(self.settings)
         self._redis = redis_client(self.settings)
-        self._store = ResultStore(
-            self._redis, Keys(self.settings.key_prefix), self.settings.result_ttl_s
-        )
+        self._keys = Keys(self.settings.key_prefix)
+        self._store = ResultStore(self._redis, self._keys, self.settings.result_ttl_s)
+        self.sessions = SessionStore(self._redis, self._keys,
+                                     max_history=self.settings.session_max_history,
+                                     max_state_bytes=self.settings.session_max_state_bytes)
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -165,6 +172,7 @@ class Client:
         lm: LMOptions | Mapping[str, Any] | None = None,
         queue: str | None = None,
         stream: bool = False,
+        session: str | None = None,
         correlation_id: str | None = None,
         trace_id: str | None = None,
     ) -> JobHandle:
@@ -179,6 +187,8 @@ class Client:
             queue: Run on this workload queue instead of the kind's own.
             stream: Publish the output as the LM produces it; read it with
                 :meth:`JobHandle.stream`.
+            session: Run within this session (see :meth:`session`): inputs not given are
+                read from its variables, ``dspy.History`` inputs from its history.
             correlation_id: Your own id for the request this job serves.
             trace_id: A trace id to continue (a fresh one otherwise).
 
@@ -187,13 +197,21 @@ class Client:
                 nothing was enqueued.
             BrokerUnavailable: Redis could not be reached.
         """
-        job = self._build(kind, signature, inputs, instructions=instructions, lm=_lm_options(lm),
-                          queue=queue, stream=stream, correlation_id=correlation_id,
-                          trace_id=trace_id)
+        options = _lm_options(lm)
+        route: Queue | str | None = queue
+        defaults: dict[str, Any] = {}
+        if session is not None:
+            state, route = self._session_route(session)
+            options = LMOptions(**{**state.lm.overrides(), **options.overrides()})
+            defaults = state.vars
+        job = self._build(kind, signature, inputs, defaults, instructions=instructions,
+                          lm=options, queue=queue, stream=stream, session_id=session,
+                          correlation_id=correlation_id, trace_id=trace_id)
         wire = self._encode(job)
         try:
             self.app.send_task(job.kind.task_name, args=(wire,), task_id=job.id,
-                               queue=job.target_queue)
+                               # A kombu Queue routes to a worker's direct queue (sessions).
+                               queue=route or job.target_queue)  # type: ignore[arg-type]
         except _REDIS_DOWN as exc:
             raise BrokerUnavailable(
                 f"cannot enqueue to {self.settings.redacted_redis_url()}: {exc}"
@@ -227,6 +245,34 @@ class Client:
         """A handle to a job submitted earlier (by any producer)."""
         return JobHandle(job_id, self)
 
+    def session(
+        self, *, ttl_s: int | None = None, affinity: Affinity = "hint",
+        lm: LMOptions | Mapping[str, Any] | None = None, vars: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Start a session: its jobs share history, variables and LM settings.
+
+        Args:
+            ttl_s: Idle seconds before it expires (default ``DSPEX_SESSION_TTL_S``).
+            affinity: ``hint`` prefers the worker that ran its last job; ``strict`` only
+                ever uses that worker and fails fast when it is gone.
+            lm: LM options for every job of the session (a job's own options win).
+            vars: Initial variables.
+        """
+        if affinity not in ("hint", "strict"):
+            raise ValidationError(f"affinity must be 'hint' or 'strict', not {affinity!r}",
+                                  field="affinity")
+        state = self.sessions.create(ttl_s or self.settings.session_ttl_s, affinity,
+                                     _lm_options(lm), vars)
+        return Session(self, state)
+
+    def get_session(self, session_id: str) -> Session:
+        """A handle to an existing session.
+
+        Raises:
+            SessionNotFound: It ended or expired.
+        """
+        return Session(self, self.sessions.require(session_id))
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -241,9 +287,28 @@ class Client:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _session_route(self, session_id: str) -> tuple[SessionState, Queue | None]:
+        """The session, and the bound worker's own queue when affinity says to use it."""
+        state = self.sessions.require(session_id)
+        worker = self.sessions.binding(session_id)
+        if worker is None:
+            return state, None  # first job: any worker; the one that runs it binds
+        if not self._redis.exists(self._keys.worker_heartbeat(worker)):
+            if state.affinity == "strict":
+                raise SessionWorkerUnavailable(
+                    f"session {session_id} is bound to {worker}, which has no heartbeat; "
+                    "strict affinity never moves a session (use affinity='hint' to allow it)",
+                    session_id=session_id, worker=worker,
+                )
+            return state, None  # gone: the next worker rebinds and carries on from Redis
+        direct = worker_direct(worker)
+        if state.affinity == "hint" and queue_depth(self._redis, direct.name) > 0:
+            return state, None  # busy: any worker will do
+        return state, direct
+
     def _build(
         self, kind: JobKind | str, signature: str | None, inputs: Mapping[str, Any] | None,
-        **options: Any,
+        defaults: Mapping[str, Any], **options: Any,
     ) -> Job:
         job_kind = _job_kind(kind)
         queue = options.get("queue")
@@ -256,7 +321,12 @@ class Client:
                 raise ValidationError(f"a {job_kind.value} job needs a signature",
                                       field="signature")
             parsed = Signature.parse(signature, instructions=options.get("instructions"))
-            values = parsed.validate_inputs(values)
+            if defaults or options.get("session_id"):
+                # Inputs the worker fills from the session are validated, not sent.
+                checked = parsed.validate_inputs({**_session_fill(parsed, defaults), **values})
+                values = {k: v for k, v in checked.items() if k in values}
+            else:
+                values = parsed.validate_inputs(values)
         elif signature or values:
             raise ValidationError(f"a {job_kind.value} job takes no signature or inputs",
                                   field="inputs")
@@ -282,6 +352,17 @@ class Client:
                 size=size, limit=self.settings.max_payload_bytes,
             )
         return wire
+
+
+def _session_fill(signature: Signature, variables: Mapping[str, Any]) -> dict[str, Any]:
+    """What the worker will fill in from the session: variables, and empty histories."""
+    filled: dict[str, Any] = {}
+    for field in signature.inputs:
+        if str(field.type) == "dspy.History":
+            filled[field.name] = {"messages": []}
+        elif field.name in variables:
+            filled[field.name] = variables[field.name]
+    return filled
 
 
 def _job_kind(kind: JobKind | str) -> JobKind:

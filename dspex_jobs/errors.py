@@ -4,14 +4,28 @@ A user catches one root, :class:`DSPexError`, or one of its branches::
 
     DSPexError
     ├── ConfigurationError          settings are wrong (misspelt DSPEX_ variable, bad URL)
-    │   └── LMServerStartError      the local LM server did not come up
+    │   ├── LMServerStartError      the local LM server did not come up
+    │   └── DuplicateImplementation an operation's implementation name is registered twice
     ├── BrokerUnavailable           Redis cannot be reached
     ├── ValidationError             the job is wrong; retrying never helps
     │   ├── SignatureError          signature text does not parse (also a ValueError)
     │   ├── SignatureValidationError  inputs do not match the signature (also a ValueError)
     │   ├── UnknownJobKind
-    │   └── PayloadError            a value cannot be encoded, a message cannot be decoded
-    │       └── PayloadTooLarge
+    │   ├── PayloadError            a value cannot be encoded, a message cannot be decoded
+    │   │   ├── PayloadTooLarge
+    │   │   │   └── DecompressedTooLarge  a frame inflates past DSPEX_MAX_DECOMPRESSED_BYTES
+    │   │   ├── PayloadDecodeError  a message body is truncated, corrupt or not ours
+    │   │   │   └── ProtocolVersionError  a frame from a newer dspex-jobs (version, codec)
+    │   │   └── ClaimCheckMissing   a large payload's Redis copy expired or was deleted
+    │   ├── TemplateError           a prompt template does not compile or names unknown fields
+    │   │   └── TemplateRenderError rendering failed: a missing value, a limit, a forbidden access
+    │   └── NoImplementation        no implementation of an operation fits the request
+    ├── UnsupportedOperation        an implementation cannot handle this request (the router
+    │                               falls back to the next one)
+    ├── SessionError                a session cannot be used as asked
+    │   ├── SessionNotFound         it ended or expired
+    │   ├── SessionStateTooLarge    a write would exceed the state size limit
+    │   └── SessionWorkerUnavailable  strict affinity, and the bound worker is gone
     └── JobError                    the job ran (or tried to) and did not succeed
         ├── LMError                 the language model call failed
         │   ├── LMRateLimited       retryable, may carry retry_after_s
@@ -35,8 +49,10 @@ from typing import Any, ClassVar
 
 __all__ = [
     "BrokerUnavailable",
+    "ClaimCheckMissing",
     "ConfigurationError",
     "DSPexError",
+    "DuplicateImplementation",
     "JobError",
     "JobFailed",
     "JobTimeout",
@@ -47,11 +63,21 @@ __all__ = [
     "LMServerStartError",
     "LMTimeout",
     "LMUnavailable",
+    "NoImplementation",
+    "PayloadDecodeError",
     "PayloadError",
     "PayloadTooLarge",
+    "ProtocolVersionError",
+    "SessionError",
+    "SessionNotFound",
+    "SessionStateTooLarge",
+    "SessionWorkerUnavailable",
     "SignatureError",
     "SignatureValidationError",
+    "TemplateError",
+    "TemplateRenderError",
     "UnknownJobKind",
+    "UnsupportedOperation",
     "ValidationError",
     "WorkerLost",
     "error_from_payload",
@@ -165,6 +191,64 @@ class PayloadTooLarge(PayloadError):
     code = "payload_too_large"
 
 
+class DecompressedTooLarge(PayloadTooLarge):
+    """A compressed frame declares or inflates to more than the decompression limit.
+
+    Raised before anything is inflated when the frame's header declares too much, and
+    while inflating when the body disagrees with its header (a zip bomb).
+    """
+
+    code = "decompressed_too_large"
+
+
+class PayloadDecodeError(PayloadError):
+    """A message body cannot be decoded: truncated, corrupt, or not a dspex-jobs frame."""
+
+    code = "payload_decode_error"
+
+
+class ProtocolVersionError(PayloadDecodeError):
+    """A frame uses a version, codec, compression or type this dspex-jobs does not know.
+
+    It was written by a newer dspex-jobs: upgrade the workers (and readers) to decode it.
+    """
+
+    code = "protocol_version_unknown"
+
+
+class ClaimCheckMissing(PayloadError):
+    """A large payload stored in Redis (a claim check) is gone: its TTL passed or it was deleted.
+
+    Resubmit the job; raise ``DSPEX_RESULT_TTL_S`` if jobs wait in the queue longer than it.
+    """
+
+    code = "claim_check_missing"
+
+
+class SessionError(DSPexError):
+    """A session cannot be used as asked."""
+
+    code = "session_error"
+
+
+class SessionNotFound(SessionError):
+    """The session ended or its TTL expired: start a new one."""
+
+    code = "session_not_found"
+
+
+class SessionStateTooLarge(SessionError):
+    """A write would make the session's state exceed DSPEX_SESSION_MAX_STATE_BYTES."""
+
+    code = "session_state_too_large"
+
+
+class SessionWorkerUnavailable(SessionError):
+    """Strict affinity, and the worker the session is bound to has no heartbeat."""
+
+    code = "session_worker_unavailable"
+
+
 class JobError(DSPexError):
     """The job was accepted but did not produce a result."""
 
@@ -272,3 +356,52 @@ def error_from_payload(payload: dict[str, Any], job_id: str | None = None) -> DS
         error = cls(message, **details)
     error.message = message
     return error
+
+
+class TemplateError(ValidationError):
+    """A prompt template does not compile, uses a forbidden construct, or names a variable that is
+    not a field of the job's signature. Nothing was enqueued.
+
+    Args:
+        message: What is wrong and where; usually ends with the template line and a caret.
+        line: 1-based line of the fault in the template source, when known.
+        column: 1-based column of the fault, when known.
+    """
+
+    code = "template_error"
+
+    def __init__(
+        self, message: str = "", line: int | None = None, column: int | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message, line=line, column=column, **details)
+        self.line = line
+        self.column = column
+
+
+class TemplateRenderError(TemplateError):
+    """Rendering a template failed: a value is missing, the output or a loop went over its limit,
+    or the template tried to reach something it may not (an attribute, a callable)."""
+
+    code = "template_render_error"
+
+
+class NoImplementation(ValidationError):
+    """No implementation of an operation fits the request: the operation is unknown, the forced
+    implementation does not exist, or every candidate declared it cannot handle the request."""
+
+    code = "no_implementation"
+
+
+class DuplicateImplementation(ConfigurationError):
+    """An implementation name is registered twice for one operation; pass ``replace=True`` to
+    replace it on purpose."""
+
+    code = "duplicate_implementation"
+
+
+class UnsupportedOperation(DSPexError):
+    """An implementation cannot handle this particular request (a type, an option); the router
+    tries the operation's next implementation instead of failing."""
+
+    code = "unsupported_operation"

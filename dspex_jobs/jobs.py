@@ -88,6 +88,7 @@ class Job(BaseModel):
     lm: LMOptions = Field(default_factory=LMOptions)
     queue: str | None = None
     stream: bool = False
+    session_id: str | None = Field(None, max_length=128)
     correlation_id: str | None = Field(None, max_length=256)
     trace_id: str = Field(default_factory=new_job_id, max_length=256)
     created_at: float = Field(default_factory=time.time)

@@ -34,6 +34,18 @@ class Keys:
         """A Redis Stream of the job's output chunks, then its end record."""
         return f"{self.prefix}:stream:{job_id}"
 
+    def session(self, session_id: str) -> str:
+        """A session's state (JSON, versioned, with a TTL)."""
+        return f"{self.prefix}:session:{session_id}"
+
+    def session_bindings(self) -> str:
+        """A hash: session id -> the worker it is bound to."""
+        return f"{self.prefix}:bindings"
+
+    def payload(self, job_id: str) -> str:
+        """A large job's encoded frame (a claim check), sent by reference, with a TTL."""
+        return f"{self.prefix}:payload:{job_id}"
+
     def worker_heartbeat(self, worker: str) -> str:
         """A key with a short TTL that a live worker keeps refreshing."""
         return f"{self.prefix}:worker:{worker}"

@@ -15,6 +15,7 @@ line. ``workers/`` holds the deployment glue (containers, env files) built on th
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from dspex_jobs.errors import ConfigurationError
@@ -50,7 +51,9 @@ class PoolProfile:
             "--pool", pool or self.pool,
             "--concurrency", str(concurrency or settings.concurrency_for(self.queue)),
             "--prefetch-multiplier", str(self.prefetch_multiplier),
-            "--hostname", hostname or f"{self.queue}@%h",
+            # Unique per process, so two pools of one queue on a host never share a name
+            # (or a direct queue, which session affinity routes to).
+            "--hostname", hostname or f"{self.queue}-{os.getpid()}@%h",
             "--loglevel", loglevel or settings.log_level,
             "--task-events",
             "--without-mingle",

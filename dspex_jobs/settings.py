@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles each time.")
     retry_backoff_max_s: float = Field(60.0, gt=0)
 
+    # Sessions.
+    session_ttl_s: int = Field(3_600, gt=0, description="Idle time before a session expires.")
+    session_max_history: int = Field(50, gt=0, description="Turns kept; oldest dropped first.")
+    session_max_state_bytes: int = Field(256_000, gt=0, description="Largest session state.")
+
     # Worker pools, one per queue.
     general_concurrency: int = Field(2, gt=0)
     optimizer_concurrency: int = Field(1, gt=0)

@@ -40,6 +40,24 @@ def register_tasks(app: Celery) -> None:
             # Typed failures are expected outcomes: logged in one line, not as a traceback.
             throws=(DSPexError,),
         )(run_job)
+    app.task(name=CLEANUP_TASK, bind=True)(cleanup_sessions)
+
+
+CLEANUP_TASK = "dspex.sessions.cleanup"
+"""The periodic task (celery beat) that removes stale session bindings."""
+
+
+def cleanup_sessions(task: Task[Any, Any]) -> int:
+    """Remove bindings to dead workers or expired sessions; return how many were removed."""
+    from dspex_jobs.worker import worker_context
+
+    ctx = worker_context(task.app)
+    client = ctx.store.client
+    removed = ctx.sessions.cleanup(
+        lambda worker: bool(client.exists(ctx.keys.worker_heartbeat(worker)))
+    )
+    logger.info("session cleanup removed %d stale binding(s)", removed)
+    return removed
 
 
 def run_job(task: Task[Any, Any], payload: Any) -> dict[str, Any] | None:
@@ -55,7 +73,7 @@ def run_job(task: Task[Any, Any], payload: Any) -> dict[str, Any] | None:
     worker = str(task.request.hostname or ctx.worker_name)
     ctx.store.mark_running(job.id, worker, attempt, JobStatus.RUNNING)
     try:
-        outputs, usage = ctx.execute(job)
+        outputs, usage = ctx.execute(job, worker)
     except DSPexError as error:
         if error.retryable and attempt <= ctx.settings.job_max_retries:
             ctx.store.mark_running(job.id, worker, attempt, JobStatus.RETRYING)

@@ -30,6 +30,7 @@ from dspex_jobs.connections import process_redis
 from dspex_jobs.errors import DSPexError, LMRateLimited
 from dspex_jobs.jobs import Job, JobKind
 from dspex_jobs.keys import Keys
+from dspex_jobs.sessions import SessionStore
 from dspex_jobs.settings import Settings
 from dspex_jobs.store import ResultStore
 from dspex_jobs.streams import StreamWriter
@@ -52,6 +53,9 @@ class WorkerContext:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.store = ResultStore(process_redis(settings), self.keys, settings.result_ttl_s)
+        self.sessions = SessionStore(process_redis(settings), self.keys,
+                                     max_history=settings.session_max_history,
+                                     max_state_bytes=settings.session_max_state_bytes)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
@@ -66,12 +70,23 @@ class WorkerContext:
                     self._runtime = Runtime(self.settings)
         return self._runtime
 
-    def execute(self, job: Job) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        """Run a job: its outputs and the LM usage it caused."""
+    def execute(self, job: Job, worker: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Run a job: its outputs and the LM usage it caused.
+
+        A session's job binds the session to this worker, runs with the session's state
+        (missing inputs from its variables, ``dspy.History`` from its history) and records
+        its turn; the state lives in Redis, so any worker can pick a session up.
+        """
         if job.kind is JobKind.PING:
             return {"pong": True, "pid": os.getpid()}, {}
         on_chunk = self.stream_writer(job.id).chunk if job.stream else None
-        return self.runtime().run(job, on_chunk)
+        if job.session_id is None:
+            return self.runtime().run(job, on_chunk)
+        state = self.sessions.require(job.session_id)
+        self.sessions.bind(job.session_id, worker)
+        outputs, usage = self.runtime().run(job, on_chunk, state)
+        self.sessions.record_turn(job.session_id, job.inputs, outputs)
+        return outputs, usage
 
     def stream_writer(self, job_id: str) -> StreamWriter:
         """Where a streaming job's chunks and end record go."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dspex_jobs.jobs import Job
+from dspex_jobs.sessions import SessionState
 from dspex_jobs.settings import Settings
 
 __all__ = ["ChunkCallback", "Runtime"]
@@ -55,7 +56,8 @@ class Runtime:
         _configure_once(dspy, self.lms.get())
 
     def run(
-        self, job: Job, on_chunk: ChunkCallback | None = None
+        self, job: Job, on_chunk: ChunkCallback | None = None,
+        session: SessionState | None = None,
     ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """The job's outputs (JSON-able) and LM usage by model.
 
@@ -64,6 +66,8 @@ class Runtime:
             on_chunk: Called with (field, text, is_last) for each piece of output as the LM
                 streams it; a field the LM did not stream (a non-streaming LM, a cache hit)
                 arrives as one last chunk. ``None`` runs without streaming.
+            session: The session the job belongs to: inputs it was not given come from the
+                session's variables, and ``dspy.History`` inputs from its history.
 
         Raises:
             DSPexError: Every failure, mapped to a typed error with a stable code.
@@ -74,19 +78,35 @@ class Runtime:
 
         try:
             module = self.modules.get(job.kind, job.signature or "", job.instructions)
+            inputs = self._with_session(module, job.inputs, session) if session else job.inputs
             with self._dspy.context(
                 lm=self.lms.get(job.lm), track_usage=True, disable_history=True
             ):
                 if on_chunk is None:
-                    prediction = module(**job.inputs)
+                    prediction = module(**inputs)
                 else:
-                    prediction = self._stream(module, job.inputs, on_chunk)
+                    prediction = self._stream(module, inputs, on_chunk)
         except Exception as exc:
             raise map_exception(exc, job_id=job.id) from exc
         outputs = to_jsonable_python(prediction.toDict(), fallback=str)
         usage = to_jsonable_python(prediction.get_lm_usage() or {}, fallback=str)
         return dict(outputs), {str(m): dict(u) for m, u in usage.items()}
 
+
+    def _with_session(
+        self, module: Any, inputs: dict[str, Any], session: SessionState
+    ) -> dict[str, Any]:
+        """Fill the inputs a session job was not given from the session."""
+        filled = dict(inputs)
+        _, predictor = next(iter(module.named_predictors()))
+        for name, field in predictor.signature.input_fields.items():
+            if name in filled:
+                continue
+            if field.annotation is self._dspy.History:
+                filled[name] = self._dspy.History(messages=list(session.history))
+            elif name in session.vars:
+                filled[name] = session.vars[name]
+        return filled
 
     def _stream(self, module: Any, inputs: dict[str, Any], on_chunk: ChunkCallback) -> Any:
         """Run ``module`` through ``dspy.streamify`` with a fresh listener per output field."""
