@@ -11,7 +11,10 @@ Reliability choices, and why (DESIGN.md, "Celery-on-Redis facts"):
   being marked failed (default Celery acks early and would lose it).
 - ``worker_prefetch_multiplier = 1``: a worker reserves one job per free slot, so a long job
   never sits behind another in a busy worker's buffer while an idle worker waits.
-- Only JSON and MessagePack are accepted; pickle is never decoded from the wire.
+- Bodies are written by our ``dspex`` serializer (:mod:`dspex_jobs.protocol`: one
+  self-describing frame, MessagePack/Arrow/JSON, compressed above a threshold); JSON and
+  MessagePack are still accepted (the plain ``celery`` CLI, other producers); pickle is
+  never decoded from the wire.
 - Broker and result connections time out and keep alive, and the worker retries the broker
   connection at startup instead of exiting when Redis is a few seconds late.
 """
@@ -24,6 +27,7 @@ from celery import Celery
 from kombu import Queue
 
 from dspex_jobs.jobs import JobKind
+from dspex_jobs.protocol import EncodeOptions, install_message_guard, register_serializer
 from dspex_jobs.settings import QUEUES, Settings
 
 __all__ = ["ACCEPTED_CONTENT", "SESSION_CLEANUP_INTERVAL_S", "make_app", "settings_of"]
@@ -31,7 +35,7 @@ __all__ = ["ACCEPTED_CONTENT", "SESSION_CLEANUP_INTERVAL_S", "make_app", "settin
 SESSION_CLEANUP_INTERVAL_S = 60.0
 """How often celery beat removes stale session bindings."""
 
-ACCEPTED_CONTENT = ("json", "msgpack")
+ACCEPTED_CONTENT = ("dspex", "json", "msgpack")
 """Serializers a worker decodes. Pickle is deliberately absent."""
 
 
@@ -47,6 +51,7 @@ def make_app(settings: Settings, *, name: str = "dspex_jobs") -> Celery:
     app = Celery(name, broker=settings.redis_url, backend=settings.redis_url, set_as_current=False)
     app.conf.update(_config(settings))
     app.dspex_settings = settings  # type: ignore[attr-defined]
+    install_message_guard(app)  # a malformed task message is rejected, never fatal
 
     from dspex_jobs.tasks import register_tasks  # light: task bodies import DSPy lazily
 
@@ -61,6 +66,8 @@ def settings_of(app: Celery) -> Settings:
 
 
 def _config(settings: Settings) -> dict[str, Any]:
+    serializer = register_serializer(EncodeOptions.from_settings(settings),
+                                     max_decompressed_bytes=settings.max_decompressed_bytes)
     socket = {
         "socket_timeout": settings.socket_timeout_s,
         "socket_connect_timeout": settings.socket_timeout_s,
@@ -68,9 +75,9 @@ def _config(settings: Settings) -> dict[str, Any]:
         "health_check_interval": 25,
     }
     return {
-        # Wire format: JSON by default, MessagePack accepted, never pickle.
-        "task_serializer": "json",
-        "result_serializer": "json",
+        # Wire format: dspex frames, JSON and MessagePack accepted, never pickle.
+        "task_serializer": serializer,
+        "result_serializer": serializer,
         "accept_content": list(ACCEPTED_CONTENT),
         "result_accept_content": list(ACCEPTED_CONTENT),
         # Lose nothing.
@@ -81,6 +88,10 @@ def _config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_s,
+            # Sweep for a dead worker's unacknowledged messages every few seconds, so they
+            # come back about visibility_timeout_s after it died, not minutes later.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 6)),
+            "unacked_restore_throttle": 1,
             **socket,
         },
         "redis_socket_timeout": settings.socket_timeout_s,

@@ -202,6 +202,84 @@ def sessions_end(session_id: str) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def breakers(as_json: bool) -> None:
+    """Show the shared circuit breaker of every LM endpoint."""
+    from dspex_jobs.connections import redis_client
+    from dspex_jobs.keys import Keys
+    from dspex_jobs.resilience.breaker import BreakerConfig, CircuitBreaker
+
+    settings = _settings()
+    states = CircuitBreaker(redis_client(settings), Keys(settings.key_prefix),
+                            BreakerConfig()).states()
+    if as_json:
+        click.echo(json.dumps(states, indent=2))
+        return
+    click.echo(f"{'state':<10}{'failures':>9}  endpoint")
+    for b in states:
+        click.echo(f"{b['state']:<10}{b['failures']:>9}  {b['endpoint']}")
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect, replay and purge dead letters (jobs that failed for good)."""
+
+
+def _dead_letters() -> Any:
+    from dspex_jobs.connections import redis_client
+    from dspex_jobs.keys import Keys
+    from dspex_jobs.resilience.deadletter import DeadLetters
+
+    settings = _settings()
+    return DeadLetters(redis_client(settings), Keys(settings.key_prefix))
+
+
+@dlq.command("ls")
+@click.option("--limit", type=int, default=50, show_default=True)
+def dlq_ls(limit: int) -> None:
+    """The newest dead letters: when, job, kind, attempts, error."""
+    import time
+
+    click.echo(f"{'failed':<20}{'job':<34}{'attempt':>8}  error")
+    for letter in _dead_letters().list(limit):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter["failed_at"]))
+        error = letter["error"]
+        click.echo(f"{when:<20}{letter['job_id']:<34}{letter['attempt']:>8}  "
+                   f"[{error['code']}] {error['message'][:80]}")
+
+
+@dlq.command("show")
+@click.argument("job_id")
+def dlq_show(job_id: str) -> None:
+    """One dead letter in full: envelope, error and traceback."""
+    letter = _dead_letters().get(job_id)
+    if letter is None:
+        raise click.ClickException(f"no dead letter for job {job_id}")
+    click.echo(json.dumps(letter, indent=2))
+
+
+@dlq.command("replay")
+@click.argument("job_ids", nargs=-1, required=True)
+def dlq_replay(job_ids: tuple[str, ...]) -> None:
+    """Send dead jobs again (same id, attempt 1)."""
+    from dspex_jobs.app import make_app
+
+    letters = _dead_letters()
+    app = make_app(_settings())
+    missing = [j for j in job_ids if not letters.replay(app, j)]
+    click.echo(f"replayed {len(job_ids) - len(missing)} job(s)")
+    if missing:
+        raise click.ClickException(f"no dead letter for {', '.join(missing)}")
+
+
+@dlq.command("purge")
+@click.confirmation_option(prompt="Remove every dead letter?")
+def dlq_purge() -> None:
+    """Remove every dead letter."""
+    click.echo(f"purged {_dead_letters().purge()} dead letter(s)")
+
+
+@main.command()
 def demo() -> None:
     """Start Redis, the local LM and one worker per queue; run two jobs; stop everything."""
     from dspex_jobs.demo import run_demo

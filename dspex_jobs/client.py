@@ -13,8 +13,8 @@ Example:
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Iterator, Mapping
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from celery import Celery
@@ -40,6 +40,10 @@ from dspex_jobs.errors import (
 from dspex_jobs.health import queue_depth
 from dspex_jobs.jobs import Job, JobKind, LMOptions
 from dspex_jobs.keys import Keys
+from dspex_jobs.neural.api import DEFAULT_TIMEOUT_S, VectorIndex, embed_texts
+from dspex_jobs.neural.limits import NeuralLimits, check_neural_inputs
+from dspex_jobs.neural.vectors import Embeddings
+from dspex_jobs.protocol import EncodeOptions, check_in, encode_frame, is_dspex_serializer
 from dspex_jobs.results import JobResult, JobStatus
 from dspex_jobs.sessions import Affinity, Session, SessionState, SessionStore
 from dspex_jobs.settings import QUEUES, Settings
@@ -95,6 +99,11 @@ class JobHandle:
         if self._result.error is not None:
             raise self._result.error.to_exception(job_id=self.id)
         return self._result
+
+    def cancel(self) -> None:
+        """Cancel the job: a queued job is not started; a running one has its outputs
+        discarded when its current LM call returns. Either way it ends ``cancelled``."""
+        self._store.request_cancel(self.id)
 
     def stream(
         self, *, after_id: str = "0-0", timeout: float | None = None
@@ -169,10 +178,13 @@ class Client:
         inputs: Mapping[str, Any] | None = None,
         *,
         instructions: str | None = None,
+        template: str | None = None,
         lm: LMOptions | Mapping[str, Any] | None = None,
         queue: str | None = None,
         stream: bool = False,
         session: str | None = None,
+        idempotency_key: str | None = None,
+        deadline_s: float | None = None,
         correlation_id: str | None = None,
         trace_id: str | None = None,
     ) -> JobHandle:
@@ -183,12 +195,18 @@ class Client:
             signature: DSPy signature text, e.g. ``"question, context: list[str] -> answer"``.
             inputs: Values for the signature's input fields.
             instructions: The signature's instructions (DSPy's docstring).
+            template: A Jinja2 prompt template rendered (sandboxed) with the inputs into the
+                job's instructions; it may use only the signature's input fields.
             lm: Per-job LM overrides (model, temperature, max_tokens, cache).
             queue: Run on this workload queue instead of the kind's own.
             stream: Publish the output as the LM produces it; read it with
                 :meth:`JobHandle.stream`.
             session: Run within this session (see :meth:`session`): inputs not given are
                 read from its variables, ``dspy.History`` inputs from its history.
+            idempotency_key: A second submit with the same key (within the result TTL)
+                returns the first job's handle and enqueues nothing.
+            deadline_s: Do not start the job if no worker picked it up within this many
+                seconds (it fails with ``DeadlineExceeded``).
             correlation_id: Your own id for the request this job serves.
             trace_id: A trace id to continue (a fresh one otherwise).
 
@@ -204,10 +222,16 @@ class Client:
             state, route = self._session_route(session)
             options = LMOptions(**{**state.lm.overrides(), **options.overrides()})
             defaults = state.vars
-        job = self._build(kind, signature, inputs, defaults, instructions=instructions,
+        deadline_at = None if deadline_s is None else time.time() + deadline_s
+        job = self._build(kind, signature, inputs, defaults, template, instructions=instructions,
                           lm=options, queue=queue, stream=stream, session_id=session,
-                          correlation_id=correlation_id, trace_id=trace_id)
+                          deadline_at=deadline_at, correlation_id=correlation_id,
+                          trace_id=trace_id)
         wire = self._encode(job)
+        if idempotency_key is not None:
+            first = self._claim_idempotency_key(idempotency_key, job.id)
+            if first != job.id:
+                return JobHandle(first, self, job.kind)
         try:
             self.app.send_task(job.kind.task_name, args=(wire,), task_id=job.id,
                                # A kombu Queue routes to a worker's direct queue (sessions).
@@ -220,26 +244,48 @@ class Client:
 
     def predict(
         self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
-        instructions: str | None = None, lm: LMOptions | Mapping[str, Any] | None = None,
-        stream: bool = False, **input_values: Any,
+        instructions: str | None = None, template: str | None = None,
+        lm: LMOptions | Mapping[str, Any] | None = None, stream: bool = False,
+        **input_values: Any,
     ) -> JobHandle:
         """Run ``dspy.Predict(signature)`` on the inputs (keywords, or ``inputs=``)."""
         return self.submit(JobKind.PREDICT, signature, {**(inputs or {}), **input_values},
-                           instructions=instructions, lm=lm, stream=stream)
+                           instructions=instructions, template=template, lm=lm, stream=stream)
 
     def chain_of_thought(
         self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
-        instructions: str | None = None, lm: LMOptions | Mapping[str, Any] | None = None,
-        stream: bool = False, **input_values: Any,
+        instructions: str | None = None, template: str | None = None,
+        lm: LMOptions | Mapping[str, Any] | None = None, stream: bool = False,
+        **input_values: Any,
     ) -> JobHandle:
         """Run ``dspy.ChainOfThought(signature)``; the outputs gain a ``reasoning`` field."""
         return self.submit(JobKind.CHAIN_OF_THOUGHT, signature,
-                           {**(inputs or {}), **input_values}, instructions=instructions, lm=lm,
-                           stream=stream)
+                           {**(inputs or {}), **input_values}, instructions=instructions,
+                           template=template, lm=lm, stream=stream)
 
     def ping(self, queue: str = "general") -> JobHandle:
         """A job that does no LM work: for health checks and measuring overhead."""
         return self.submit(JobKind.PING, queue=queue)
+
+    def embed(
+        self, texts: Sequence[str], *, normalize: bool = False,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    ) -> Embeddings:
+        """Embed ``texts`` on a neural worker and wait: float32 vectors, one per text.
+
+        Concurrent calls share the worker's model batches. For a handle instead of waiting,
+        ``submit("embed", inputs={"texts": [...]})``; decode with ``Embeddings.from_outputs``.
+        See :func:`dspex_jobs.neural.api.embed_texts` for the arguments and errors.
+        """
+        return embed_texts(self, texts, normalize=normalize, timeout_s=timeout_s)
+
+    def index(self, name: str) -> VectorIndex:
+        """The vector index ``name`` (created by its first ``add``): add, search, delete, info.
+
+        Raises:
+            NeuralInputError: ``name`` is not a valid index name.
+        """
+        return VectorIndex(self, name, self._redis)
 
     def job(self, job_id: str) -> JobHandle:
         """A handle to a job submitted earlier (by any producer)."""
@@ -287,6 +333,17 @@ class Client:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _claim_idempotency_key(self, key: str, job_id: str) -> str:
+        """The job id that owns ``key``: ours if we claimed it first."""
+        redis_key = self._keys.idempotency(key)
+        try:
+            if self._redis.set(redis_key, job_id, nx=True, ex=self.settings.result_ttl_s):
+                return job_id
+            owner = self._redis.get(redis_key)
+        except _REDIS_DOWN as exc:
+            raise BrokerUnavailable(f"cannot check idempotency key {key!r}: {exc}") from exc
+        return owner.decode() if isinstance(owner, bytes) else str(owner or job_id)
+
     def _session_route(self, session_id: str) -> tuple[SessionState, Queue | None]:
         """The session, and the bound worker's own queue when affinity says to use it."""
         state = self.sessions.require(session_id)
@@ -308,7 +365,7 @@ class Client:
 
     def _build(
         self, kind: JobKind | str, signature: str | None, inputs: Mapping[str, Any] | None,
-        defaults: Mapping[str, Any], **options: Any,
+        defaults: Mapping[str, Any], template: str | None = None, **options: Any,
     ) -> Job:
         job_kind = _job_kind(kind)
         queue = options.get("queue")
@@ -327,6 +384,16 @@ class Client:
                 values = {k: v for k, v in checked.items() if k in values}
             else:
                 values = parsed.validate_inputs(values)
+            if template is not None:
+                options["instructions"] = _render(template, values, parsed, options)
+        elif template is not None:
+            raise ValidationError(f"a {job_kind.value} job takes no template", field="template")
+        elif job_kind.queue == "neural":  # texts, not a signature: dspex_jobs.neural.limits
+            if signature:
+                raise ValidationError(f"a {job_kind.value} job takes texts, not a signature",
+                                      field="signature")
+            values = check_neural_inputs(job_kind, values, NeuralLimits.from_settings(
+                self.settings), fill_ids=True)
         elif signature or values:
             raise ValidationError(f"a {job_kind.value} job takes no signature or inputs",
                                   field="inputs")
@@ -339,19 +406,42 @@ class Client:
             field = ".".join(str(p) for p in error["loc"])
             raise ValidationError(f"{field}: {error['msg']}", field=field) from None
 
-    def _encode(self, job: Job) -> dict[str, Any]:
+    def _encode(self, job: Job) -> Any:
+        """The task argument for ``job``: its frame, encoded once (dspex_jobs.protocol), or a
+        claim-check reference to it in Redis when it is over the claim-check threshold."""
         try:
             wire = job.to_wire()
         except PydanticSerializationError as exc:
             raise PayloadError(_unencodable(job.inputs) or str(exc)) from None
-        size = len(json.dumps(wire, separators=(",", ":")).encode())
+        frame = encode_frame(wire, EncodeOptions.from_settings(self.settings))
+        size = frame.info.length_bytes  # before compression: the limit is on the job itself
         if size > self.settings.max_payload_bytes:
             raise PayloadTooLarge(
                 f"job is {size} bytes encoded, over the limit of "
                 f"{self.settings.max_payload_bytes} (DSPEX_MAX_PAYLOAD_BYTES)",
                 size=size, limit=self.settings.max_payload_bytes,
             )
-        return wire
+        if frame.info.size_bytes > self.settings.claim_check_threshold_bytes:
+            try:
+                return check_in(self._redis, self._keys.payload(job.id), frame,
+                                ttl_s=self.settings.result_ttl_s, id=job.id,
+                                kind=job.kind.value)
+            except _REDIS_DOWN as exc:
+                raise BrokerUnavailable(
+                    f"cannot store job {job.id} in {self.settings.redacted_redis_url()}: {exc}"
+                ) from exc
+        # Sent as it is by the dspex serializer; an app on another serializer gets the dict.
+        return frame if is_dspex_serializer(self.app.conf.task_serializer) else wire
+
+
+def _render(template: str, values: Mapping[str, Any], signature: Signature,
+            options: Mapping[str, Any]) -> str:
+    """A job's instructions from its template (a TemplateError enqueues nothing)."""
+    if options.get("instructions") is not None:
+        raise ValidationError("pass instructions or a template, not both", field="template")
+    from dspex_jobs.templates import render_template  # jinja2 only for producers that use it
+
+    return render_template(template, values, signature)
 
 
 def _session_fill(signature: Signature, variables: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ A user catches one root, :class:`DSPexError`, or one of its branches::
     DSPexError
     ├── ConfigurationError          settings are wrong (misspelt DSPEX_ variable, bad URL)
     │   ├── LMServerStartError      the local LM server did not come up
-    │   └── DuplicateImplementation an operation's implementation name is registered twice
+    │   ├── DuplicateImplementation an operation's implementation name is registered twice
+    │   └── NeuralModelError        the embedding model cannot load, or its device is missing
     ├── BrokerUnavailable           Redis cannot be reached
     ├── ValidationError             the job is wrong; retrying never helps
     │   ├── SignatureError          signature text does not parse (also a ValueError)
@@ -19,21 +20,30 @@ A user catches one root, :class:`DSPexError`, or one of its branches::
     │   │   └── ClaimCheckMissing   a large payload's Redis copy expired or was deleted
     │   ├── TemplateError           a prompt template does not compile or names unknown fields
     │   │   └── TemplateRenderError rendering failed: a missing value, a limit, a forbidden access
-    │   └── NoImplementation        no implementation of an operation fits the request
+    │   ├── NoImplementation        no implementation of an operation fits the request
+    │   └── NeuralInputError        texts, ids, metadata or options of a neural job are wrong
+    │       └── TextTooLong         a text is over DSPEX_NEURAL_MAX_TEXT_CHARS
     ├── UnsupportedOperation        an implementation cannot handle this request (the router
     │                               falls back to the next one)
     ├── SessionError                a session cannot be used as asked
     │   ├── SessionNotFound         it ended or expired
     │   ├── SessionStateTooLarge    a write would exceed the state size limit
     │   └── SessionWorkerUnavailable  strict affinity, and the bound worker is gone
+    ├── VectorIndexError            a vector index cannot be used as asked
+    │   ├── IndexNotFound           no index of that name (an index is created by its first add)
+    │   ├── IndexFull               an add would pass DSPEX_NEURAL_INDEX_MAX_DOCS
+    │   └── IndexMismatch           the index was built by another model (name or dimension)
     └── JobError                    the job ran (or tried to) and did not succeed
         ├── LMError                 the language model call failed
         │   ├── LMRateLimited       retryable, may carry retry_after_s
+        │   │   └── CircuitOpen     the endpoint's shared breaker is open: failed fast
         │   ├── LMTimeout           retryable
         │   ├── LMUnavailable       retryable (5xx, connection refused)
         │   ├── LMAuthError         permanent
         │   └── LMBadRequest        permanent
         ├── JobTimeout              the result did not arrive in time
+        ├── JobCancelled            cancelled before or while it ran
+        ├── DeadlineExceeded        its deadline passed before it started
         ├── WorkerLost              the worker process died while running the job
         └── JobFailed               anything else that went wrong inside the job
 
@@ -49,10 +59,17 @@ from typing import Any, ClassVar
 
 __all__ = [
     "BrokerUnavailable",
+    "CircuitOpen",
     "ClaimCheckMissing",
     "ConfigurationError",
     "DSPexError",
+    "DecompressedTooLarge",
     "DuplicateImplementation",
+    "DeadlineExceeded",
+    "IndexFull",
+    "IndexMismatch",
+    "IndexNotFound",
+    "JobCancelled",
     "JobError",
     "JobFailed",
     "JobTimeout",
@@ -63,6 +80,8 @@ __all__ = [
     "LMServerStartError",
     "LMTimeout",
     "LMUnavailable",
+    "NeuralInputError",
+    "NeuralModelError",
     "NoImplementation",
     "PayloadDecodeError",
     "PayloadError",
@@ -76,9 +95,11 @@ __all__ = [
     "SignatureValidationError",
     "TemplateError",
     "TemplateRenderError",
+    "TextTooLong",
     "UnknownJobKind",
     "UnsupportedOperation",
     "ValidationError",
+    "VectorIndexError",
     "WorkerLost",
     "error_from_payload",
 ]
@@ -293,6 +314,16 @@ class LMUnavailable(LMError):
     retryable = True
 
 
+class CircuitOpen(LMRateLimited):
+    """The endpoint's shared circuit breaker is open: the call was not even tried.
+
+    A subclass of :class:`LMRateLimited` so that retry policies wait ``retry_after_s`` (the
+    time until the breaker probes the endpoint again) before trying.
+    """
+
+    code = "circuit_open"
+
+
 class LMAuthError(LMError):
     """The provider refused the credentials: fix DSPEX_LM_API_KEY."""
 
@@ -310,6 +341,18 @@ class JobTimeout(JobError):
 
     code = "job_timeout"
     retryable = True
+
+
+class JobCancelled(JobError):
+    """The job was cancelled (``handle.cancel()``) before or while it ran."""
+
+    code = "job_cancelled"
+
+
+class DeadlineExceeded(JobError):
+    """The job's deadline passed before a worker could start it; it was not run."""
+
+    code = "deadline_exceeded"
 
 
 class WorkerLost(JobError):
@@ -405,3 +448,53 @@ class UnsupportedOperation(DSPexError):
     tries the operation's next implementation instead of failing."""
 
     code = "unsupported_operation"
+
+
+class NeuralModelError(ConfigurationError):
+    """The embedding model cannot be loaded (a wrong DSPEX_NEURAL_MODEL_PATH, a missing package),
+    or DSPEX_NEURAL_DEVICE=cuda names a GPU this machine does not have."""
+
+    code = "neural_model_error"
+
+
+class NeuralInputError(ValidationError):
+    """An embedding or index job's texts, ids, metadata or options are wrong: an empty list, a
+    value that is not a string, too many texts, a malformed index name. ``details`` name the
+    ``field`` and, for one bad item, its ``position``."""
+
+    code = "neural_input_error"
+
+
+class TextTooLong(NeuralInputError):
+    """A text is longer than DSPEX_NEURAL_MAX_TEXT_CHARS; split it into passages first."""
+
+    code = "text_too_long"
+
+
+class VectorIndexError(DSPexError):
+    """A vector index cannot be used as asked."""
+
+    code = "vector_index_error"
+
+
+class IndexNotFound(VectorIndexError):
+    """No index has this name: an index is created by its first ``add`` (and gone after ``drop``)."""
+
+    code = "index_not_found"
+
+
+class IndexFull(VectorIndexError):
+    """An add would take the index past DSPEX_NEURAL_INDEX_MAX_DOCS; nothing was added.
+
+    Delete documents, split the corpus over several indexes, or raise the limit (every neural
+    worker holds each index it searches in memory).
+    """
+
+    code = "index_full"
+
+
+class IndexMismatch(VectorIndexError):
+    """The index was built by another embedding model (its name or vector size differ from this
+    worker's): vectors of two models cannot be compared. Use another index, or the same model."""
+
+    code = "index_mismatch"

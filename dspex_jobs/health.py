@@ -24,11 +24,16 @@ _PRIORITY_STEPS = (3, 6, 9)
 
 @dataclass
 class QueueHealth:
-    """One queue: jobs waiting and the workers consuming it."""
+    """One queue: jobs waiting and the workers consuming it.
+
+    ``devices`` maps a worker to the device its model runs on, for workers that report one
+    (neural workers: ``cpu``, ``cuda``, or ``unavailable: <why>``).
+    """
 
     name: str
     depth: int
     workers: list[str] = field(default_factory=list)
+    devices: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -67,7 +72,8 @@ class HealthReport:
         lines += [f"     {'queue':<10}{'depth':>7}  workers"]
         for q in self.queues:
             mark = "ok  " if q.ok else "FAIL"
-            alive = ", ".join(q.workers) or "none alive"
+            alive = ", ".join(f"{w} ({q.devices[w]})" if w in q.devices else w
+                              for w in q.workers) or "none alive"
             lines.append(f"{mark} {q.name:<10}{q.depth:>7}  {alive}")
         return "\n".join(lines)
 
@@ -92,7 +98,9 @@ def check_health(settings: Settings, queues: tuple[str, ...] = QUEUES) -> Health
         workers = _live_workers(client, Keys(settings.key_prefix))
         report = [
             QueueHealth(name, queue_depth(client, name),
-                        sorted(w["name"] for w in workers if name in w.get("queues", [])))
+                        sorted(w["name"] for w in workers if name in w.get("queues", [])),
+                        {w["name"]: str(w["device"]) for w in workers
+                         if name in w.get("queues", []) and "device" in w})
             for name in queues
         ]
         return HealthReport(url, True, latency_ms, report)

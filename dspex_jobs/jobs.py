@@ -28,6 +28,9 @@ class JobKind(StrEnum):
     PREDICT = "predict"
     CHAIN_OF_THOUGHT = "chain_of_thought"
     PING = "ping"
+    EMBED = "embed"
+    INDEX_ADD = "index_add"
+    INDEX_SEARCH = "index_search"
 
     @property
     def queue(self) -> str:
@@ -41,14 +44,18 @@ class JobKind(StrEnum):
 
     @property
     def uses_signature(self) -> bool:
-        """Whether jobs of this kind carry a signature and inputs."""
-        return self is not JobKind.PING
+        """Whether jobs of this kind carry a signature (neural jobs carry texts, checked by
+        :mod:`dspex_jobs.neural.limits`)."""
+        return self is not JobKind.PING and self.queue != "neural"
 
 
 _QUEUE_OF_KIND = {
     JobKind.PREDICT: "general",
     JobKind.CHAIN_OF_THOUGHT: "general",
     JobKind.PING: "general",
+    JobKind.EMBED: "neural",
+    JobKind.INDEX_ADD: "neural",
+    JobKind.INDEX_SEARCH: "neural",
 }
 
 
@@ -69,10 +76,13 @@ class LMOptions(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(None, gt=0)
     cache: bool | None = None
+    fallbacks: tuple[str, ...] | None = Field(
+        None, description="Models to try in order when this one fails retryably."
+    )
 
     def overrides(self) -> dict[str, Any]:
-        """The options that were set, as ``dspy.LM`` keyword arguments."""
-        return self.model_dump(exclude_none=True)
+        """The options that were set, as ``dspy.LM`` keyword arguments (fallbacks aside)."""
+        return self.model_dump(exclude_none=True, exclude={"fallbacks"})
 
 
 class Job(BaseModel):
@@ -89,6 +99,8 @@ class Job(BaseModel):
     queue: str | None = None
     stream: bool = False
     session_id: str | None = Field(None, max_length=128)
+    attempt: int = Field(1, ge=1, description="1 for the first run; re-scheduled runs count up.")
+    deadline_at: float | None = Field(None, description="Not started after this (epoch s).")
     correlation_id: str | None = Field(None, max_length=256)
     trace_id: str = Field(default_factory=new_job_id, max_length=256)
     created_at: float = Field(default_factory=time.time)

@@ -30,6 +30,18 @@ class Keys:
         """The running job's state (started at, worker, attempt), until it finishes."""
         return f"{self.prefix}:state:{job_id}"
 
+    def idempotency(self, key: str) -> str:
+        """The job id first submitted with an idempotency key."""
+        return f"{self.prefix}:idem:{key}"
+
+    def lease(self, job_id: str) -> str:
+        """Held (and renewed) by the worker running the job."""
+        return f"{self.prefix}:lease:{job_id}"
+
+    def cancel(self, job_id: str) -> str:
+        """Set when a producer cancels the job."""
+        return f"{self.prefix}:cancel:{job_id}"
+
     def stream(self, job_id: str) -> str:
         """A Redis Stream of the job's output chunks, then its end record."""
         return f"{self.prefix}:stream:{job_id}"
@@ -45,6 +57,50 @@ class Keys:
     def payload(self, job_id: str) -> str:
         """A large job's encoded frame (a claim check), sent by reference, with a TTL."""
         return f"{self.prefix}:payload:{job_id}"
+
+    def breaker(self, endpoint_key: str) -> str:
+        """The circuit breaker of one LM endpoint (a hash)."""
+        return f"{self.prefix}:breaker:{endpoint_key}"
+
+    def rate_limit(self, endpoint_key: str) -> str:
+        """The token bucket of one LM endpoint (a hash)."""
+        return f"{self.prefix}:ratelimit:{endpoint_key}"
+
+    def delayed(self) -> str:
+        """A sorted set of jobs waiting to be re-enqueued, scored by when they are due."""
+        return f"{self.prefix}:delayed"
+
+    def dead_letters(self) -> str:
+        """A hash: job id -> the dead letter (envelope, error, traceback)."""
+        return f"{self.prefix}:dlq"
+
+    def dead_letter_index(self) -> str:
+        """A sorted set of dead job ids, scored by when they failed."""
+        return f"{self.prefix}:dlq:index"
+
+    def duplicate_results(self) -> str:
+        """A counter of results a finished job tried to store a second time (should be 0)."""
+        return f"{self.prefix}:stats:duplicate_results"
+
+    def index_meta(self, name: str) -> str:
+        """A vector index's hash of facts: model, dim, version, created_at, updated_at."""
+        return f"{self.prefix}:index:{name}:meta"
+
+    def index_vectors(self, name: str) -> str:
+        """A hash: document id -> its unit vector (float32, little-endian bytes)."""
+        return f"{self.prefix}:index:{name}:vectors"
+
+    def index_documents(self, name: str) -> str:
+        """A hash: document id -> its text."""
+        return f"{self.prefix}:index:{name}:documents"
+
+    def index_metadata(self, name: str) -> str:
+        """A hash: document id -> its metadata (a JSON object), for documents that have one."""
+        return f"{self.prefix}:index:{name}:metadata"
+
+    def index_pattern(self) -> str:
+        """Pattern matching every vector index's meta key."""
+        return f"{self.prefix}:index:*:meta"
 
     def worker_heartbeat(self, worker: str) -> str:
         """A key with a short TTL that a live worker keeps refreshing."""

@@ -20,11 +20,12 @@ class JobStatus(StrEnum):
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
         """Whether the job will not change any more."""
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class Timings(BaseModel):
@@ -90,6 +91,7 @@ class JobResult(BaseModel):
     timings: Timings
     worker: str
     attempt: int = 1
+    model: str | None = Field(None, description="The LM that answered (after any fallback).")
     correlation_id: str | None = None
     trace_id: str | None = None
 

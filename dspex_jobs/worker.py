@@ -27,9 +27,16 @@ from celery.signals import worker_init, worker_process_init
 
 from dspex_jobs.app import settings_of
 from dspex_jobs.connections import process_redis
-from dspex_jobs.errors import DSPexError, LMRateLimited
+from dspex_jobs.errors import DeadlineExceeded, DSPexError, JobCancelled, LMRateLimited
 from dspex_jobs.jobs import Job, JobKind
 from dspex_jobs.keys import Keys
+from dspex_jobs.resilience.breaker import BreakerConfig, CircuitBreaker
+from dspex_jobs.resilience.deadletter import DeadLetters
+from dspex_jobs.resilience.delayed import DelayedJobs
+from dspex_jobs.resilience.guard import LMGuard
+from dspex_jobs.resilience.lease import LeaseKeeper
+from dspex_jobs.resilience.ratelimit import RateLimiter, RateLimits
+from dspex_jobs.runtime.runner import RunOutcome
 from dspex_jobs.sessions import SessionStore
 from dspex_jobs.settings import Settings
 from dspex_jobs.store import ResultStore
@@ -53,9 +60,21 @@ class WorkerContext:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.store = ResultStore(process_redis(settings), self.keys, settings.result_ttl_s)
-        self.sessions = SessionStore(process_redis(settings), self.keys,
+        client = process_redis(settings)
+        self.sessions = SessionStore(client, self.keys,
                                      max_history=settings.session_max_history,
                                      max_state_bytes=settings.session_max_state_bytes)
+        self.delayed = DelayedJobs(client, self.keys)
+        self.dead_letters = DeadLetters(client, self.keys)
+        self.leases = LeaseKeeper(client, self.keys, settings.lease_ttl_s,
+                                  token=f"{socket.gethostname()}:{os.getpid()}:{id(self)}")
+        self.guard = LMGuard(
+            CircuitBreaker(client, self.keys, BreakerConfig(
+                settings.breaker_failure_threshold, settings.breaker_window_s,
+                settings.breaker_open_s)),
+            RateLimiter(client, self.keys, RateLimits(settings.lm_requests_per_minute,
+                                                      settings.lm_tokens_per_minute)),
+        )
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
@@ -67,26 +86,30 @@ class WorkerContext:
                 if self._runtime is None:
                     from dspex_jobs.runtime import Runtime
 
-                    self._runtime = Runtime(self.settings)
+                    self._runtime = Runtime(self.settings, self.guard)
         return self._runtime
 
-    def execute(self, job: Job, worker: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        """Run a job: its outputs and the LM usage it caused.
+    def execute(self, job: Job, worker: str) -> RunOutcome:
+        """Run a job: its outputs, the LM usage it caused and the model that answered.
 
         A session's job binds the session to this worker, runs with the session's state
         (missing inputs from its variables, ``dspy.History`` from its history) and records
         its turn; the state lives in Redis, so any worker can pick a session up.
         """
         if job.kind is JobKind.PING:
-            return {"pong": True, "pid": os.getpid()}, {}
+            return RunOutcome({"pong": True, "pid": os.getpid()}, {}, None)
+        if job.kind.queue == "neural":  # embeddings and vector indexes: no DSPy, no LM
+            from dspex_jobs.neural.service import run_neural_job
+
+            return RunOutcome(run_neural_job(self.settings, job), {}, None)
         on_chunk = self.stream_writer(job.id).chunk if job.stream else None
         if job.session_id is None:
             return self.runtime().run(job, on_chunk)
         state = self.sessions.require(job.session_id)
         self.sessions.bind(job.session_id, worker)
-        outputs, usage = self.runtime().run(job, on_chunk, state)
-        self.sessions.record_turn(job.session_id, job.inputs, outputs)
-        return outputs, usage
+        outcome = self.runtime().run(job, on_chunk, state)
+        self.sessions.record_turn(job.session_id, job.inputs, outcome.outputs)
+        return outcome
 
     def stream_writer(self, job_id: str) -> StreamWriter:
         """Where a streaming job's chunks and end record go."""
@@ -94,16 +117,37 @@ class WorkerContext:
                             self.settings.result_ttl_s)
 
     def retry_delay_s(self, attempt: int, error: DSPexError) -> float:
-        """Exponential backoff with full jitter, at least the provider's Retry-After.
-
-        Capped well below the broker's visibility timeout: a countdown waits unacknowledged,
-        and a longer wait would get the message redelivered to a second worker.
+        """Exponential backoff with full jitter, and never less than the provider's Retry-After.
         """
-        ceiling = min(self.settings.retry_backoff_max_s, self.settings.visibility_timeout_s / 2)
-        delay = random.uniform(0, min(ceiling, self.settings.retry_backoff_s * 2 ** (attempt - 1)))
+        backoff = min(self.settings.retry_backoff_max_s,
+                      self.settings.retry_backoff_s * 2 ** (attempt - 1))
+        delay = random.uniform(0, backoff)
         if isinstance(error, LMRateLimited) and error.retry_after_s:
             delay = max(delay, error.retry_after_s)
-        return min(delay, ceiling)
+        return delay
+
+    @property
+    def countdown_limit_s(self) -> float:
+        """Longest wait held as a Celery countdown; longer waits are parked in Redis.
+
+        A countdown waits unacknowledged in a worker, and one longer than the visibility
+        timeout would be redelivered to a second worker while the first still holds it.
+        """
+        return min(self.settings.retry_backoff_max_s, self.settings.visibility_timeout_s / 4)
+
+    def refusal(self, job: Job, cancelled: bool) -> DSPexError | None:
+        """Why the job must not start (cancelled, past its deadline), if it must not."""
+        if cancelled:
+            return JobCancelled(f"job {job.id} was cancelled before it started", job_id=job.id)
+        if job.deadline_at is not None and time.time() > job.deadline_at:
+            late_s = time.time() - job.deadline_at
+            return DeadlineExceeded(f"job {job.id} reached a worker {late_s:.1f} s after its "
+                                    "deadline; it was not run", job_id=job.id)
+        return None
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether the job was cancelled while it ran."""
+        return self.store.cancel_requested(job_id)
 
 
 _contexts: dict[tuple[int, int], WorkerContext] = {}
@@ -166,12 +210,18 @@ class Heartbeat(bootsteps.StartStopStep):
             "concurrency": parent.concurrency,
             "pool": str(getattr(parent.pool_cls, "__module__", parent.pool_cls)),
         }
+        if "neural" in queues:  # where its model runs ("cpu", "cuda"), for `dspex-jobs health`
+            from dspex_jobs.neural.device import worker_device
+
+            record["device"] = worker_device(settings.neural_device)
         ttl_ms = int(HEARTBEAT_INTERVAL_S * 3 * 1000)
+        delayed = DelayedJobs(client, Keys(settings.key_prefix))
 
         def beat() -> None:
             while True:
                 try:
                     client.set(key, json.dumps({**record, "at": time.time()}), px=ttl_ms)
+                    delayed.release_due(parent.app)  # parked retries and rate-limited jobs
                 except Exception as exc:  # Redis away for a moment: health will notice
                     logger.warning("heartbeat failed: %s", exc)
                 if self._stop.wait(HEARTBEAT_INTERVAL_S):

@@ -151,7 +151,7 @@ class LMServerProcess:
         self._stderr.seek(max(0, size - chars))
         return self._stderr.read().decode("utf-8", errors="replace")
 
-    def stop(self, grace_s: float = 5.0) -> int | None:
+    def stop(self, grace_s: float = 15.0) -> int | None:
         """Terminate the child (SIGTERM, SIGKILL after ``grace_s``) and wait for it.
 
         Returns:

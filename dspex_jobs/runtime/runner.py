@@ -12,16 +12,29 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from dspex_jobs.jobs import Job
+from dspex_jobs.errors import LMError
+from dspex_jobs.jobs import Job, LMOptions
+from dspex_jobs.resilience.breaker import endpoint_id
+from dspex_jobs.resilience.guard import LMGuard, RateLimitWait
 from dspex_jobs.sessions import SessionState
 from dspex_jobs.settings import Settings
 
-__all__ = ["ChunkCallback", "Runtime"]
+__all__ = ["ChunkCallback", "RunOutcome", "Runtime"]
 
 ChunkCallback = Callable[[str, str, bool], None]
 """Receives (output field, text, is_last) as a job's output streams."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a job produced."""
+
+    outputs: dict[str, Any]
+    usage: dict[str, dict[str, Any]]
+    model: str | None
 
 logger = logging.getLogger("dspex_jobs.runtime")
 
@@ -41,7 +54,7 @@ def _prepare_environment(settings: Settings) -> None:
 class Runtime:
     """The DSPy side of one worker process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, guard: LMGuard | None = None) -> None:
         _prepare_environment(settings)
         import dspy
 
@@ -49,6 +62,7 @@ class Runtime:
         from dspex_jobs.runtime.modules import ModuleCache
 
         self.settings = settings
+        self.guard = guard or LMGuard(None, None)
         self._dspy = dspy
         self.lms = LMFactory(settings)
         self.modules = ModuleCache(settings.module_cache_size)
@@ -58,8 +72,12 @@ class Runtime:
     def run(
         self, job: Job, on_chunk: ChunkCallback | None = None,
         session: SessionState | None = None,
-    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        """The job's outputs (JSON-able) and LM usage by model.
+    ) -> RunOutcome:
+        """Run a job: its outputs (JSON-able), LM usage by model, and the model that answered.
+
+        Each candidate LM (the job's, then its fallbacks) is guarded by its endpoint's
+        shared circuit breaker and rate limit; a retryable failure or an open breaker moves
+        on to the next candidate.
 
         Args:
             job: The job to run.
@@ -70,28 +88,58 @@ class Runtime:
                 session's variables, and ``dspy.History`` inputs from its history.
 
         Raises:
-            DSPexError: Every failure, mapped to a typed error with a stable code.
+            DSPexError: Every failure, mapped to a typed error with a stable code (the last
+                candidate's, when every candidate failed).
+            RateLimitWait: The shared rate limit says to wait; the job should be parked.
         """
-        from pydantic_core import to_jsonable_python
-
         from dspex_jobs.runtime.errors import map_exception
 
         try:
             module = self.modules.get(job.kind, job.signature or "", job.instructions)
             inputs = self._with_session(module, job.inputs, session) if session else job.inputs
-            with self._dspy.context(
-                lm=self.lms.get(job.lm), track_usage=True, disable_history=True
-            ):
-                if on_chunk is None:
-                    prediction = module(**inputs)
-                else:
-                    prediction = self._stream(module, inputs, on_chunk)
         except Exception as exc:
             raise map_exception(exc, job_id=job.id) from exc
+        candidates = self._candidates(job.lm)
+        for position, options in enumerate(candidates):
+            lm = self.lms.get(options)
+            endpoint = endpoint_id(lm.model, lm.kwargs.get("api_base"))
+            try:
+                self.guard.before(endpoint)
+                with self._dspy.context(lm=lm, track_usage=True, disable_history=True):
+                    if on_chunk is None:
+                        prediction = module(**inputs)
+                    else:
+                        prediction = self._stream(module, inputs, on_chunk)
+            except RateLimitWait:
+                raise
+            except Exception as exc:
+                error = map_exception(exc, job_id=job.id)
+                self.guard.failed(endpoint, error)
+                last = position == len(candidates) - 1
+                if last or not (isinstance(error, LMError) and error.retryable):
+                    raise error from exc
+                logger.warning("job %s: %s failed (%s); falling back to %s", job.id,
+                               lm.model, error.code, candidates[position + 1].model)
+                continue
+            return self._outcome(prediction, lm.model, endpoint)
+        raise AssertionError("unreachable: there is always at least one candidate")
+
+    def _candidates(self, options: LMOptions) -> list[LMOptions]:
+        """The job's LM options, then one per fallback model (job's, else settings')."""
+        fallbacks = options.fallbacks if options.fallbacks is not None \
+            else self.settings.lm_fallbacks
+        primary = options.model_copy(update={"fallbacks": None})
+        return [primary] + [primary.model_copy(update={"model": m}) for m in fallbacks]
+
+    def _outcome(self, prediction: Any, model: str, endpoint: str) -> RunOutcome:
+        from pydantic_core import to_jsonable_python
+
         outputs = to_jsonable_python(prediction.toDict(), fallback=str)
         usage = to_jsonable_python(prediction.get_lm_usage() or {}, fallback=str)
-        return dict(outputs), {str(m): dict(u) for m, u in usage.items()}
-
+        usage = {str(m): dict(u) for m, u in usage.items()}
+        self.guard.succeeded(endpoint, sum(int(u.get("total_tokens") or 0)
+                                           for u in usage.values()))
+        return RunOutcome(dict(outputs), usage, model)
 
     def _with_session(
         self, module: Any, inputs: dict[str, Any], session: SessionState

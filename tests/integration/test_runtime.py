@@ -26,8 +26,9 @@ def test_history_does_not_grow_in_a_long_lived_worker(runtime: Runtime) -> None:
     for i in range(20):
         job = Job(kind=JobKind.PREDICT, signature="question -> answer",
                   inputs={"question": f"question number {i}?"})
-        outputs, usage = runtime.run(job)
-        assert "answer" in outputs and usage
+        outcome = runtime.run(job)
+        assert "answer" in outcome.outputs and outcome.usage
+        assert outcome.model == "openai/extractive-minilm"
     assert len(GLOBAL_HISTORY) == before
     assert runtime.lms.get().history == []
 
@@ -69,7 +70,7 @@ def test_a_non_streaming_lm_streams_each_output_as_one_chunk(
     job = Job(kind=JobKind.PREDICT, signature="question -> answer, confidence: float",
               inputs={"question": "?"}, stream=True)
     # When the job runs with a chunk callback
-    outputs, _ = runtime.run(job, lambda field, text, last: chunks.append((field, text, last)))
+    outcome = runtime.run(job, lambda field, text, last: chunks.append((field, text, last)))
     # Expect one last chunk per output field, equal to the final values
     assert chunks == [("answer", "forty-two", True), ("confidence", "0.9", True)]
-    assert outputs == {"answer": "forty-two", "confidence": 0.9}
+    assert outcome.outputs == {"answer": "forty-two", "confidence": 0.9}

@@ -1,0 +1,182 @@
+"""Embedding throughput: in-process sentence-transformers against the neural queue.
+
+One run measures, on the same texts and the same machine:
+
+1. ``SentenceTransformer.encode`` in this process (the baseline for big jobs), with the batch
+   size the worker uses;
+2. the same texts as **one big job** through the queue (``client.embed(texts)``): split into
+   model-sized batches on the worker, vectors back as float32 bytes;
+3. **many small concurrent jobs** (one text each) through a worker that micro-batches them;
+4. the same small jobs through a worker with micro-batching off (``DSPEX_NEURAL_MAX_BATCH=1``:
+   one text per model call, one at a time), the baseline for micro-batching.
+
+Both workers are real ``dspex-jobs worker --queue neural`` processes (the neural pool profile:
+threads), each on its own Redis database of one embedded ``redis-server``, started and stopped
+here. Measurements are interleaved round by round so machine noise hits all of them alike,
+and the best round of each is reported (this machine is shared; the best round is the one
+least disturbed). ``--pools`` adds a prefork worker (two processes, each with its own model
+and only its own job to batch) to compare pool choices.
+
+Run: .venv/bin/python bench/neural.py [--big-texts 512] [--small-jobs 128] [--rounds 3]
+Full size: .venv/bin/python bench/neural.py --big-texts 4096 --small-jobs 1024 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dspex_jobs import Client, JobKind  # noqa: E402
+from dspex_jobs.embedded import EmbeddedRedis  # noqa: E402
+from dspex_jobs.neural.vectors import Embeddings  # noqa: E402
+from dspex_jobs.stack import LocalStack  # noqa: E402
+
+_WORDS = (
+    "the a model queue worker vector search index redis batch embedding sentence retrieval "
+    "document fast slow local server python celery job result stream token river mountain "
+    "city music history science market garden winter coffee train language paper light "
+    "question answer network memory energy water forest ocean bridge story game doctor"
+).split()
+
+
+def make_texts(count: int, seed: int) -> list[str]:
+    """Deterministic sentences of 6 to 24 words."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(6, 24))).capitalize() + "."
+            for _ in range(count)]
+
+
+def start_worker(url: str, label: str, args: list[str], env: dict[str, str]) -> LocalStack:
+    stack = LocalStack(redis_url=url, lm="openai/none", queues=["neural"],
+                       worker_args={"neural": args}, env=env)
+    stack.start(timeout_s=180)
+    assert stack.settings is not None
+    with Client(stack.settings) as client:  # load the model now, not in the first round
+        client.embed(["warm up"], timeout_s=180)
+    print(f"  worker ready: {label}", file=sys.stderr)
+    return stack
+
+
+def small_jobs(client: Client, texts: list[str]) -> float:
+    """Submit one job per text at once, wait for all; seconds taken."""
+    started = time.perf_counter()
+    handles = [client.submit(JobKind.EMBED, inputs={"texts": [text]}) for text in texts]
+    for handle in handles:
+        Embeddings.from_outputs(handle.result(timeout=300).outputs)
+    return time.perf_counter() - started
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--big-texts", type=int, default=512, help="texts in the big job")
+    parser.add_argument("--small-jobs", type=int, default=128, help="one-text jobs")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pool", default="threads", help="pool of the two main workers")
+    parser.add_argument("--concurrency", type=int, default=8, help="their pool size")
+    parser.add_argument("--pools", action="store_true",
+                        help="also measure a prefork -c2 worker (pool comparison)")
+    args = parser.parse_args()
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    big, small = make_texts(args.big_texts, 1), make_texts(args.small_jobs, 2)
+    with EmbeddedRedis() as server:
+        base = f"redis://127.0.0.1:{server.port}"
+        pool = ["--pool", args.pool, "--concurrency", str(args.concurrency)]
+        specs = {"batched": (pool, {}),
+                 "unbatched": (pool, {"DSPEX_NEURAL_MAX_BATCH": "1"})}
+        if args.pools:
+            specs["prefork -c2"] = (["--pool", "prefork", "--concurrency", "2"], {})
+        stacks: dict[str, LocalStack] = {}
+        try:
+            for db, (label, (worker_args, env)) in enumerate(specs.items()):
+                stacks[label] = start_worker(f"{base}/{db}", label, worker_args, env)
+            seconds, device = run_rounds(args, big, small, stacks)
+        finally:
+            for stack in stacks.values():
+                stack.stop()
+    report(args, seconds, device)
+
+
+def run_rounds(args: argparse.Namespace, big: list[str], small: list[str],
+               stacks: dict[str, LocalStack]) -> tuple[dict[str, list[float]], str]:
+    """Seconds per measurement and round, and the device the in-process model ran on."""
+    from dspex_jobs.neural.model import load_encoder
+    from dspex_jobs.neural.service import DEFAULT_MAX_BATCH
+
+    encoder = load_encoder(None, "auto")
+    batch = DEFAULT_MAX_BATCH[encoder.device]
+    model = encoder.model
+    model.encode(big[:batch], batch_size=batch)  # warm
+    clients = {label: Client(stack.settings) for label, stack in stacks.items()}
+    seconds: dict[str, list[float]] = {}
+
+    def record(name: str, value: float) -> None:
+        seconds.setdefault(name, []).append(value)
+
+    try:
+        for _ in range(args.rounds):
+            record("in-process encode, big", timed(lambda: model.encode(
+                big, batch_size=batch, convert_to_numpy=True, show_progress_bar=False)))
+            record("queue, one big job", timed(lambda: clients["batched"].embed(
+                big, timeout_s=600)))
+            record("queue, small jobs, micro-batched", small_jobs(clients["batched"], small))
+            record("queue, small jobs, one at a time", small_jobs(clients["unbatched"], small))
+            if "prefork -c2" in clients:
+                record("queue, small jobs, prefork -c2", small_jobs(clients["prefork -c2"],
+                                                                   small))
+            record("in-process encode, one text per call", timed(lambda: [
+                model.encode([text], show_progress_bar=False) for text in small]))
+    finally:
+        for client in clients.values():
+            client.close()
+    return seconds, f"{encoder.device} (batch size {batch})"
+
+
+def report(args: argparse.Namespace, seconds: dict[str, list[float]], device: str) -> None:
+    sizes = {name: args.big_texts if "big" in name else args.small_jobs for name in seconds}
+    rate = {name: sizes[name] / min(values) for name, values in seconds.items()}
+    median = {name: sizes[name] / statistics.median(values) for name, values in seconds.items()}
+    print(f"embedding throughput, all-MiniLM-L6-v2 on {device}, {args.rounds} rounds "
+          f"(best and median), {args.big_texts}-text big job, {args.small_jobs} one-text jobs\n")
+    print(f"{'path':<40}{'best sent/s':>13}{'median':>10}")
+    for name in seconds:
+        print(f"{name:<40}{rate[name]:>13.1f}{median[name]:>10.1f}")
+    big_ratio = rate["queue, one big job"] / rate["in-process encode, big"]
+    small_ratio = (rate["queue, small jobs, micro-batched"]
+                   / rate["queue, small jobs, one at a time"])
+    print(f"\nbig job through the queue / in-process: {big_ratio:.2f}x (goal >= 0.9x)")
+    print(f"small jobs micro-batched / one at a time: {small_ratio:.2f}x (goal >= 3x)")
+    print(json.dumps({
+        "bench": "neural", "metric": "small_jobs_microbatched_sentences_per_s",
+        "value": round(rate["queue, small jobs, micro-batched"], 2),
+        "baseline": round(rate["queue, small jobs, one at a time"], 2),
+        "ratio": round(small_ratio, 3), "goal": "micro-batched >= 3x one at a time",
+        "device": device.split()[0],
+        "secondary": {
+            "metric": "big_job_queue_sentences_per_s",
+            "value": round(rate["queue, one big job"], 2),
+            "baseline": round(rate["in-process encode, big"], 2),
+            "ratio": round(big_ratio, 3), "goal": "queue >= 0.9x in-process",
+        },
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The protocol on the wire: real redis-server, a real Celery worker, dspex frames both ways."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import pickle
+import struct
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+import zstandard
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from conftest import make_settings, redis_db_url
+
+from dspex_jobs import Client, JobKind
+from dspex_jobs.app import make_app
+from dspex_jobs.embedded import EmbeddedRedis
+from dspex_jobs.errors import ClaimCheckMissing, PayloadDecodeError, PayloadTooLarge
+from dspex_jobs.keys import Keys
+from dspex_jobs.protocol import (
+    CLAIM_KEY,
+    CONTENT_TYPE,
+    MAGIC,
+    EncodeOptions,
+    check_in,
+    check_out,
+    encode,
+    encode_frame,
+    inspect_frame,
+)
+from dspex_jobs.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+DB = 11
+ECHO = "tests.protocol.echo"
+
+
+@pytest.fixture(scope="module")
+def worker_app(redis_server: EmbeddedRedis) -> Iterator[Celery]:
+    """A worker on the default protocol settings, with an echo task whose result travels back
+    through the ``dspex`` result serializer."""
+    url = redis_db_url(redis_server, DB)
+    redis.Redis.from_url(url).flushdb()
+    app = make_app(make_settings(url, job_max_retries=0))
+
+    @app.task(name=ECHO)
+    def echo(value: Any) -> Any:
+        return value
+
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
+                      queues=["general"], shutdown_timeout=30):
+        yield app
+
+
+@pytest.fixture
+def conn(worker_app: Celery) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(worker_app.dspex_settings.redis_url)  # type: ignore[attr-defined]
+    yield client
+    client.close()
+
+
+def settings_for(app: Celery, **overrides: Any) -> Settings:
+    base: Settings = app.dspex_settings  # type: ignore[attr-defined]
+    return make_settings(base.redis_url, **overrides)
+
+
+def test_tables_matrices_and_bytes_go_to_a_worker_and_back(worker_app: Celery) -> None:
+    # Given a message with a 2,000-row table, an embedding matrix, bytes and a datetime
+    rows = [{"id": i, "text": f"row {i}", "score": i / 3, "ok": i % 2 == 0} for i in range(2000)]
+    value = {"rows": rows, "matrix": np.ones((200, 384), dtype=np.float32),
+             "blob": b"\x00\xff", "at": np.datetime64("2024-01-02T03:04:05")}
+    # When the worker echoes it (the task message and the result both dspex frames)
+    back = worker_app.send_task(ECHO, args=(value,), queue="general").get(timeout=30)
+    # Expect exactly what was sent
+    assert back["rows"] == rows and back["blob"] == b"\x00\xff"
+    assert back["matrix"].dtype == np.float32 and back["matrix"].shape == (200, 384)
+    assert back["at"] == dt.datetime(2024, 1, 2, 3, 4, 5)  # numpy scalars: Python values
+
+
+def test_a_worker_decodes_a_producer_with_other_protocol_settings(worker_app: Celery) -> None:
+    # Given a producer forcing JSON without compression thresholds, on the same Redis
+    producer = make_app(settings_for(worker_app, protocol_codec="json",
+                                     compress_threshold_bytes=0))
+    assert producer.conf.task_serializer != worker_app.conf.task_serializer
+    # Expect the worker (auto) to read its messages, and its jobs to run
+    assert producer.send_task(ECHO, args=({"q": [1, 2.5, "x"]},),
+                              queue="general").get(timeout=30) == {"q": [1, 2.5, "x"]}
+    with Client(settings_for(worker_app, protocol_codec="json"), app=producer) as client:
+        assert client.ping().result(timeout=30).ok
+
+
+def test_a_large_job_waits_in_redis_and_the_worker_fetches_it(
+    worker_app: Celery, conn: redis.Redis
+) -> None:
+    # Given a producer whose claim-check threshold every job exceeds
+    settings = settings_for(worker_app, claim_check_threshold_bytes=64, result_ttl_s=120)
+    with Client(settings, app=worker_app) as client:
+        # When it submits a job
+        handle = client.ping()
+        key = Keys().payload(handle.id)
+        stored = conn.get(key)
+        # Expect the frame in Redis with the result TTL, and a reference in the queue...
+        assert stored is not None and stored[:2] == MAGIC
+        assert 0 < conn.ttl(key) <= 120
+        # ...and the job run by a worker that fetched it; the producer noticed nothing
+        assert handle.result(timeout=30).ok
+    # The payload is left to expire (a retry or redelivery would need it)
+    assert conn.exists(key)
+
+
+def test_submit_encodes_once_and_limits_the_job_before_compression(worker_app: Celery) -> None:
+    with Client(settings_for(worker_app, max_payload_bytes=2_000), app=worker_app) as client:
+        job = client._build(JobKind.PING, None, None, {}, queue=None)  # noqa: SLF001
+        frame = client._encode(job)  # noqa: SLF001
+        assert repr(frame).startswith("<dspex frame msgpack")
+        # 5 KB of repetitive text compresses well below 2,000 bytes, and is still refused
+        with pytest.raises(PayloadTooLarge, match="DSPEX_MAX_PAYLOAD_BYTES"):
+            client.predict("question: str, context: list[str] -> answer: str",
+                           question="q", context=["x" * 500] * 10)
+
+
+def test_the_claim_check_round_trips_and_expires(worker_app: Celery, conn: redis.Redis) -> None:
+    # Given a 10,000-row table checked in for one second
+    rows = [{"id": i, "text": f"row {i}", "score": i / 3} for i in range(10_000)]
+    frame = encode_frame({"rows": rows})
+    key = Keys().payload(uuid.uuid4().hex)
+    reference = check_in(conn, key, frame, ttl_s=1, id="j1", kind="predict")
+    assert reference[CLAIM_KEY] == key and reference["codec"] == "arrow+zstd"
+    assert reference["size"] == len(frame.data) < 400_000
+    # Expect it back while it lives
+    prefix = Keys().payload("")
+    assert check_out(conn, reference, key_prefix=prefix)["rows"] == rows
+    with pytest.raises(PayloadTooLarge):
+        check_out(conn, reference, key_prefix=prefix, max_payload_bytes=1_000)
+    # and a typed error once the key has expired
+    deadline = time.monotonic() + 5
+    while conn.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(ClaimCheckMissing, match="expired or was deleted"):
+        check_out(conn, reference, key_prefix=prefix)
+
+
+def test_a_reference_cannot_read_other_keys(conn: redis.Redis) -> None:
+    conn.set("dspex:result:x", encode({"secret": 1}))
+    with pytest.raises(PayloadDecodeError, match="not a key under"):
+        check_out(conn, {CLAIM_KEY: "dspex:result:x"}, key_prefix=Keys().payload(""))
+
+
+def _bad_bodies() -> dict[str, bytes]:
+    good = encode(((), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}))
+    header = struct.Struct(">2sBBBBI")
+    zeros = zstandard.ZstdCompressor().compress(b"\x00" * 20_000_000)
+    compressed = bytearray(encode("spam " * 10_000))
+    compressed[len(compressed) // 2] ^= 0xFF
+    return {
+        "newer frame version": header.pack(MAGIC, 9, 1, 0, 0, 1) + b"\x90",
+        "unknown codec": header.pack(MAGIC, 1, 7, 0, 0, 1) + b"\x90",
+        "truncated body": good[: len(good) // 2],
+        "corrupted zstd body": bytes(compressed),
+        "zstd bomb": header.pack(MAGIC, 1, 1, 1, 0, 100) + zeros,
+        "not a frame": b"garbage that is not ours",
+        "empty body": b"",
+        "a frame of the wrong shape": encode(5),
+        "a frame of a pair": encode([[], {}]),
+    }
+
+
+def test_bad_messages_are_refused_with_typed_errors_and_the_worker_keeps_running(
+    worker_app: Celery, conn: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    # Given bad bodies with our content type, a pickle, and a reference to a missing payload
+    with worker_app.producer_or_acquire() as producer:
+        for body in _bad_bodies().values():
+            producer.publish(body, routing_key="general", content_type=CONTENT_TYPE,
+                             content_encoding="binary",
+                             headers={"task": ECHO, "id": uuid.uuid4().hex})
+        # Celery itself dies on a JSON body of the wrong shape, unless guarded
+        producer.publish(b"5", routing_key="general", content_type="application/json",
+                         content_encoding="utf-8", headers={"task": ECHO, "id": "j5"})
+        producer.publish(pickle.dumps({"boom": 1}), routing_key="general",
+                         content_type="application/x-python-serialize",
+                         content_encoding="binary", headers={"task": ECHO, "id": "p1"})
+    missing = {CLAIM_KEY: Keys().payload("gone"), "id": "gone", "kind": "ping"}
+    worker_app.send_task("dspex.ping", args=(missing,), queue="general")
+    # When a good job follows them
+    with Client(settings_for(worker_app), app=worker_app) as client:
+        assert client.ping().result(timeout=30).ok  # Expect it to run: the worker is alive
+    # and every bad message to be gone from the queue, none waiting unacknowledged
+    deadline = time.monotonic() + 10
+    while (conn.llen("general") or conn.hlen("unacked")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert conn.llen("general") == 0 and conn.hlen("unacked") == 0
+    logged = caplog.text
+    for name in ("ProtocolVersionError", "PayloadDecodeError", "DecompressedTooLarge",
+                 "claim_check_missing", "Refusing to deserialize untrusted content",
+                 "must decode to (args, kwargs, embed), not 0 bytes",
+                 "must decode to (args, kwargs, embed), not int"):
+        assert name in logged, name
+
+
+def test_compressed_messages_shrink_on_the_wire(worker_app: Celery, conn: redis.Redis) -> None:
+    # Given a 1 MB repetitive document sent to a queue nobody consumes
+    text = "the supplier shall deliver the goods within thirty days. " * 18_000
+    worker_app.send_task(ECHO, args=(text,), queue="protocol-idle")
+    raw = conn.lindex("protocol-idle", 0)
+    conn.delete("protocol-idle")
+    # Expect far fewer bytes than the text itself, base64 and envelope included
+    assert raw is not None and len(raw) < len(text) / 10
+    assert inspect_frame(encode(text, EncodeOptions())).describe() == "msgpack+zstd"

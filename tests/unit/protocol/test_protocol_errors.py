@@ -1,0 +1,206 @@
+"""Bad frames are refused with typed errors: unknown versions, truncation, corruption, bombs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import pickle
+import struct
+import zlib
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+import zstandard
+from kombu.exceptions import ContentDisallowed, DecodeError
+from kombu.serialization import loads
+
+from dspex_jobs.errors import (
+    DecompressedTooLarge,
+    PayloadDecodeError,
+    PayloadError,
+    ProtocolVersionError,
+)
+from dspex_jobs.protocol import (
+    CONTENT_TYPE,
+    MAGIC,
+    EncodeOptions,
+    decode,
+    encode,
+    register_serializer,
+)
+from dspex_jobs.protocol._msgpack import EXT_ARROW, EXT_FRAME, EXT_NDARRAY
+
+HEADER = struct.Struct(">2sBBBBI")
+
+
+def frame(body: bytes, *, version: int = 1, codec: int = 1, compression: int = 0,
+          flags: int = 0, length: int | None = None) -> bytes:
+    """A hand-made frame, header fields as given."""
+    size = len(body) if length is None else length
+    return HEADER.pack(MAGIC, version, codec, compression, flags, size) + body
+
+
+# -- newer writers: typed, and they say to upgrade ------------------------------------------
+
+@pytest.mark.parametrize(("fields", "named"), [
+    ({"version": 2}, "frame version 2 is newer"),
+    ({"codec": 9}, "codec id 9 is unknown"),
+    ({"compression": 7}, "compression id 7 is unknown"),
+    ({"flags": 0x80}, "flags 0x80"),
+])
+def test_a_frame_from_a_newer_writer_says_to_upgrade(fields: dict[str, int], named: str) -> None:
+    with pytest.raises(ProtocolVersionError, match="upgrade dspex-jobs") as info:
+        decode(frame(msgpack.packb({"a": 1}), **fields))
+    assert named in info.value.message
+    assert info.value.code == "protocol_version_unknown"
+
+
+def test_unknown_extension_types_and_tags_say_to_upgrade() -> None:
+    with pytest.raises(ProtocolVersionError, match="extension type 42"):
+        decode(frame(msgpack.packb(msgpack.ExtType(42, b"?"))))
+    tagged = json.dumps({"__dspex__": "quaternion", "w": 1}).encode()
+    with pytest.raises(ProtocolVersionError, match="quaternion"):
+        decode(frame(tagged, codec=0, flags=1))
+
+
+def test_an_arrow_part_of_an_unknown_kind_says_to_upgrade() -> None:
+    import pyarrow as pa
+
+    batch = pa.record_batch([pa.array([1, 2])], schema=pa.schema(
+        [pa.field("a", pa.int64())], metadata={b"dspex": b"tensor4d"}))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    ext = msgpack.ExtType(EXT_ARROW, sink.getvalue().to_pybytes())
+    with pytest.raises(ProtocolVersionError, match="tensor4d"):
+        decode(frame(msgpack.packb(ext), codec=2))
+
+
+# -- truncated, corrupt, not ours -------------------------------------------------------------
+
+@pytest.mark.parametrize("cut", [0, 1, 5, 9, 10, 20, -1])
+def test_a_truncated_frame_is_refused(cut: int) -> None:
+    data = encode({"rows": [{"a": i, "b": str(i)} for i in range(200)]})
+    with pytest.raises(PayloadDecodeError, match="truncated|corrupt|not a dspex"):
+        decode(data[:cut] if cut >= 0 else data[:cut])
+
+
+def test_trailing_bytes_after_the_body_are_refused() -> None:
+    with pytest.raises(PayloadDecodeError, match="past its body"):
+        decode(encode({"a": 1}) + b"junk")
+
+
+@pytest.mark.parametrize("method", ["zstd", "zlib"])
+def test_a_corrupted_compressed_body_is_refused(method: str) -> None:
+    data = bytearray(encode("a sentence that repeats. " * 4000,
+                            EncodeOptions(compression=method)))  # type: ignore[arg-type]
+    assert len(data) < 10_000
+    data[len(data) // 2] ^= 0xFF
+    data[len(data) // 2 + 1] ^= 0x55
+    with pytest.raises(PayloadDecodeError, match=f"corrupt {method}|truncated {method}"):
+        decode(bytes(data))
+
+
+@pytest.mark.parametrize("body", [
+    b"\xc1",  # a MessagePack byte that is never valid
+    msgpack.packb([1, 2])[:-1],  # ends inside an array
+    b"\xa3\xff\xfe\xfd",  # a str that is not UTF-8
+])
+def test_a_corrupt_msgpack_body_is_refused(body: bytes) -> None:
+    with pytest.raises(PayloadDecodeError, match="corrupt MessagePack"):
+        decode(frame(body))
+
+
+def test_bad_extension_values_are_refused() -> None:
+    bad = [msgpack.ExtType(EXT_NDARRAY, b"\x01\x03<f4" + struct.pack(">Q", 4) + b"\x00" * 3),
+           msgpack.ExtType(EXT_NDARRAY, b"\x01"),
+           msgpack.ExtType(EXT_ARROW, b"not arrow at all"),
+           msgpack.ExtType(1, b"2024-13-45T99:00")]  # a datetime that is not one
+    for ext in bad:
+        with pytest.raises(PayloadDecodeError):
+            decode(frame(msgpack.packb(ext)))
+
+
+def test_something_else_is_not_a_frame() -> None:
+    for other in (b"", b"{}", json.dumps({"id": 1}).encode(), pickle.dumps({"boom": 1})):
+        with pytest.raises(PayloadDecodeError, match="not a dspex-jobs frame"):
+            decode(other)
+
+
+# -- bombs: bounded before a byte is inflated -------------------------------------------------
+
+def test_a_frame_declaring_more_than_the_limit_is_refused_before_inflating() -> None:
+    data = encode("x" * 200_000)
+    with pytest.raises(DecompressedTooLarge, match="over the decompression limit") as info:
+        decode(data, max_decompressed_bytes=100_000)
+    assert info.value.details == {"size": 200_000 + 5, "limit": 100_000}
+
+
+def test_a_zstd_bomb_that_lies_about_its_length_is_refused() -> None:
+    # Given 50 MB of zeros compressed to a few KB, in a frame that claims 1 KB
+    bomb = zstandard.ZstdCompressor().compress(b"\x00" * 50_000_000)
+    assert len(bomb) < 10_000
+    with pytest.raises(DecompressedTooLarge, match="refusing to inflate"):
+        decode(frame(bomb, compression=1, length=1_000))
+    # and without a content size in its header (not ours), it is refused too
+    headless = zstandard.ZstdCompressor(write_content_size=False).compress(b"\x00" * 10_000)
+    with pytest.raises(PayloadDecodeError):
+        decode(frame(headless, compression=1, length=10_000))
+
+
+def test_a_zlib_bomb_that_lies_about_its_length_is_refused() -> None:
+    bomb = zlib.compress(b"\x00" * 50_000_000)
+    with pytest.raises(DecompressedTooLarge, match="inflates past"):
+        decode(frame(bomb, compression=2, length=1_000))
+
+
+def test_frames_inside_frames_share_one_budget_and_nest_once() -> None:
+    inner = encode("y" * 60_000)
+    outer = encode([msgpack.ExtType(EXT_FRAME, inner)] * 3)
+    assert decode(outer, max_decompressed_bytes=1_000_000) == ["y" * 60_000] * 3
+    with pytest.raises(DecompressedTooLarge):
+        decode(outer, max_decompressed_bytes=150_000)
+    nested_twice = encode(msgpack.ExtType(EXT_FRAME, encode(msgpack.ExtType(EXT_FRAME, inner))))
+    with pytest.raises(PayloadDecodeError, match="one level deep"):
+        decode(nested_twice)
+
+
+# -- never pickle -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [object(), {1, 2}, np.array([object()]),
+                                   np.zeros(2, dtype=[("a", "<i4")]), dt.time(1, 2)])
+def test_values_that_would_need_pickle_are_refused_at_encode(value: Any) -> None:
+    for codec in ("json", "msgpack", "auto"):
+        with pytest.raises(PayloadError):
+            encode({"v": value}, EncodeOptions(codec=codec))  # type: ignore[arg-type]
+
+
+def test_integers_beyond_64_bits_are_refused_by_msgpack_and_carried_by_json() -> None:
+    for codec in ("msgpack", "auto"):
+        with pytest.raises(PayloadError, match="cannot encode"):
+            encode(2**64, EncodeOptions(codec=codec))  # type: ignore[arg-type]
+    assert decode(encode(2**64, EncodeOptions(codec="json"))) == 2**64
+
+
+def test_an_object_array_in_a_crafted_frame_is_refused() -> None:
+    ext = msgpack.ExtType(EXT_NDARRAY, b"\x01\x03|O8" + struct.pack(">Q", 1) + b"\x00" * 8)
+    with pytest.raises(PayloadDecodeError, match="object arrays would need pickle"):
+        decode(frame(msgpack.packb(ext)))
+
+
+def test_kombu_refuses_pickle_and_wraps_our_typed_errors() -> None:
+    register_serializer()
+    accept = {CONTENT_TYPE, "application/json"}
+    with pytest.raises(ContentDisallowed):
+        loads(pickle.dumps({"boom": 1}), "application/x-python-serialize", "binary",
+              accept=accept)
+    # A body with our content type that is not a frame: kombu's DecodeError, carrying ours
+    with pytest.raises(DecodeError) as info:
+        loads(pickle.dumps({"boom": 1}), CONTENT_TYPE, "binary", accept=accept)
+    assert isinstance(info.value.args[0], PayloadDecodeError)
+    assert isinstance(info.value.__context__, PayloadDecodeError)
+    with pytest.raises(DecodeError) as info:
+        loads(frame(b"", version=3), CONTENT_TYPE, "binary", accept=accept)
+    assert isinstance(info.value.args[0], ProtocolVersionError)

@@ -1,0 +1,243 @@
+"""Every codec round-trips every supported type exactly (Hypothesis-generated payloads)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from dspex_jobs.protocol import (
+    Codec,
+    Compression,
+    EncodeOptions,
+    decode,
+    encode,
+    encode_frame,
+    inspect_frame,
+)
+
+CODECS = ("json", "msgpack", "arrow", "auto")
+COMPRESSIONS = ("none", "zstd", "zlib")
+EXAMPLES = 60
+"""Examples per codec in the default run (4 codecs: 240 in all)."""
+
+
+# -- comparing: exact types, numpy arrays by dtype/shape/values, NaN equal to NaN -------------
+
+def expected(value: Any) -> Any:
+    """What a round trip gives back: tuples become lists, bytes-likes bytes, numpy scalars
+    Python scalars."""
+    if isinstance(value, tuple | list):
+        return [expected(v) for v in value]
+    if isinstance(value, dict):
+        return {k: expected(v) for k, v in value.items()}
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, and of the same types all the way down (1 is not 1.0, True is not 1)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):  # bit for bit: NaN, NaT and -0.0 included
+        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    if isinstance(a, dt.datetime):
+        return a == b and a.utcoffset() == b.utcoffset()
+    return bool(a == b)
+
+
+def assert_round_trip(value: Any, options: EncodeOptions) -> Any:
+    data = encode(value, options)
+    back = decode(data)
+    assert same(back, expected(value)), (value, back)
+    return back
+
+
+# -- strategies -------------------------------------------------------------------------------
+
+offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(
+    lambda m: dt.timezone(dt.timedelta(minutes=m)))
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=True), st.text(), st.binary(max_size=64),
+    st.datetimes(timezones=st.none() | st.just(dt.UTC) | offsets), st.dates(), st.uuids(),
+    st.decimals(allow_nan=False),
+)
+arrays = hnp.arrays(
+    dtype=st.sampled_from(["<f4", "<f8", ">f8", "<f2", "<i8", "<i4", "|u1", "<u8", "|b1",
+                           "<c16", "<M8[us]", "<U5", "|S3"]),
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
+)
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A list of rows with the same keys, one scalar type per column (None allowed)."""
+    kinds = {int: st.integers(-(2**63), 2**63 - 1), float: st.floats(allow_nan=True),
+             str: st.text(max_size=12), bool: st.booleans(), bytes: st.binary(max_size=8)}
+    names = draw(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=5,
+                          unique=True))
+    columns = {name: draw(st.sampled_from(sorted(kinds, key=str))) for name in names}
+    nullable = {name: draw(st.booleans()) for name in names}
+    rows_n = draw(st.integers(1, 80))
+    rows = []
+    for _ in range(rows_n):
+        row = {}
+        for name, kind in columns.items():
+            value = draw(kinds[kind])
+            row[name] = None if nullable[name] and draw(st.booleans()) else value
+        rows.append(row)
+    return rows
+
+
+matrices = st.integers(1, 70).flatmap(lambda width: st.lists(
+    st.lists(st.floats(allow_nan=False), min_size=width, max_size=width), min_size=1,
+    max_size=70))
+leaves = st.one_of(scalars, arrays, tables(), matrices)
+values = st.recursive(
+    leaves,
+    lambda children: st.one_of(st.lists(children, max_size=4),
+                               st.tuples(children, children),
+                               st.dictionaries(st.text(max_size=6), children, max_size=4)),
+    max_leaves=12,
+)
+celery_bodies = st.tuples(st.tuples(values), st.dictionaries(st.text(max_size=5), values,
+                                                              max_size=2),
+                          st.fixed_dictionaries({"callbacks": st.none(), "errbacks": st.none(),
+                                                 "chain": st.none(), "chord": st.none()}))
+
+
+# -- round trips ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("codec", CODECS)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=values, compression=st.sampled_from(COMPRESSIONS), threshold=st.sampled_from(
+    [0, 64, 1 << 20]))
+def test_every_codec_round_trips_every_supported_type(
+    codec: str, value: Any, compression: str, threshold: int
+) -> None:
+    options = EncodeOptions(codec=codec, compression=compression,  # type: ignore[arg-type]
+                            compress_threshold_bytes=threshold, arrow_min_rows=2)
+    assert_round_trip(value, options)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=celery_bodies)
+def test_celery_message_bodies_round_trip(codec: str, body: Any) -> None:
+    # Celery's protocol v2 body is (args, kwargs, embed); tuples come back as lists, as JSON
+    back = assert_round_trip(body, EncodeOptions(codec=codec))  # type: ignore[arg-type]
+    assert isinstance(back, list) and len(back) == 3
+
+
+@pytest.mark.slow
+@settings(max_examples=int(os.environ.get("DSPEX_TEST_EXAMPLES", "400")), deadline=None,
+          suppress_health_check=list(HealthCheck))
+@given(value=values, codec=st.sampled_from(CODECS), compression=st.sampled_from(COMPRESSIONS))
+def test_round_trips_at_size(value: Any, codec: str, compression: str) -> None:
+    options = EncodeOptions(codec=codec, compression=compression,  # type: ignore[arg-type]
+                            compress_threshold_bytes=0, arrow_min_rows=1)
+    assert_round_trip(value, options)
+
+
+@given(rows=tables())
+@settings(max_examples=40, deadline=None)
+def test_tables_travel_as_arrow_and_come_back_as_rows(rows: list[dict[str, Any]]) -> None:
+    frame = encode_frame({"rows": rows}, EncodeOptions(arrow_min_rows=1))
+    back = decode(frame.data)
+    assert same(back, {"rows": rows})
+    # An exact table (not an all-None column) goes as Arrow
+    all_none = any(all(r[k] is None for r in rows) for k in rows[0])
+    assert (frame.info.codec is Codec.ARROW) is not all_none
+
+
+def test_numpy_arrays_keep_dtype_shape_and_are_writable() -> None:
+    matrix = np.arange(300, dtype=np.float32).reshape(100, 3)
+    odd = np.arange(24, dtype=">i4").reshape(2, 3, 4)[:, ::2]  # big-endian, not contiguous
+    for codec in CODECS:
+        back = decode(encode({"m": matrix, "odd": odd},
+                             EncodeOptions(codec=codec)))  # type: ignore[arg-type]
+        assert same(back["m"], matrix) and same(back["odd"], np.ascontiguousarray(odd))
+        back["m"][0, 0] = -1.0  # a fresh array, not a view of the message
+    assert inspect_frame(encode({"m": matrix})).codec is Codec.ARROW  # auto: a matrix
+
+
+def test_auto_picks_msgpack_for_small_messages_and_arrow_for_tables() -> None:
+    small = {"question": "why?", "context": ["a", "b"], "n": 3}
+    assert inspect_frame(encode(small)).codec is Codec.MSGPACK
+    rows = [{"id": i, "text": f"row {i}", "score": i / 7} for i in range(1000)]
+    info = inspect_frame(encode({"inputs": {"rows": rows}}))
+    assert info.codec is Codec.ARROW and info.compression is Compression.ZSTD
+    # 63 rows is below ARROW_MIN_ROWS: MessagePack
+    assert inspect_frame(encode({"rows": rows[:63]})).codec is Codec.MSGPACK
+
+
+def test_lists_that_are_not_exact_tables_stay_msgpack() -> None:
+    mixed = [{"a": 1}, {"a": 2.5}] * 50  # int and float in one column
+    ragged = [{"a": 1}, {"b": 2}] * 50
+    nested = [{"a": [1]}] * 100
+    huge = [{"a": 2**63}] * 100  # beyond int64 (MessagePack carries uint64)
+    for rows in (mixed, ragged, nested, huge):
+        frame = encode_frame({"rows": rows})
+        assert frame.info.codec is Codec.MSGPACK
+        assert same(decode(frame.data), {"rows": rows})
+
+
+def test_float_lists_go_as_arrow_only_when_forced() -> None:
+    matrix = [[float(i), i / 3, -0.0] for i in range(100)]
+    assert inspect_frame(encode(matrix)).codec is Codec.MSGPACK
+    frame = encode_frame(matrix, EncodeOptions(codec="arrow"))
+    assert frame.info.codec is Codec.ARROW and same(decode(frame.data), matrix)
+    ints = [[1, 2.0]] * 10  # an int among the floats: not converted
+    assert same(decode(encode(ints, EncodeOptions(codec="arrow"))), ints)
+
+
+def test_compression_above_the_threshold_only_and_only_when_it_pays() -> None:
+    text = "the same sentence again. " * 2000
+    assert inspect_frame(encode(text)).compression is Compression.ZSTD
+    assert inspect_frame(encode(text[:1000])).compression is Compression.NONE
+    assert inspect_frame(encode(text, EncodeOptions(compression="zlib"))).compression \
+        is Compression.ZLIB
+    noise = np.random.default_rng(1).bytes(400_000)  # incompressible: the sample says so
+    assert inspect_frame(encode(noise)).compression is Compression.NONE
+    info = inspect_frame(encode(text, EncodeOptions(compression="none")))
+    assert info.compression is Compression.NONE and info.length_bytes + 10 == info.size_bytes
+
+
+def test_json_codec_is_readable_json() -> None:
+    data = encode({"q": "why?", "when": dt.date(2024, 1, 2), "id": UUID(int=1),
+                   "price": Decimal("1.10")}, EncodeOptions(codec="json", compression="none"))
+    text = data[10:].decode("utf-8")
+    assert text.startswith('{"q":"why?","when":{"__dspex__":"date","iso":"2024-01-02"}')
+    assert inspect_frame(data).flags == 1  # tagged values: the reader turns its hook on
+    assert inspect_frame(encode({"q": 1}, EncodeOptions(codec="json"))).flags == 0
+
+
+def test_an_embedded_frame_is_sent_as_it_is_and_comes_back_as_its_value() -> None:
+    job = encode_frame({"id": "j1", "rows": [{"a": i} for i in range(100)]})
+    assert "dspex frame arrow" in repr(job)
+    message = ((job,), {}, {"callbacks": None})
+    for codec in CODECS:
+        back = decode(encode(message, EncodeOptions(codec=codec)))  # type: ignore[arg-type]
+        assert back[0][0]["rows"][99] == {"a": 99}
+    # The job's bytes were not compressed a second time inside the message
+    big = encode_frame("x" * 100_000)
+    assert inspect_frame(encode([big])).compression is Compression.NONE
