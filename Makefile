@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test faults lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest --cov=dspex_jobs --cov-report=term $(PYTEST_ARGS)
+
+# The fault tests at the sizes the resilience issue names (CI runs them small in `make test`).
+faults: $(STAMP)
+	DSPEX_TEST_FAULT_JOBS=300 DSPEX_TEST_CHAOS_JOBS=500 $(BIN)/pytest tests/faults -s -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
