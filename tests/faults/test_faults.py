@@ -177,3 +177,31 @@ def _children(pid: int) -> list[int]:
         pass
     return found
 
+
+
+def test_four_workers_never_exceed_the_shared_rate_limit(redis_server: EmbeddedRedis) -> None:
+    url = _fresh_db(redis_server, 3)
+    env = {"DSPEX_LM_REQUESTS_PER_MINUTE": "12"}
+    with LMServerProcess(LMServerConfig(port=0)) as lm, LocalStack(
+        redis_url=url, lm=LM_MODEL, lm_api_base=lm.url, queues=["general"] * 4,
+        worker_args={"general": ["--concurrency", "2"]}, env=env,
+    ) as stack, Client(stack.settings) as client:
+        # Given 12 requests/minute shared by 4 worker processes (8 slots), and 30 jobs at once
+        _stats(lm)  # warm: the stack's readiness pings made no LM calls
+        started = time.monotonic()
+        handles = [client.predict("question -> answer", question=f"rl {i}?")
+                   for i in range(30)]
+        time.sleep(15)
+        window_s = time.monotonic() - started
+        calls = int(_stats(lm)["requests_total"])  # type: ignore[call-overload]
+        statuses = [h.status() for h in handles]
+        # Expect the LM to have seen at most the burst plus the refill, none failed, and
+        # the rest parked rather than spinning in worker slots
+        allowed = 12 + window_s * 12 / 60
+        assert calls <= allowed, (calls, allowed)
+        assert JobStatus.FAILED not in statuses
+        assert statuses.count(JobStatus.SUCCEEDED) == calls
+        parked = redis.Redis.from_url(url).zcard(Keys().delayed())
+        assert parked > 0
+        print(f"\nrate limit 12/min over 4 workers: {calls} LM calls in {window_s:.1f} s "
+              f"(allowed {allowed:.1f}), {parked} jobs parked, 0 failed")
