@@ -23,11 +23,9 @@ from kombu import Queue
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticSerializationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dspex_jobs.app import make_app
-from dspex_jobs.connections import redis_client
+from dspex_jobs.connections import REDIS_DOWN, redis_client
 from dspex_jobs.errors import (
     BrokerUnavailable,
     JobTimeout,
@@ -41,7 +39,7 @@ from dspex_jobs.health import queue_depth
 from dspex_jobs.jobs import Job, JobKind, LMOptions
 from dspex_jobs.keys import Keys
 from dspex_jobs.neural.api import DEFAULT_TIMEOUT_S, VectorIndex, embed_texts
-from dspex_jobs.neural.limits import NeuralLimits, check_neural_inputs
+from dspex_jobs.neural.limits import check_neural_job
 from dspex_jobs.neural.vectors import Embeddings
 from dspex_jobs.protocol import EncodeOptions, check_in, encode_frame, is_dspex_serializer
 from dspex_jobs.results import JobResult, JobStatus
@@ -53,7 +51,7 @@ from dspex_jobs.streams import StreamChunk, StreamEnd, astream_events, stream_ev
 
 __all__ = ["Client", "JobHandle"]
 
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OperationalError, ConnectionError)
+_REDIS_DOWN: tuple[type[Exception], ...] = (*REDIS_DOWN, OperationalError, ConnectionError)
 
 
 class JobHandle:
@@ -389,11 +387,7 @@ class Client:
         elif template is not None:
             raise ValidationError(f"a {job_kind.value} job takes no template", field="template")
         elif job_kind.queue == "neural":  # texts, not a signature: dspex_jobs.neural.limits
-            if signature:
-                raise ValidationError(f"a {job_kind.value} job takes texts, not a signature",
-                                      field="signature")
-            values = check_neural_inputs(job_kind, values, NeuralLimits.from_settings(
-                self.settings), fill_ids=True)
+            values = check_neural_job(job_kind, signature, values, self.settings)
         elif signature or values:
             raise ValidationError(f"a {job_kind.value} job takes no signature or inputs",
                                   field="inputs")

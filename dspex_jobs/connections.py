@@ -7,12 +7,18 @@ to another server or without the configured timeouts.
 from __future__ import annotations
 
 import os
+import time
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dspex_jobs.settings import Settings
 
-__all__ = ["process_redis", "redis_client"]
+__all__ = ["REDIS_DOWN", "process_redis", "redis_client", "wait_for_redis"]
+
+REDIS_DOWN: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+"""What redis-py raises when the server is unreachable (not when a command is wrong)."""
 
 _per_process: dict[tuple[int, str], redis.Redis] = {}
 
@@ -35,3 +41,15 @@ def process_redis(settings: Settings) -> redis.Redis:
     if client is None:
         client = _per_process[key] = redis_client(settings)
     return client
+
+
+def wait_for_redis(client: redis.Redis, timeout_s: float, interval_s: float = 0.5) -> bool:
+    """Block until ``client`` answers PING or ``timeout_s`` passes; whether it answered."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return True
+        except REDIS_DOWN:
+            time.sleep(interval_s)
+    return False

@@ -12,14 +12,17 @@ with exponential backoff; anything else is stored as a failure with its stable c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 from pydantic import ValidationError as PydanticValidationError
 
+from dspex_jobs.connections import REDIS_DOWN, wait_for_redis
 from dspex_jobs.errors import DSPexError, JobCancelled, JobFailed, PayloadError
 from dspex_jobs.jobs import Job, JobKind
 from dspex_jobs.protocol import check_out, is_claim
@@ -71,6 +74,18 @@ def run_job(task: Task[Any, Any], payload: Any) -> dict[str, Any] | None:
     from dspex_jobs.worker import worker_context  # per-process state, built once
 
     ctx = worker_context(task.app)
+    try:
+        return _run_job(task, ctx, payload)
+    except REDIS_DOWN as exc:
+        # Redis went away mid-job: nothing about the job itself is wrong. Wait for Redis,
+        # then put the message back rather than let Celery acknowledge a failure.
+        logger.warning("Redis unavailable while running a job (%s); requeueing it once "
+                       "Redis answers again", exc)
+        wait_for_redis(ctx.store.client, timeout_s=ctx.settings.visibility_timeout_s)
+        raise Reject(f"Redis unavailable: {exc}", requeue=True) from exc
+
+
+def _run_job(task: Task[Any, Any], ctx: Any, payload: Any) -> dict[str, Any] | None:
     started_at = time.time()
     job = _decode(payload, ctx)
     if job is None:
@@ -95,7 +110,8 @@ def run_job(task: Task[Any, Any], payload: Any) -> dict[str, Any] | None:
     try:
         return _run_leased(task, ctx, job, run)
     finally:
-        ctx.leases.release(job.id)
+        with contextlib.suppress(*REDIS_DOWN):  # a lapsed lease expires by itself
+            ctx.leases.release(job.id)
 
 
 def _run_leased(task: Task[Any, Any], ctx: Any, job: Job, run: _Run) -> dict[str, Any] | None:
@@ -105,6 +121,8 @@ def _run_leased(task: Task[Any, Any], ctx: Any, job: Job, run: _Run) -> dict[str
         ctx.delayed.park(task.name, job.to_wire(), job.target_queue, wait.wait_s)
         ctx.store.mark_running(job.id, run.worker, run.attempt, JobStatus.PENDING)
         return None
+    except REDIS_DOWN:
+        raise
     except DSPexError as error:
         if error.retryable and run.attempt <= ctx.settings.job_max_retries:
             run.retry(error)

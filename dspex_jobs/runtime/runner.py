@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dspex_jobs.connections import REDIS_DOWN
 from dspex_jobs.errors import LMError
 from dspex_jobs.jobs import Job, LMOptions
 from dspex_jobs.resilience.breaker import endpoint_id
@@ -111,6 +112,8 @@ class Runtime:
                     else:
                         prediction = self._stream(module, inputs, on_chunk)
             except RateLimitWait:
+                raise
+            except REDIS_DOWN:  # not the LM's fault: the task requeues the job
                 raise
             except Exception as exc:
                 error = map_exception(exc, job_id=job.id)
