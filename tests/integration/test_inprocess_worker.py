@@ -86,6 +86,34 @@ def test_malformed_and_pickled_messages_do_not_kill_the_worker(
     assert client.ping().result(timeout=30).ok
 
 
+def test_a_template_becomes_the_instructions_the_lm_sees(
+    client: Client, lm_server: object
+) -> None:
+    import json
+    import urllib.request
+
+    from dspex_jobs import TemplateError
+
+    # Given a template that uses an input, and an input value that looks like template code
+    template = "Answer as {{ persona }} would. Stay under {{ limit }} words."
+    result = client.predict("question, persona, limit: int -> answer", template=template,
+                            question="What is {{ config }}?", persona="a pirate",
+                            limit=20).result(timeout=60)
+    assert result.ok
+    # Expect the rendered text in the prompt the LM received, and the value left literal
+    url = lm_server.url + "/requests?last=1"  # type: ignore[attr-defined]
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        messages = json.loads(reply.read())["data"][-1]["messages"]
+    prompt = "\n".join(str(m["content"]) for m in messages)
+    assert "Answer as a pirate would. Stay under 20 words." in prompt
+    assert "What is {{ config }}?" in prompt
+    # And a template naming a field the signature lacks is refused before enqueueing
+    with pytest.raises(TemplateError, match="unknown"):
+        client.predict("question -> answer", template="{{ nope }}", question="q")
+
+
+# Tests below start workers of their own: stopping one stops the module's worker too
+# (Celery keeps shutdown flags in module state), so they come last.
 def test_wrong_api_key_fails_at_once_with_lm_auth_error(
     redis_server: EmbeddedRedis, lm_server: object
 ) -> None:
@@ -121,28 +149,3 @@ def test_lm_connection_refused_is_lm_unavailable(redis_server: EmbeddedRedis) ->
         assert info.value.retryable and info.value.job_id == handle.id
         assert handle.status() is JobStatus.FAILED
 
-
-def test_a_template_becomes_the_instructions_the_lm_sees(
-    client: Client, lm_server: object
-) -> None:
-    import json
-    import urllib.request
-
-    from dspex_jobs import TemplateError
-
-    # Given a template that uses an input, and an input value that looks like template code
-    template = "Answer as {{ persona }} would. Stay under {{ limit }} words."
-    result = client.predict("question, persona, limit: int -> answer", template=template,
-                            question="What is {{ config }}?", persona="a pirate",
-                            limit=20).result(timeout=60)
-    assert result.ok
-    # Expect the rendered text in the prompt the LM received, and the value left literal
-    url = lm_server.url + "/requests?last=1"  # type: ignore[attr-defined]
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        messages = json.loads(reply.read())["data"][-1]["messages"]
-    prompt = "\n".join(str(m["content"]) for m in messages)
-    assert "Answer as a pirate would. Stay under 20 words." in prompt
-    assert "What is {{ config }}?" in prompt
-    # And a template naming a field the signature lacks is refused before enqueueing
-    with pytest.raises(TemplateError, match="unknown"):
-        client.predict("question -> answer", template="{{ nope }}", question="q")
