@@ -17,7 +17,7 @@ and the best round of each is reported (this machine is shared; the best round i
 least disturbed). ``--pools`` adds a prefork worker (two processes, each with its own model
 and only its own job to batch) to compare pool choices.
 
-Run: .venv/bin/python bench/neural.py [--big-texts 512] [--small-jobs 128] [--rounds 3]
+Run: .venv/bin/python bench/neural.py [--big-texts 256] [--small-jobs 64] [--rounds 7]
 Full size: .venv/bin/python bench/neural.py --big-texts 4096 --small-jobs 1024 --rounds 5
 """
 
@@ -36,17 +36,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dspex_jobs import Client, JobKind  # noqa: E402
-from dspex_jobs.embedded import EmbeddedRedis  # noqa: E402
-from dspex_jobs.neural.vectors import Embeddings  # noqa: E402
-from dspex_jobs.stack import LocalStack  # noqa: E402
+from dspex_jobs import Client, JobKind
+from dspex_jobs.embedded import EmbeddedRedis
+from dspex_jobs.neural.vectors import Embeddings
+from dspex_jobs.stack import LocalStack
 
-_WORDS = (
-    "the a model queue worker vector search index redis batch embedding sentence retrieval "
-    "document fast slow local server python celery job result stream token river mountain "
-    "city music history science market garden winter coffee train language paper light "
-    "question answer network memory energy water forest ocean bridge story game doctor"
-).split()
+_WORDS = [
+    "the", "a", "model", "queue", "worker", "vector", "search", "index", "redis", "batch",
+    "embedding", "sentence", "retrieval", "document", "fast", "slow", "local", "server",
+    "python", "celery", "job", "result", "stream", "token", "river", "mountain", "city",
+    "music", "history", "science", "market", "garden", "winter", "coffee", "train",
+    "language", "paper", "light", "question", "answer", "network", "memory", "energy",
+    "water", "forest", "ocean", "bridge", "story", "game", "doctor",
+]
+
+
+ALONE = 32
+"""Texts encoded one per call in process (a reference row: the model's cost per call)."""
 
 
 def make_texts(count: int, seed: int) -> list[str]:
@@ -76,6 +82,15 @@ def small_jobs(client: Client, texts: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def ping_jobs(client: Client, count: int) -> float:
+    """As many jobs that do nothing: the per-job cost that no batching can remove."""
+    started = time.perf_counter()
+    handles = [client.ping(queue="neural") for _ in range(count)]
+    for handle in handles:
+        handle.result(timeout=300)
+    return time.perf_counter() - started
+
+
 def timed(fn: Callable[[], Any]) -> float:
     started = time.perf_counter()
     fn()
@@ -85,11 +100,13 @@ def timed(fn: Callable[[], Any]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--big-texts", type=int, default=512, help="texts in the big job")
-    parser.add_argument("--small-jobs", type=int, default=128, help="one-text jobs")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--pool", default="threads", help="pool of the two main workers")
-    parser.add_argument("--concurrency", type=int, default=8, help="their pool size")
+    parser.add_argument("--big-texts", type=int, default=256, help="texts in the big job")
+    parser.add_argument("--small-jobs", type=int, default=64, help="one-text jobs")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--pool", default=None,
+                        help="pool of the two main workers (default: the neural profile's)")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="their pool size (default: DSPEX_NEURAL_CONCURRENCY's default)")
     parser.add_argument("--pools", action="store_true",
                         help="also measure a prefork -c2 worker (pool comparison)")
     args = parser.parse_args()
@@ -98,7 +115,8 @@ def main() -> None:
     big, small = make_texts(args.big_texts, 1), make_texts(args.small_jobs, 2)
     with EmbeddedRedis() as server:
         base = f"redis://127.0.0.1:{server.port}"
-        pool = ["--pool", args.pool, "--concurrency", str(args.concurrency)]
+        pool = ([] if args.pool is None else ["--pool", args.pool]) + (
+            [] if args.concurrency is None else ["--concurrency", str(args.concurrency)])
         specs = {"batched": (pool, {}),
                  "unbatched": (pool, {"DSPEX_NEURAL_MAX_BATCH": "1"})}
         if args.pools:
@@ -123,8 +141,9 @@ def run_rounds(args: argparse.Namespace, big: list[str], small: list[str],
     encoder = load_encoder(None, "auto")
     batch = DEFAULT_MAX_BATCH[encoder.device]
     model = encoder.model
-    model.encode(big[:batch], batch_size=batch)  # warm
     clients = {label: Client(stack.settings) for label, stack in stacks.items()}
+    model.encode(big, batch_size=batch)  # warm both paths on these very shapes
+    clients["batched"].embed(big, timeout_s=600)
     seconds: dict[str, list[float]] = {}
 
     def record(name: str, value: float) -> None:
@@ -141,8 +160,9 @@ def run_rounds(args: argparse.Namespace, big: list[str], small: list[str],
             if "prefork -c2" in clients:
                 record("queue, small jobs, prefork -c2", small_jobs(clients["prefork -c2"],
                                                                    small))
+            record("queue, ping jobs (no model)", ping_jobs(clients["batched"], len(small)))
             record("in-process encode, one text per call", timed(lambda: [
-                model.encode([text], show_progress_bar=False) for text in small]))
+                model.encode([text], show_progress_bar=False) for text in small[:ALONE]]))
     finally:
         for client in clients.values():
             client.close()
@@ -151,6 +171,7 @@ def run_rounds(args: argparse.Namespace, big: list[str], small: list[str],
 
 def report(args: argparse.Namespace, seconds: dict[str, list[float]], device: str) -> None:
     sizes = {name: args.big_texts if "big" in name else args.small_jobs for name in seconds}
+    sizes["in-process encode, one text per call"] = min(ALONE, args.small_jobs)
     rate = {name: sizes[name] / min(values) for name, values in seconds.items()}
     median = {name: sizes[name] / statistics.median(values) for name, values in seconds.items()}
     print(f"embedding throughput, all-MiniLM-L6-v2 on {device}, {args.rounds} rounds "

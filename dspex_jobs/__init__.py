@@ -18,6 +18,9 @@ from dspex_jobs.errors import (
     DeadlineExceeded,
     DSPexError,
     DuplicateImplementation,
+    IndexFull,
+    IndexMismatch,
+    IndexNotFound,
     JobCancelled,
     JobError,
     JobFailed,
@@ -29,6 +32,8 @@ from dspex_jobs.errors import (
     LMServerStartError,
     LMTimeout,
     LMUnavailable,
+    NeuralInputError,
+    NeuralModelError,
     NoImplementation,
     PayloadError,
     PayloadTooLarge,
@@ -40,12 +45,15 @@ from dspex_jobs.errors import (
     SignatureValidationError,
     TemplateError,
     TemplateRenderError,
+    TextTooLong,
     UnknownJobKind,
     UnsupportedOperation,
     ValidationError,
+    VectorIndexError,
     WorkerLost,
 )
 from dspex_jobs.jobs import Job, JobKind, LMOptions
+from dspex_jobs.neural import AddResult, Embeddings, IndexInfo, SearchHit, VectorIndex
 from dspex_jobs.results import JobErrorInfo, JobResult, JobStatus, Timings
 from dspex_jobs.sessions import Session, SessionState
 from dspex_jobs.settings import Settings
@@ -74,6 +82,12 @@ __all__ = [
     "StreamEnd",
     # Signatures
     "Signature",
+    # Embeddings and vector search (the neural queue)
+    "AddResult",
+    "Embeddings",
+    "IndexInfo",
+    "SearchHit",
+    "VectorIndex",
     # Errors
     "BrokerUnavailable",
     "CircuitOpen",
@@ -81,6 +95,9 @@ __all__ = [
     "DeadlineExceeded",
     "DSPexError",
     "DuplicateImplementation",
+    "IndexFull",
+    "IndexMismatch",
+    "IndexNotFound",
     "JobCancelled",
     "JobError",
     "JobFailed",
@@ -92,6 +109,8 @@ __all__ = [
     "LMServerStartError",
     "LMTimeout",
     "LMUnavailable",
+    "NeuralInputError",
+    "NeuralModelError",
     "NoImplementation",
     "PayloadError",
     "PayloadTooLarge",
@@ -103,8 +122,10 @@ __all__ = [
     "SignatureValidationError",
     "TemplateError",
     "TemplateRenderError",
+    "TextTooLong",
     "UnknownJobKind",
     "UnsupportedOperation",
     "ValidationError",
+    "VectorIndexError",
     "WorkerLost",
 ]

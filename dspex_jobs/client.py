@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.utils import worker_direct
@@ -48,6 +49,9 @@ from dspex_jobs.settings import QUEUES, Settings
 from dspex_jobs.signature import Signature
 from dspex_jobs.store import ResultStore
 from dspex_jobs.streams import StreamChunk, StreamEnd, astream_events, stream_events
+
+if TYPE_CHECKING:
+    from dspex_jobs.pipeline import Pipeline, PipelineHandle
 
 __all__ = ["Client", "JobHandle"]
 
@@ -288,6 +292,28 @@ class Client:
     def job(self, job_id: str) -> JobHandle:
         """A handle to a job submitted earlier (by any producer)."""
         return JobHandle(job_id, self)
+
+    def run(
+        self, pipeline: Pipeline | Mapping[str, Any] | str | Path, /, *,
+        inputs: Mapping[str, Any] | None = None, timeout_s: float | None = None,
+        trace_id: str | None = None, **input_values: Any,
+    ) -> PipelineHandle:
+        """Run a pipeline (a :class:`~dspex_jobs.pipeline.Pipeline`, its document, or the
+        path of a ``.yaml``/``.json`` file) on the inputs (keywords, or ``inputs=``).
+
+        Inputs are checked (names and types) before anything is enqueued; ``timeout_s`` is
+        the run's deadline (default: the pipeline's). See :func:`dspex_jobs.pipeline.run_pipeline`.
+        """
+        from dspex_jobs.pipeline.submit import run_pipeline
+
+        return run_pipeline(self, pipeline, {**(inputs or {}), **input_values},
+                            timeout_s=timeout_s, trace_id=trace_id)
+
+    def pipeline_run(self, run_id: str) -> PipelineHandle:
+        """A handle to a pipeline run started earlier (by any producer)."""
+        from dspex_jobs.pipeline.handle import PipelineHandle
+
+        return PipelineHandle(run_id, self)
 
     def session(
         self, *, ttl_s: int | None = None, affinity: Affinity = "hint",

@@ -21,6 +21,8 @@ A user catches one root, :class:`DSPexError`, or one of its branches::
     │   ├── TemplateError           a prompt template does not compile or names unknown fields
     │   │   └── TemplateRenderError rendering failed: a missing value, a limit, a forbidden access
     │   ├── NoImplementation        no implementation of an operation fits the request
+    │   ├── PipelineValidationError a pipeline is wrong: a step's input is missing, a step type,
+    │   │                           module or operation is unknown (nothing was enqueued)
     │   └── NeuralInputError        texts, ids, metadata or options of a neural job are wrong
     │       └── TextTooLong         a text is over DSPEX_NEURAL_MAX_TEXT_CHARS
     ├── UnsupportedOperation        an implementation cannot handle this request (the router
@@ -44,7 +46,10 @@ A user catches one root, :class:`DSPexError`, or one of its branches::
         ├── JobTimeout              the result did not arrive in time
         ├── JobCancelled            cancelled before or while it ran
         ├── DeadlineExceeded        its deadline passed before it started
+        │   └── PipelineDeadlineExceeded  a pipeline ran past its deadline
         ├── WorkerLost              the worker process died while running the job
+        ├── StepTimeout             a pipeline step ran past its own timeout_s (retryable)
+        ├── PipelineStepFailed      a pipeline step failed under the `fail` policy: which, and why
         └── JobFailed               anything else that went wrong inside the job
 
 Every class has a stable ``code`` (stored in results and logs, never renamed) and a
@@ -84,6 +89,9 @@ __all__ = [
     "NeuralModelError",
     "NoImplementation",
     "PayloadDecodeError",
+    "PipelineDeadlineExceeded",
+    "PipelineStepFailed",
+    "PipelineValidationError",
     "PayloadError",
     "PayloadTooLarge",
     "ProtocolVersionError",
@@ -93,6 +101,7 @@ __all__ = [
     "SessionWorkerUnavailable",
     "SignatureError",
     "SignatureValidationError",
+    "StepTimeout",
     "TemplateError",
     "TemplateRenderError",
     "TextTooLong",
@@ -478,7 +487,7 @@ class VectorIndexError(DSPexError):
 
 
 class IndexNotFound(VectorIndexError):
-    """No index has this name: an index is created by its first ``add`` (and gone after ``drop``)."""
+    """No index has this name: an index is created by its first ``add``, gone after ``drop``."""
 
     code = "index_not_found"
 
@@ -498,3 +507,43 @@ class IndexMismatch(VectorIndexError):
     worker's): vectors of two models cannot be compared. Use another index, or the same model."""
 
     code = "index_mismatch"
+
+
+class PipelineValidationError(ValidationError):
+    """A pipeline is wrong and was not run: a step reads a field that neither the pipeline's
+    inputs nor an earlier step provides, two parallel branches write one field without a merge
+    rule, or a document names an unknown step type, DSPy module or operation. ``details`` name
+    the ``step`` and, where one is at fault, the ``field``."""
+
+    code = "pipeline_validation_error"
+
+
+class PipelineStepFailed(JobError):
+    """A pipeline step failed and its policy (``fail``, or retries exhausted) ended the run.
+
+    ``step`` names the step; ``cause`` is the step's own error (``code``, ``message``), also in
+    ``details``. The producer sees this as soon as the step fails, even while parallel branches
+    still run.
+    """
+
+    code = "pipeline_step_failed"
+
+    def __init__(self, message: str = "", job_id: str | None = None, **details: Any) -> None:
+        super().__init__(message, job_id=job_id, **details)
+        self.step: str | None = details.get("step")
+        self.cause: dict[str, Any] = dict(details.get("cause") or {})
+
+
+class StepTimeout(JobError):
+    """A pipeline step ran longer than its ``timeout_s`` (or than what was left of the pipeline's
+    deadline); its outputs, if they ever come, are discarded. Retryable under ``retry``."""
+
+    code = "step_timeout"
+    retryable = True
+
+
+class PipelineDeadlineExceeded(DeadlineExceeded):
+    """A pipeline was still running at its deadline (``timeout_s``): the steps that had not
+    started were not run, and running ones were asked to stop."""
+
+    code = "pipeline_deadline_exceeded"

@@ -109,3 +109,19 @@ class Keys:
     def worker_pattern(self) -> str:
         """Pattern matching every worker heartbeat key."""
         return f"{self.prefix}:worker:*"
+
+    def pipeline(self, run_id: str) -> str:
+        """A pipeline run's hash: its plan, trace id, deadline, cancel flag and outcome."""
+        return f"{self.prefix}:pipeline:{run_id}"
+
+    def pipeline_context(self, run_id: str) -> str:
+        """A hash: context field (input, step output, step name) -> its JSON value."""
+        return f"{self.prefix}:pipeline:{run_id}:context"
+
+    def pipeline_steps(self, run_id: str) -> str:
+        """A hash: step path -> the step's record (state, queue, timings, error)."""
+        return f"{self.prefix}:pipeline:{run_id}:steps"
+
+    def pipeline_done(self, run_id: str) -> str:
+        """A list the run's outcome is pushed onto, so a waiting producer wakes at once."""
+        return f"{self.prefix}:pipeline:{run_id}:done"

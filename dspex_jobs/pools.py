@@ -7,7 +7,16 @@
   recycled after a number of jobs to bound any slow leak in provider clients.
 - ``optimizer`` (hours-long batch optimization): prefork, one job per child and per
   prefetch, long soft/hard limits, a fresh child per job so memory is returned.
-- ``neural`` (local models): prefork with one child by default: each child holds a model.
+- ``neural`` (local models): **threads**, 16 by default, in one process that holds one copy
+  of the model. Jobs hand their texts to the process's micro-batcher
+  (:mod:`dspex_jobs.neural.batcher`), so jobs in flight together share model calls: several
+  jobs per process is the point. Prefork would give each child its own model copy (memory
+  times N) and only its own job to batch, and two children's torch thread pools would fight
+  over the same cores; measured on a 2-core CPU with one-text jobs, threads + batcher ran
+  51-59 jobs/s, prefork ``-c2`` 36-38, one text per model call 21-28 (``bench/neural.py
+  --pools``). Thread pools ignore Celery's time limits, so none are set: a neural job is
+  bounded by its size limits (``DSPEX_NEURAL_MAX_TEXTS``, ``DSPEX_NEURAL_MAX_TEXT_CHARS``),
+  and job leases keep a long one from running twice.
 
 Concurrency comes from settings (``DSPEX_<QUEUE>_CONCURRENCY``) unless given on the command
 line. ``workers/`` holds the deployment glue (containers, env files) built on these.
@@ -70,7 +79,7 @@ class PoolProfile:
 PROFILES: dict[str, PoolProfile] = {
     "general": PoolProfile("general", "prefork", 1, 300, 330, 1000),
     "optimizer": PoolProfile("optimizer", "prefork", 1, 6 * 3600, 6 * 3600 + 300, 1),
-    "neural": PoolProfile("neural", "prefork", 1, 600, 660, None),
+    "neural": PoolProfile("neural", "threads", 1, None, None, None),
 }
 
 

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     # Jobs.
     max_payload_bytes: int = Field(1_000_000, gt=0, description="Largest encoded job accepted.")
     job_max_retries: int = Field(3, ge=0, description="Retries of a job after a retryable error.")
+    job_max_retries_by_kind: tuple[tuple[str, int], ...] = Field(
+        (), description="Per-kind budgets overriding job_max_retries "
+        "(DSPEX_JOB_MAX_RETRIES_BY_KIND=predict=2,chain_of_thought=5). A tuple of pairs, not "
+        "a dict, so that settings stay hashable.",
+    )
     retry_backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles each time.")
     retry_backoff_max_s: float = Field(60.0, gt=0)
 
@@ -113,7 +118,10 @@ class Settings(BaseSettings):
     # Worker pools, one per queue.
     general_concurrency: int = Field(2, gt=0)
     optimizer_concurrency: int = Field(1, gt=0)
-    neural_concurrency: int = Field(1, gt=0)
+    neural_concurrency: int = Field(
+        16, gt=0, description="Jobs in flight per neural worker (threads sharing one model and "
+        "its micro-batches; see dspex_jobs.pools).",
+    )
     module_cache_size: int = Field(256, gt=0, description="DSPy modules kept per worker process.")
     log_level: str = "INFO"
 
@@ -138,6 +146,22 @@ class Settings(BaseSettings):
         50_000, gt=0, description="Most documents in one vector index (each neural worker "
         "holds the indexes it searches in memory).",
     )
+
+    @field_validator("job_max_retries_by_kind", mode="before")
+    @classmethod
+    def _parse_budgets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("expected KIND=N pairs separated by commas")
+            return tuple((kind.strip(), int(n)) for kind, n in pairs)
+        if isinstance(value, dict):
+            return tuple(value.items())
+        return value
+
+    def retries_for(self, kind: str) -> int:
+        """The retry budget of one job kind."""
+        return dict(self.job_max_retries_by_kind).get(kind, self.job_max_retries)
 
     @field_validator("lm_fallbacks", mode="before")
     @classmethod

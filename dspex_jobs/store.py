@@ -32,19 +32,26 @@ class ResultStore:
         self.keys = keys
         self.result_ttl_s = result_ttl_s
 
-    def begin(self, job_id: str, worker: str, attempt: int) -> tuple[bool, bool]:
-        """Record that ``worker`` starts the job; whether it already finished, or was cancelled.
+    def begin(self, job_id: str, worker: str, attempt: int, lease_token: str,
+              lease_ttl_ms: int) -> tuple[bool, bool, float]:
+        """Record that ``worker`` starts the job and try to take its lease.
 
-        One round trip: this is on every job's path.
+        One round trip, since this is on every job's path. Returns whether the job already
+        finished, whether it was cancelled, and 0 if the lease was taken, else the seconds
+        until the current holder's lease lapses (see :mod:`dspex_jobs.resilience.lease`).
         """
         state = {"status": JobStatus.RUNNING.value, "worker": worker, "attempt": attempt,
                  "at": time.time()}
+        lease = self.keys.lease(job_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.exists(self.keys.result(job_id))
         pipe.exists(self.keys.cancel(job_id))
         pipe.set(self.keys.state(job_id), json.dumps(state), ex=self.result_ttl_s)
-        finished, cancelled, _ = pipe.execute()
-        return bool(finished), bool(cancelled)
+        pipe.set(lease, lease_token, nx=True, px=lease_ttl_ms)
+        pipe.pttl(lease)
+        finished, cancelled, _, leased, remaining_ms = pipe.execute()
+        wait_s = 0.0 if leased else max(int(remaining_ms), 100) / 1000
+        return bool(finished), bool(cancelled), wait_s
 
     def request_cancel(self, job_id: str) -> None:
         """Ask the job to stop: not started if queued, outputs discarded if running."""
@@ -72,7 +79,7 @@ class ResultStore:
         pipe.set(self.keys.result(result.job_id), raw, ex=self.result_ttl_s, nx=True)
         pipe.rpush(done, raw)
         pipe.expire(done, self.result_ttl_s)
-        pipe.delete(self.keys.state(result.job_id))
+        pipe.delete(self.keys.state(result.job_id), self.keys.lease(result.job_id))
         first, *_ = pipe.execute()
         if not first:
             self.client.incr(self.keys.duplicate_results())

@@ -35,7 +35,8 @@ logger = logging.getLogger("dspex_jobs.tasks")
 
 
 def register_tasks(app: Celery) -> None:
-    """Register one task per job kind on ``app``."""
+    """Register one task per job kind on ``app``, and the pipeline tasks
+    (``dspex.pipeline.step``, ``dspex.pipeline.merge``: :mod:`dspex_jobs.pipeline.tasks`)."""
     for kind in JobKind:
         app.task(
             name=kind.task_name,
@@ -50,6 +51,9 @@ def register_tasks(app: Celery) -> None:
             throws=(DSPexError,),
         )(run_job)
     app.task(name=CLEANUP_TASK, bind=True)(cleanup_sessions)
+    from dspex_jobs.pipeline.tasks import register_pipeline_tasks  # light: no DSPy
+
+    register_pipeline_tasks(app)
 
 
 CLEANUP_TASK = "dspex.sessions.cleanup"
@@ -91,27 +95,31 @@ def _run_job(task: Task[Any, Any], ctx: Any, payload: Any) -> dict[str, Any] | N
     if job is None:
         return None
     run = _Run(task, ctx, job, started_at)
-    finished, cancelled = ctx.store.begin(job.id, run.worker, run.attempt)
+    finished, cancelled, held_for_s = ctx.store.begin(
+        job.id, run.worker, run.attempt, ctx.leases.token, ctx.leases.ttl_ms)
     if finished:
         # A redelivered copy (acks_late) of a job that already finished: never run it twice.
         logger.info("job %s already finished; dropped a redelivered copy", job.id)
         return None
     refusal = ctx.refusal(job, cancelled)
-    if refusal is not None:
+    if refusal is not None and not held_for_s:
         run.finish(error=refusal)
         return None
-    held_for_s = ctx.leases.acquire(job.id)
     if held_for_s:
         # Another worker runs this job right now (a copy redelivered after the visibility
         # timeout): look again once its lease would have lapsed.
         logger.info("job %s is running elsewhere; parked a copy for %.1f s", job.id, held_for_s)
         ctx.delayed.park(task.name, job.to_wire(), job.target_queue, held_for_s + 0.5)
         return None
+    ctx.leases.hold(job.id)
     try:
         return _run_leased(task, ctx, job, run)
     finally:
-        with contextlib.suppress(*REDIS_DOWN):  # a lapsed lease expires by itself
-            ctx.leases.release(job.id)
+        if run.saved:
+            ctx.leases.forget(job.id)  # deleted together with the result
+        else:
+            with contextlib.suppress(*REDIS_DOWN):  # a lapsed lease expires by itself
+                ctx.leases.release(job.id)
 
 
 def _run_leased(task: Task[Any, Any], ctx: Any, job: Job, run: _Run) -> dict[str, Any] | None:
@@ -124,7 +132,7 @@ def _run_leased(task: Task[Any, Any], ctx: Any, job: Job, run: _Run) -> dict[str
     except REDIS_DOWN:
         raise
     except DSPexError as error:
-        if error.retryable and run.attempt <= ctx.settings.job_max_retries:
+        if error.retryable and run.attempt <= ctx.settings.retries_for(job.kind.value):
             run.retry(error)
             return None
         run.fail(error)
@@ -152,6 +160,7 @@ class _Run:
         self.started_at = started_at
         self.attempt = job.attempt + int(task.request.retries or 0)
         self.worker = str(task.request.hostname or ctx.worker_name)
+        self.saved = False
 
     def retry(self, error: DSPexError) -> None:
         """Try again later: a short wait as a Celery countdown, a long one parked in Redis."""
@@ -184,6 +193,7 @@ class _Run:
             status = JobStatus.CANCELLED
         else:
             status = JobStatus.FAILED if error else JobStatus.SUCCEEDED
+        self.saved = True
         self.ctx.store.save(JobResult(
             job_id=job.id,
             kind=job.kind.value,

@@ -9,10 +9,12 @@ requests queued behind it up to ``max_batch`` texts, runs **one** ``encode`` and
 caller its rows.
 
 How long it waits for company is the usual trade of latency for throughput, bounded by
-``max_wait_ms``, and adaptive: it waits only while some job that is running in this process
-(:meth:`Batcher.job`) has not handed its texts over yet. A lone job on an idle worker is
-therefore never delayed, and under load the queue fills while the model runs, so batches form
-without any waiting at all.
+``max_wait_ms``, and adaptive: it waits only when company is likely, that is while a job
+running in this process (:meth:`Batcher.job`) has not handed its texts over yet, or when the
+previous batch was shared (the worker is busy: the jobs that just got their vectors are
+being followed by new ones, which need a few milliseconds of task overhead to get here). A
+lone job on an idle worker is therefore never delayed; under load, the queue also fills
+while the model runs, so most batches form without waiting at all.
 
 A job with more texts than ``max_batch`` is split into model-sized chunks. Its texts are sorted
 by length first (as ``SentenceTransformer.encode`` does), so each chunk pads to similar
@@ -103,6 +105,7 @@ class Batcher:
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._active_jobs = 0
+        self._busy = False  # the last batch served more than one caller
         self._closed = False
         self._stats = BatcherStats()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -191,7 +194,7 @@ class Batcher:
                 request = self._queue.get_nowait()
             except queue.Empty:
                 remaining_s = deadline - time.monotonic()
-                if remaining_s <= 0 or not self._others_running(batch):
+                if remaining_s <= 0 or not self._company_likely(batch):
                     break
                 try:
                     request = self._queue.get(timeout=remaining_s)
@@ -203,14 +206,17 @@ class Batcher:
             size += len(request.texts)
         return batch, None
 
-    def _others_running(self, batch: list[_Request]) -> bool:
-        """Whether a running job has not handed its texts over yet (worth waiting for)."""
+    def _company_likely(self, batch: list[_Request]) -> bool:
+        """Whether more texts are likely to arrive soon (see the module docstring)."""
+        if self._busy:
+            return True
         with self._lock:
             active = self._active_jobs
         return active > len({request.caller for request in batch})
 
     def _serve(self, batch: list[_Request]) -> None:
         texts = [text for request in batch for text in request.texts]
+        self._busy = len({request.caller for request in batch}) > 1
         try:
             vectors = self._encode(texts)
         except Exception as exc:  # every caller in the batch gets the model's error

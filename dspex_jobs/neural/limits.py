@@ -44,6 +44,7 @@ __all__ = [
     "check_k",
     "check_metadata",
     "check_neural_inputs",
+    "check_neural_job",
     "check_texts",
 ]
 
@@ -83,6 +84,21 @@ class NeuralLimits:
     def from_settings(cls, settings: Settings) -> NeuralLimits:
         """The limits ``DSPEX_NEURAL_MAX_TEXTS`` and ``DSPEX_NEURAL_MAX_TEXT_CHARS`` set."""
         return cls(settings.neural_max_texts, settings.neural_max_text_chars)
+
+
+def check_neural_job(
+    kind: JobKind, signature: str | None, inputs: Mapping[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """The producer's check of a neural job (what :meth:`Client.submit` calls).
+
+    Raises:
+        NeuralInputError: A signature was given (neural jobs take texts), or the inputs are
+            wrong (see :func:`check_neural_inputs`).
+    """
+    if signature:
+        raise NeuralInputError(f"a {kind.value} job takes texts, not a signature",
+                               field="signature")
+    return check_neural_inputs(kind, inputs, NeuralLimits.from_settings(settings), fill_ids=True)
 
 
 def check_neural_inputs(
@@ -151,8 +167,8 @@ def check_texts(texts: Any, limits: NeuralLimits, *, field: str = "texts") -> li
         )
     for position, text in enumerate(texts):
         if not isinstance(text, str):
-            raise NeuralInputError(f"{field}[{position}] is a {type(text).__name__}, not a "
-                                   "string", field=field, position=position)
+            raise NeuralInputError(f"{field}[{position}] is not a string (got "
+                                   f"{type(text).__name__})", field=field, position=position)
         if len(text) > limits.max_text_chars:
             raise TextTooLong(
                 f"{field}[{position}] is {len(text)} characters, over the limit of "
@@ -230,8 +246,9 @@ def check_metadata(metadata: Any, count: int) -> list[dict[str, Any] | None] | N
             checked.append(None)
             continue
         if not isinstance(item, Mapping):
-            raise NeuralInputError(f"metadata[{position}] is a {type(item).__name__}, not an "
-                                   "object", field="metadata", position=position)
+            raise NeuralInputError(f"metadata[{position}] is not an object (got "
+                                   f"{type(item).__name__})", field="metadata",
+                                   position=position)
         try:
             size = len(json.dumps(dict(item), separators=(",", ":")).encode())
         except (TypeError, ValueError) as exc:

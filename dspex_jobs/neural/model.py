@@ -45,7 +45,9 @@ class Encoder:
         self.model = model
         self.name = name
         self.device = device
-        self.dim = int(model.get_sentence_embedding_dimension())
+        # sentence-transformers 6 renamed get_sentence_embedding_dimension (and warns).
+        dimension = getattr(model, "get_embedding_dimension", None)
+        self.dim = int(dimension() if dimension else model.get_sentence_embedding_dimension())
         self.max_seq_length = int(model.max_seq_length)
 
     def encode(self, texts: list[str]) -> Any:

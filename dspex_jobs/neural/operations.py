@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["default_client", "search_operation"]
 
 _lock = threading.Lock()
-_clients: dict[tuple[int, Settings], Client] = {}
+_clients: list[tuple[int, Settings, Client]] = []
 
 
 def search_operation(
@@ -76,9 +76,11 @@ def default_client(settings: Settings | None = None) -> Client:
     from dspex_jobs.client import Client
 
     settings = settings or Settings.from_env()
-    key = (os.getpid(), settings)
+    pid = os.getpid()
     with _lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = Client(settings)
+        for owner, known, client in _clients:
+            if owner == pid and known == settings:
+                return client
+        client = Client(settings)
+        _clients.append((pid, settings, client))
         return client

@@ -52,7 +52,8 @@ gaining well past 128."""
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 _lock = threading.Lock()
-_services: dict[tuple[int, Settings], NeuralService] = {}
+_services: dict[tuple[int, int], NeuralService] = {}
+"""By (pid, id(settings)): a service keeps its settings alive, so the id is not reused."""
 _batchers: dict[tuple[int, int, int, float], Batcher] = {}
 
 
@@ -173,21 +174,24 @@ def _batcher(encoder: Encoder, max_batch: int, max_wait_ms: float) -> Batcher:
 
 def neural_service(settings: Settings) -> NeuralService:
     """This process's service for ``settings``, built (and the model loaded) on first use."""
-    key = (os.getpid(), settings)
-    service = _services.get(key)
+    service = loaded_service(settings)
     if service is None:
+        built = NeuralService(settings)  # slow (model load): outside the lock
         with _lock:
-            service = _services.get(key)
-        if service is None:
-            built = NeuralService(settings)  # slow (model load): outside the lock
-            with _lock:
-                service = _services.setdefault(key, built)
+            service = _services.setdefault((os.getpid(), id(settings)), built)
     return service
 
 
 def loaded_service(settings: Settings) -> NeuralService | None:
-    """This process's service for ``settings`` if it exists already (a neural worker)."""
-    return _services.get((os.getpid(), settings))
+    """This process's service for ``settings`` (the same object, or equal settings) if it
+    exists already, as it does in a neural worker that has run a job."""
+    pid = os.getpid()
+    service = _services.get((pid, id(settings)))
+    if service is not None:
+        return service
+    with _lock:
+        return next((found for (owner, _), found in _services.items()
+                     if owner == pid and found.settings == settings), None)
 
 
 def run_neural_job(settings: Settings, job: Job) -> dict[str, Any]:

@@ -6,10 +6,9 @@ returns its matrix as one base64 string of little-endian float32 values, row aft
     {"dim": 384, "count": 2, "dtype": "float32", "byteorder": "little",
      "vectors_b64": "...", "model": "all-MiniLM-L6-v2", "normalized": false}
 
-That is 2,048 characters for a 384-dimension vector where a JSON list takes about 7,700, it
-decodes with one ``frombuffer`` and it keeps every bit of the float32 the model produced (a
-JSON float round trip through Python's repr would too, but at four times the size and forty
-times the decode cost). When the protocol layer carries raw bytes, only this module changes.
+That is 2,048 characters for a 384-dimension vector where a JSON list of the same floats
+takes about 8,400, and it decodes with one ``frombuffer`` (100 vectors: about 1 ms, against
+26 ms for the JSON lists). When the protocol layer carries raw bytes, only this module changes.
 
 :class:`Embeddings` decodes on the producer side without numpy (``array("f")``); numpy is
 imported only by :meth:`Embeddings.as_numpy`, so producers stay light.

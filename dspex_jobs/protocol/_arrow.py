@@ -46,6 +46,7 @@ MAX_COLUMNS = 1_024
 _KIND = b"dspex"
 _ROWS, _LISTS, _NDARRAY = b"rows", b"lists", b"ndarray"
 _NONE = type(None)
+_SCALARS = frozenset((int, float, str, bool, bytes, _NONE))
 _NUMPY_KINDS = frozenset("biuf")
 
 
@@ -148,6 +149,8 @@ def _columns(rows: list[Any] | tuple[Any, ...]) -> tuple[list[str], list[list[An
         return None
     keys = list(first)
     if not 0 < len(keys) <= MAX_COLUMNS or set(map(type, keys)) != {str}:
+        return None
+    if not _SCALARS.issuperset(map(type, first.values())):  # nested: no need to ask pyarrow
         return None
     if set(map(type, rows)) != {dict} or set(map(len, rows)) != {len(keys)}:
         return None

@@ -98,9 +98,9 @@ class EncodeOptions:
                    compress_threshold_bytes=settings.compress_threshold_bytes)
 
     def token(self) -> str:
-        """A short name for these options, used in serializer names (``dspex-json-16384``)."""
-        return f"{self.codec}-{self.compression}-{self.compress_threshold_bytes}-" \
-               f"{self.arrow_min_rows}"
+        """A short name for these options, for serializer names (``json-auto-16384-64``)."""
+        parts = (self.codec, self.compression, self.compress_threshold_bytes, self.arrow_min_rows)
+        return "-".join(str(part) for part in parts)
 
 
 DEFAULT_OPTIONS = EncodeOptions()

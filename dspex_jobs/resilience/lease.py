@@ -50,22 +50,34 @@ class LeaseKeeper:
         self._stop = threading.Event()
 
     def acquire(self, job_id: str) -> float:
-        """Take the job's lease: 0 when taken, else the seconds until the holder's expires."""
+        """Take the job's lease: 0 when taken, else the seconds until the holder's expires.
+
+        The worker's hot path takes it inside :meth:`ResultStore.begin
+        <dspex_jobs.store.ResultStore.begin>` instead, to save a round trip, then calls
+        :meth:`hold`.
+        """
         key = self.keys.lease(job_id)
         if self.client.set(key, self.token, nx=True, px=self.ttl_ms):
-            with self._lock:
-                self._held.add(key)
-            self._ensure_thread()
+            self.hold(job_id)
             return 0.0
         remaining_ms = int(self.client.pttl(key))
         return max(remaining_ms, 100) / 1000
 
-    def release(self, job_id: str) -> None:
-        """Give the lease up (the job finished)."""
-        key = self.keys.lease(job_id)
+    def hold(self, job_id: str) -> None:
+        """Renew a lease this process took, until :meth:`release` or :meth:`forget`."""
         with self._lock:
-            self._held.discard(key)
-        self.client.delete(key)
+            self._held.add(self.keys.lease(job_id))
+        self._ensure_thread()
+
+    def forget(self, job_id: str) -> None:
+        """Stop renewing a lease that was deleted elsewhere (with the job's result)."""
+        with self._lock:
+            self._held.discard(self.keys.lease(job_id))
+
+    def release(self, job_id: str) -> None:
+        """Give the lease up (the job ended without a result: retried, parked)."""
+        self.forget(job_id)
+        self.client.delete(self.keys.lease(job_id))
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():

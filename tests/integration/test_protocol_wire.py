@@ -8,6 +8,7 @@ import pickle
 import struct
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +40,8 @@ from dspex_jobs.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-DB = 11
+DB = 12
+"""A Redis database no other test module uses."""
 ECHO = "tests.protocol.echo"
 
 
@@ -118,8 +120,8 @@ def test_a_large_job_waits_in_redis_and_the_worker_fetches_it(
 
 def test_submit_encodes_once_and_limits_the_job_before_compression(worker_app: Celery) -> None:
     with Client(settings_for(worker_app, max_payload_bytes=2_000), app=worker_app) as client:
-        job = client._build(JobKind.PING, None, None, {}, queue=None)  # noqa: SLF001
-        frame = client._encode(job)  # noqa: SLF001
+        job = client._build(JobKind.PING, None, None, {}, queue=None)
+        frame = client._encode(job)
         assert repr(frame).startswith("<dspex frame msgpack")
         # 5 KB of repetitive text compresses well below 2,000 bytes, and is still refused
         with pytest.raises(PayloadTooLarge, match="DSPEX_MAX_PAYLOAD_BYTES"):
@@ -154,6 +156,14 @@ def test_a_reference_cannot_read_other_keys(conn: redis.Redis) -> None:
         check_out(conn, {CLAIM_KEY: "dspex:result:x"}, key_prefix=Keys().payload(""))
 
 
+def zlib_bomb(mebibytes: int) -> bytes:
+    """A zlib stream of that many MiB of zeros, about 1 KB per MiB (its trailer left off)."""
+    deflate = zlib.compressobj()
+    first = deflate.compress(b"\x00" * (1 << 20)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    # After a full flush the compressor starts afresh: every further MiB is the same bytes
+    return first + first[2:] * (mebibytes - 1)
+
+
 def _bad_bodies() -> dict[str, bytes]:
     good = encode(((), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}))
     header = struct.Struct(">2sBBBBI")
@@ -186,6 +196,10 @@ def test_bad_messages_are_refused_with_typed_errors_and_the_worker_keeps_running
         # Celery itself dies on a JSON body of the wrong shape, unless guarded
         producer.publish(b"5", routing_key="general", content_type="application/json",
                          content_encoding="utf-8", headers={"task": ECHO, "id": "j5"})
+        # kombu inflates a compression header before anything else: a zlib bomb
+        producer.publish(zlib_bomb(70), routing_key="general", content_type="application/json",
+                         content_encoding="utf-8", headers={"task": ECHO, "id": "z1",
+                                                            "compression": "application/x-gzip"})
         producer.publish(pickle.dumps({"boom": 1}), routing_key="general",
                          content_type="application/x-python-serialize",
                          content_encoding="binary", headers={"task": ECHO, "id": "p1"})
@@ -203,7 +217,8 @@ def test_bad_messages_are_refused_with_typed_errors_and_the_worker_keeps_running
     for name in ("ProtocolVersionError", "PayloadDecodeError", "DecompressedTooLarge",
                  "claim_check_missing", "Refusing to deserialize untrusted content",
                  "must decode to (args, kwargs, embed), not 0 bytes",
-                 "must decode to (args, kwargs, embed), not int"):
+                 "must decode to (args, kwargs, embed), not int",
+                 "zlib message body inflates past"):
         assert name in logged, name
 
 

@@ -34,6 +34,16 @@ def test_invalid_value_names_the_variable() -> None:
         Settings.from_env({"DSPEX_REDIS_URL": "http://localhost"})
 
 
+def test_retry_budgets_per_kind() -> None:
+    settings = Settings.from_env({"DSPEX_JOB_MAX_RETRIES": "3",
+                                  "DSPEX_JOB_MAX_RETRIES_BY_KIND": "predict=1, ping=0"})
+    assert settings.retries_for("predict") == 1
+    assert settings.retries_for("ping") == 0
+    assert settings.retries_for("chain_of_thought") == 3
+    with pytest.raises(ConfigurationError, match="KIND=N"):
+        Settings.from_env({"DSPEX_JOB_MAX_RETRIES_BY_KIND": "predict"})
+
+
 def test_test_only_variables_are_ignored() -> None:
     assert Settings.from_env({"DSPEX_TEST_SIZE": "big"}).redis_url.startswith("redis://")
 

@@ -10,7 +10,7 @@ import pytest
 from kombu.serialization import dumps, loads
 
 from dspex_jobs.app import ACCEPTED_CONTENT, make_app
-from dspex_jobs.errors import ConfigurationError, PayloadDecodeError
+from dspex_jobs.errors import ConfigurationError, DecompressedTooLarge, PayloadDecodeError
 from dspex_jobs.protocol import (
     CONTENT_TYPE,
     SERIALIZER_NAME,
@@ -111,3 +111,19 @@ def test_task_bodies_celery_would_crash_on_are_refused(body: object) -> None:
                                   {"args": [], "kwargs": {}}])
 def test_task_bodies_of_the_right_shape_pass(body: object) -> None:
     check_task_body(body)
+
+
+@pytest.mark.parametrize("method", ["zlib", "bzip2", "lzma", "zstd"])
+def test_kombu_compression_is_bounded_too(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kombu.compression import compress, decompress
+
+    from dspex_jobs.protocol import _kombu
+
+    register_serializer()
+    body, content_type = compress(b"hello " * 100, method)
+    assert decompress(body, content_type) == b"hello " * 100
+    # Given a body that inflates past the budget (lowered here to keep the test small)
+    monkeypatch.setitem(_kombu._limit, "bytes", 10_000)
+    bomb, content_type = compress(b"\x00" * 50_000, method)
+    with pytest.raises(DecompressedTooLarge, match="inflates past 10000 bytes"):
+        decompress(bomb, content_type)

@@ -65,17 +65,48 @@ def test_unknown_extension_types_and_tags_say_to_upgrade() -> None:
         decode(frame(tagged, codec=0, flags=1))
 
 
-def test_an_arrow_part_of_an_unknown_kind_says_to_upgrade() -> None:
+def arrow_part(columns: dict[str, Any] | list[tuple[str, Any]],
+               metadata: dict[bytes, bytes]) -> bytes:
+    """A frame holding one hand-made Arrow part."""
     import pyarrow as pa
 
-    batch = pa.record_batch([pa.array([1, 2])], schema=pa.schema(
-        [pa.field("a", pa.int64())], metadata={b"dspex": b"tensor4d"}))
+    named = list(columns.items()) if isinstance(columns, dict) else columns
+    schema = pa.schema([pa.field(n, a.type) for n, a in named], metadata=metadata)
+    batch = pa.record_batch([a for _, a in named], schema=schema)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
-    ext = msgpack.ExtType(EXT_ARROW, sink.getvalue().to_pybytes())
+    return frame(msgpack.packb(msgpack.ExtType(EXT_ARROW, sink.getvalue().to_pybytes())),
+                 codec=2)
+
+
+def test_an_arrow_part_of_an_unknown_kind_says_to_upgrade() -> None:
+    import pyarrow as pa
+
     with pytest.raises(ProtocolVersionError, match="tensor4d"):
-        decode(frame(msgpack.packb(ext), codec=2))
+        decode(arrow_part({"a": pa.array([1, 2])}, {b"dspex": b"tensor4d"}))
+
+
+def test_arrow_parts_this_writer_never_produces_are_refused() -> None:
+    import pyarrow as pa
+
+    matrix = pa.FixedSizeListArray.from_arrays(pa.array([1.0, 2.0, 3.0, 4.0]), 2)
+    shape = {b"dspex": b"ndarray", b"dtype": b"<f8", b"shape": b"2,2"}
+    bad = {
+        "has type float": arrow_part({"a": pa.array([1.0], pa.float32())}, {b"dspex": b"rows"}),
+        "distinct": arrow_part([("a", pa.array([1])), ("a", pa.array([2]))],
+                               {b"dspex": b"rows"}),
+        "exactly one column": arrow_part({"m": matrix, "n": matrix}, shape),
+        "cannot be int64": arrow_part({"m": pa.array([1, 2])}, shape),
+        "cannot hold string": arrow_part({"m": pa.FixedSizeListArray.from_arrays(
+            pa.array(["a", "b"]), 1)}, shape),
+        "valid dtype and shape": arrow_part({"m": matrix}, {b"dspex": b"ndarray"}),
+        "disagrees": arrow_part({"m": matrix}, {**shape, b"shape": b"3,2"}),
+        "corrupt Arrow": frame(msgpack.packb(msgpack.ExtType(EXT_ARROW, b"\xff" * 64)), codec=2),
+    }
+    for expected, data in bad.items():
+        with pytest.raises(PayloadDecodeError, match=expected):
+            decode(data)
 
 
 # -- truncated, corrupt, not ours -------------------------------------------------------------
@@ -83,8 +114,8 @@ def test_an_arrow_part_of_an_unknown_kind_says_to_upgrade() -> None:
 @pytest.mark.parametrize("cut", [0, 1, 5, 9, 10, 20, -1])
 def test_a_truncated_frame_is_refused(cut: int) -> None:
     data = encode({"rows": [{"a": i, "b": str(i)} for i in range(200)]})
-    with pytest.raises(PayloadDecodeError, match="truncated|corrupt|not a dspex"):
-        decode(data[:cut] if cut >= 0 else data[:cut])
+    with pytest.raises(PayloadDecodeError, match=r"truncated|corrupt|not a dspex"):
+        decode(data[:cut])
 
 
 def test_trailing_bytes_after_the_body_are_refused() -> None:
@@ -99,7 +130,7 @@ def test_a_corrupted_compressed_body_is_refused(method: str) -> None:
     assert len(data) < 10_000
     data[len(data) // 2] ^= 0xFF
     data[len(data) // 2 + 1] ^= 0x55
-    with pytest.raises(PayloadDecodeError, match=f"corrupt {method}|truncated {method}"):
+    with pytest.raises(PayloadDecodeError, match=rf"corrupt {method}|truncated {method}"):
         decode(bytes(data))
 
 
