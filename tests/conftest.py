@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -71,3 +72,23 @@ def make_settings(redis_url: str, lm_url: str | None = None, **overrides: object
         values["lm_api_base"] = lm_url
         values.setdefault("lm_api_key", LM_API_KEY)
     return Settings.from_env(environ={}, **values)
+
+
+@contextmanager
+def inprocess_worker(settings: Settings, *, concurrency: int = 2) -> Iterator[object]:
+    """A real Celery worker (threads pool) in this process, on a flushed database.
+
+    Yields the worker's Celery app; build a ``Client(app.dspex_settings, app=app)`` on it.
+    """
+    import redis
+    from celery.contrib.testing.worker import start_worker
+
+    from dspex_jobs.app import make_app
+    from dspex_jobs.worker import install_worker_hooks
+
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    app = make_app(settings)
+    install_worker_hooks(app)
+    with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False,
+                      queues=["general"], shutdown_timeout=30):
+        yield app

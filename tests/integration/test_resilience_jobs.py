@@ -9,7 +9,7 @@ import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
-from conftest import make_settings, redis_db_url
+from conftest import inprocess_worker, make_settings, redis_db_url
 
 from dspex_jobs import (
     Client,
@@ -23,7 +23,6 @@ from dspex_jobs.app import make_app
 from dspex_jobs.embedded import EmbeddedRedis
 from dspex_jobs.keys import Keys
 from dspex_jobs.resilience.deadletter import DeadLetters
-from dspex_jobs.worker import install_worker_hooks
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +32,7 @@ def app(redis_server: EmbeddedRedis, lm_server: object) -> Iterator[Celery]:
     # The worker's own LM is a dead endpoint; jobs name fallbacks or the live server.
     settings = make_settings(redis_db_url(redis_server, 13), "http://127.0.0.1:1/v1",
                              job_max_retries=0)
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    worker_app = make_app(settings)
-    install_worker_hooks(worker_app)
-    with start_worker(worker_app, pool="threads", concurrency=2, perform_ping_check=False,
-                      queues=["general"], shutdown_timeout=30):
+    with inprocess_worker(settings) as worker_app:
         yield worker_app
 
 

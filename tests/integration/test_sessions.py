@@ -10,17 +10,14 @@ from collections.abc import Iterator
 import pytest
 import redis
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from click.testing import CliRunner
-from conftest import LM_MODEL, make_settings, redis_db_url
+from conftest import LM_MODEL, inprocess_worker, make_settings, redis_db_url
 
 from dspex_jobs import Client, SessionNotFound, SessionWorkerUnavailable
-from dspex_jobs.app import make_app
 from dspex_jobs.cli import main
 from dspex_jobs.embedded import EmbeddedRedis
 from dspex_jobs.keys import Keys
 from dspex_jobs.stack import LocalStack
-from dspex_jobs.worker import install_worker_hooks
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +26,8 @@ CONTEXT = ["Sessions keep their state in Redis.", "Workers can die at any time."
 
 @pytest.fixture(scope="module")
 def app(redis_server: EmbeddedRedis, lm_server: object) -> Iterator[Celery]:
-    settings = make_settings(redis_db_url(redis_server, 6), lm_server.url)  # type: ignore[attr-defined]
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    worker_app = make_app(settings)
-    install_worker_hooks(worker_app)
-    with start_worker(worker_app, pool="threads", concurrency=2, perform_ping_check=False,
-                      queues=["general"], shutdown_timeout=30):
+    url = redis_db_url(redis_server, 6)
+    with inprocess_worker(make_settings(url, lm_server.url)) as worker_app:  # type: ignore[attr-defined]
         yield worker_app
 
 

@@ -7,18 +7,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import redis
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from click.testing import CliRunner
-from conftest import make_settings, redis_db_url
+from conftest import inprocess_worker, make_settings, redis_db_url
 
 from dspex_jobs import Client
-from dspex_jobs.app import make_app
 from dspex_jobs.cli import main
 from dspex_jobs.embedded import EmbeddedRedis
 from dspex_jobs.streams import StreamChunk, StreamEnd
-from dspex_jobs.worker import install_worker_hooks
 
 pytestmark = pytest.mark.integration
 
@@ -39,12 +35,8 @@ def slow_tokens_lm() -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def app(redis_server: EmbeddedRedis, slow_tokens_lm: object) -> Iterator[Celery]:
-    settings = make_settings(redis_db_url(redis_server, 5), slow_tokens_lm.url)  # type: ignore[attr-defined]
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    worker_app = make_app(settings)
-    install_worker_hooks(worker_app)
-    with start_worker(worker_app, pool="threads", concurrency=2, perform_ping_check=False,
-                      queues=["general"], shutdown_timeout=30):
+    url = redis_db_url(redis_server, 5)
+    with inprocess_worker(make_settings(url, slow_tokens_lm.url)) as worker_app:  # type: ignore[attr-defined]
         yield worker_app
 
 
