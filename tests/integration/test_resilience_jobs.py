@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
-from conftest import inprocess_worker, make_settings, redis_db_url
+from conftest import LM_MODEL, inprocess_worker, make_settings, redis_db_url
 
 from dspex_jobs import (
     Client,
@@ -19,10 +18,10 @@ from dspex_jobs import (
     LMAuthError,
     LMUnavailable,
 )
-from dspex_jobs.app import make_app
 from dspex_jobs.embedded import EmbeddedRedis
 from dspex_jobs.keys import Keys
 from dspex_jobs.resilience.deadletter import DeadLetters
+from dspex_jobs.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -100,14 +99,16 @@ def test_cancelled_before_it_starts(client: Client, app: Celery) -> None:
 
 def test_auth_errors_are_permanent_and_not_retried(redis_server: EmbeddedRedis,
                                                     lm_server: object) -> None:
-    settings = make_settings(redis_db_url(redis_server, 14), lm_server.url,  # type: ignore[attr-defined]
-                             lm_api_key="wrong", job_max_retries=5)
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    worker_app = make_app(settings)
-    with start_worker(worker_app, pool="threads", concurrency=1, perform_ping_check=False,
-                      queues=["general"]), Client(settings, app=worker_app) as c:
+    # A worker process of its own: a second in-process worker would share Celery's module
+    # state (and Redis connections) with this module's worker and can take it down.
+    url = redis_db_url(redis_server, 14)
+    redis.Redis.from_url(url).flushdb()
+    stack = LocalStack(redis_url=url, lm=LM_MODEL, lm_api_base=lm_server.url,  # type: ignore[attr-defined]
+                       queues=["general"], worker_args={"general": ["--concurrency", "1"]},
+                       env={"DSPEX_LM_API_KEY": "wrong", "DSPEX_JOB_MAX_RETRIES": "5"})
+    with stack, Client(stack.settings) as c:
         handle = c.predict("question -> answer", question="let me in")
         with pytest.raises(LMAuthError):
             handle.result(timeout=60)
-        letter = DeadLetters(redis.Redis.from_url(settings.redis_url), Keys()).get(handle.id)
+        letter = DeadLetters(redis.Redis.from_url(url), Keys()).get(handle.id)
         assert letter is not None and letter["attempt"] == 1
