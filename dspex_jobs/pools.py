@@ -7,16 +7,18 @@
   recycled after a number of jobs to bound any slow leak in provider clients.
 - ``optimizer`` (hours-long batch optimization): prefork, one job per child and per
   prefetch, long soft/hard limits, a fresh child per job so memory is returned.
-- ``neural`` (local models): **threads**, 16 by default, in one process that holds one copy
+- ``neural`` (local models): **threads**, 32 by default, in one process that holds one copy
   of the model. Jobs hand their texts to the process's micro-batcher
-  (:mod:`dspex_jobs.neural.batcher`), so jobs in flight together share model calls: several
-  jobs per process is the point. Prefork would give each child its own model copy (memory
-  times N) and only its own job to batch, and two children's torch thread pools would fight
-  over the same cores; measured on a 2-core CPU with one-text jobs, threads + batcher ran
-  51-59 jobs/s, prefork ``-c2`` 36-38, one text per model call 21-28 (``bench/neural.py
-  --pools``). Thread pools ignore Celery's time limits, so none are set: a neural job is
-  bounded by its size limits (``DSPEX_NEURAL_MAX_TEXTS``, ``DSPEX_NEURAL_MAX_TEXT_CHARS``),
-  and job leases keep a long one from running twice.
+  (:mod:`dspex_jobs.neural.batcher`), so jobs in flight together share model calls: many
+  jobs per process is the point, and 32 lets one CPU batch (32 texts) take one text from each.
+  Prefork would give each child its own model copy (memory times N) and only its own job to
+  batch, and the children's torch thread pools would fight over the same cores. Measured on
+  a 2-core CPU with one-text jobs (``bench/neural.py --pools``, one run, best of 5): threads
+  ``-c32`` with the batcher 101 jobs/s, prefork ``-c2`` 48, one text per model call 45;
+  across runs ``-c32`` gave 2.1-2.9x the one-text-per-call rate and ``-c16`` 2.1-2.5x.
+  Thread pools ignore Celery's time limits, so none are set: a neural job is bounded by its
+  size limits (``DSPEX_NEURAL_MAX_TEXTS``, ``DSPEX_NEURAL_MAX_TEXT_CHARS``), and job leases
+  keep a long one from running twice.
 
 Concurrency comes from settings (``DSPEX_<QUEUE>_CONCURRENCY``) unless given on the command
 line. ``workers/`` holds the deployment glue (containers, env files) built on these.

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     general_concurrency: int = Field(2, gt=0)
     optimizer_concurrency: int = Field(1, gt=0)
     neural_concurrency: int = Field(
-        16, gt=0, description="Jobs in flight per neural worker (threads sharing one model and "
+        32, gt=0, description="Jobs in flight per neural worker (threads sharing one model and "
         "its micro-batches; see dspex_jobs.pools).",
     )
     module_cache_size: int = Field(256, gt=0, description="DSPy modules kept per worker process.")

@@ -2,11 +2,12 @@
 
 :func:`search_operation` is a *native* implementation in the router's sense (plain Python, no
 DSPy): the router imports it by path, ``dspex_jobs.neural.operations:search_operation``, and a
-pipeline step ``{"native": "search", "index": "docs"}`` calls it with the step's query. Where it
+pipeline step ``Native("search", index="docs", k=5)`` calls it with the step's query. Where it
 runs decides how it searches:
 
-- inside a neural worker (its model already loaded), it searches in process, through the same
-  batcher and in-memory index as ``index_search`` jobs;
+- inside a job taken from the ``neural`` queue (a pipeline's search step runs there), it
+  searches in process, through the worker's own model, batcher and in-memory index: a job
+  that waited on another job of its own worker could wait for ever on a one-thread pool;
 - anywhere else (a producer, a ``general`` worker running a DSPy program), it submits an
   ``index_search`` job to the ``neural`` queue and waits, so no other process loads a model.
 
@@ -42,7 +43,8 @@ def search_operation(
         index: The index's name.
         query: The text to search for.
         k: How many hits.
-        client: Submit through this client (default: :func:`default_client`).
+        client: Submit through this client (default: in process inside a neural job, else
+            :func:`default_client`).
         timeout_s: Seconds to wait for the search job.
 
     Returns:
@@ -55,16 +57,15 @@ def search_operation(
     check_index_name(index)
     check_k(k)
     if client is None:
-        from dspex_jobs.neural.service import loaded_service
-
-        settings = Settings.from_env()
-        service = loaded_service(settings)
-        if service is not None:  # a neural worker: no round trip through the queue
+        settings = _neural_job_settings()
+        if settings is not None:
             from dspex_jobs.neural.limits import check_texts
+            from dspex_jobs.neural.service import neural_service
 
+            service = neural_service(settings)
             queries = check_texts([query], service.limits, field="query")
             return list(service.search(index, queries, k)["results"][0])
-        client = default_client(settings)
+        client = default_client()
     hits = client.index(index).search(query, k, timeout_s=timeout_s)
     return [hit.to_dict() for hit in hits]
 
@@ -84,3 +85,18 @@ def default_client(settings: Settings | None = None) -> Client:
         client = Client(settings)
         _clients.append((pid, settings, client))
         return client
+
+
+def _neural_job_settings() -> Settings | None:
+    """The worker's settings when this runs inside a job taken from the ``neural`` queue."""
+    from celery import current_task
+
+    try:
+        info = current_task.request.delivery_info or {}
+        app = current_task.app
+    except AttributeError:  # not inside a Celery task
+        return None
+    if info.get("routing_key") != "neural":
+        return None
+    settings = getattr(app, "dspex_settings", None)
+    return settings if isinstance(settings, Settings) else None

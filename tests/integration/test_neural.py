@@ -132,6 +132,13 @@ def settings(redis_server: EmbeddedRedis) -> Settings:
 def worker_app(settings: Settings) -> Iterator[Celery]:
     app = make_app(settings)
     install_worker_hooks(app)
+
+    @app.task(name="tests.neural.search_in_a_job")
+    def search_in_a_job(index: str, query: str) -> list[dict[str, Any]]:
+        from dspex_jobs.neural.operations import search_operation
+
+        return search_operation(index, query, 1)  # as a pipeline's search step calls it
+
     with start_worker(app, pool="threads", concurrency=8, perform_ping_check=False,
                       queues=["neural"], shutdown_timeout=30):
         yield app
@@ -366,3 +373,20 @@ def test_dspy_programs_retrieve_through_the_queue(
                                              normalize_embeddings=True)).max() < 1e-5
     hits = search_operation(corpus_index, "How long is a marathon?", 1, client=client)
     assert [h["id"] for h in hits] == ["marathon"] and hits[0]["document"]
+
+
+@pytest.mark.filterwarnings(*WARNINGS)
+def test_search_inside_a_neural_job_runs_in_process(
+    worker_app: Celery, corpus_index: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dspex_jobs.neural import operations
+
+    def no_queue(*_: object) -> None:
+        raise AssertionError("a neural job must not wait on another neural job")
+
+    monkeypatch.setattr(operations, "default_client", no_queue)
+    result = worker_app.send_task("tests.neural.search_in_a_job",
+                                  args=(corpus_index, "Why does bread dough rise?"),
+                                  queue="neural")
+    hits = result.get(timeout=60)
+    assert [h["id"] for h in hits] == ["bread"]
