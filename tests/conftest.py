@@ -33,8 +33,13 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
-    """One real redis-server for the whole session."""
-    with EmbeddedRedis() as server:
+    """One real redis-server for the whole session.
+
+    64 databases, so each test module keeps one of its own (flushing it never disturbs
+    another module): 1-15 are taken by the first modules, 16-19 pipeline, 20-23 optimizer,
+    24-27 protocol, 28-31 observability, 32-35 webhooks, 36-39 caching, 40-43 scale-out.
+    """
+    with EmbeddedRedis(extra_args=["--databases", "64"]) as server:
         yield server
 
 
