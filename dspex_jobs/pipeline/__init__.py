@@ -4,7 +4,7 @@ compiled to Celery chains and chords and run by the workload queues' workers.
 Example::
 
     from dspex_jobs import Client
-    from dspex_jobs.pipeline import Dspy, Native, Parallel, Pipeline
+    from dspex_jobs.pipeline import Dspy, Native, Parallel, Pipeline, Retry
 
     pipeline = Pipeline([
         Native("signature.validate", signature="question: str -> answer: str"),

@@ -19,6 +19,7 @@ subscribe to result channels it would never read. Messages are JSON (:data:`SERI
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 from celery import Celery, chain, chord
@@ -76,41 +77,27 @@ def _signature(app: Celery, task: str, run_id: str, name: str, queue: str) -> Si
                          serializer=SERIALIZER)
 
 
-def release_results(app: Celery, result: Any = None) -> None:
+def release_results(app: Celery) -> None:
     """Stop tracking pipeline task results in this thread's result backend.
 
-    Whoever freezes a chord (the producer sending the canvas, the worker applying the chord
-    when the chain reaches it) builds a ``GroupResult`` whose barrier subscribes that process
-    to every header task's result channel and keeps the results pending. Our tasks never
-    publish results (the run lives in Redis), so without this each ``Parallel`` would leave
-    subscriptions and pending results behind for good (measured: 40 subscriptions after 20
-    runs of a two-branch pipeline). The producer releases ``result`` (what ``apply_async``
-    returned, with its parents); a worker calls this with no result before each task, which
-    releases what the previous chord application left in its thread.
+    Whoever applies a chord (the producer sending a canvas that starts with a ``Parallel``,
+    the worker whose chain reaches one) makes Celery build ``GroupResult`` objects whose
+    barriers subscribe this process to every header task's result channel and keep the
+    results pending (the Redis backend's ``apply_chord`` builds one more, strongly held). Our
+    tasks never publish results (the run lives in Redis), so without this each ``Parallel``
+    would leave subscriptions and pending results behind until the process exits (measured:
+    40 subscriptions after 20 runs of a two-branch pipeline). The producer calls this after
+    sending; a worker after each task (:class:`~dspex_jobs.pipeline.tasks.PipelineTask`).
+    Only results whose ids are pipeline task ids (``<run id>.<step>``) are touched.
     """
     backend = app.backend
-    if not hasattr(backend, "remove_pending_result"):
+    pending = getattr(backend, "_pending_results", None)  # async backends (Redis) only
+    if pending is None or not hasattr(backend, "remove_pending_result"):
         return
     found: list[Any] = []
-    if result is None:
-        pending = getattr(backend, "_pending_results", None)  # (concrete, weak) maps by id
-        for by_id in pending or ():
-            found += [r for r in list(by_id.values()) if _OUR_TASK_ID.fullmatch(str(r.id))]
-    else:
-        found = _with_parents(result)
-    for item in found:
-        backend.remove_pending_result(item)
-
-
-def _with_parents(result: Any) -> list[Any]:
-    seen: dict[int, Any] = {}
-    stack = [result]
-    while stack:
-        item = stack.pop()
-        if item is None or id(item) in seen:
-            continue
-        if getattr(item, "id", None) is not None:
-            seen[id(item)] = item
-        stack.extend(getattr(item, "results", None) or ())
-        stack.append(getattr(item, "parent", None))
-    return list(seen.values())
+    for by_id in pending:  # (concrete, weak), by task id; each value is one result or, in
+        for task, entry in list(by_id.items()):  # newer Celery, a map of its waiters
+            if _OUR_TASK_ID.fullmatch(str(task)):
+                found += list(entry.values()) if isinstance(entry, Mapping) else [entry]
+    for result in found:
+        backend.remove_pending_result(result)

@@ -1,7 +1,7 @@
 """Run one leaf step inside a worker, under its timeout, stopping when the run is cancelled.
 
-- Native steps call the operation through the worker's router (``default_router()``); an
-  operation the router does not know falls back to its spec's ``fallback_target``.
+- Native steps call the operation through the worker's router (``default_router()``), or
+  through their :class:`~.operations.OperationSpec`'s ``call``.
 - ``Predict`` and ``ChainOfThought`` steps become a :class:`~dspex_jobs.jobs.Job` run by the
   worker's :class:`~dspex_jobs.runtime.Runtime`: the same module cache, LM clients, circuit
   breakers, rate limits and LM fallbacks as plain jobs, and the run's trace id.
@@ -18,7 +18,6 @@ Celery's time limits, so this is what enforces timeouts there; prefork pools get
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,14 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-from dspex_jobs.errors import (
-    JobFailed,
-    NoImplementation,
-    PipelineDeadlineExceeded,
-    StepTimeout,
-)
+from dspex_jobs.errors import JobFailed, PipelineDeadlineExceeded, StepTimeout
 from dspex_jobs.jobs import Job, JobKind
-from dspex_jobs.pipeline.operations import default_call
+from dspex_jobs.pipeline.operations import NativeCall, default_call
 from dspex_jobs.pipeline.steps import Dspy, LeafStep, Map, Native
 
 __all__ = ["POLL_INTERVAL_S", "RunInfo", "StepOutcome", "StepStopped", "execute", "run_watched"]
@@ -50,11 +44,12 @@ class StepStopped(Exception):
 
 @dataclass(frozen=True)
 class RunInfo:
-    """The run a step belongs to."""
+    """The run a step belongs to, and the queue its task was taken from."""
 
     run_id: str
     step: str
     trace_id: str
+    queue: str | None = None
 
 
 @dataclass
@@ -121,35 +116,20 @@ def execute(ctx: Any, step: LeafStep, values: Mapping[str, Any], run: RunInfo) -
     if isinstance(step, Map):
         return _map(ctx, step, values, run)
     if isinstance(step, Native):
-        return StepOutcome(_native(step, values))
+        return StepOutcome(_native(ctx, step, values, run))
     assert isinstance(step, Dspy)
     return _dspy(ctx, step, dict(values), run)
 
 
-class _Direct:
-    """Stands in for the router when an operation is called through its fallback target."""
-
-    def __init__(self, function: Callable[..., Any]) -> None:
-        self.function = function
-
-    def call(self, _operation: str, *args: Any, **kwargs: Any) -> Any:
-        return self.function(*args, **kwargs)
-
-
-def _native(step: Native, values: Mapping[str, Any]) -> dict[str, Any]:
+def _native(ctx: Any, step: Native, values: Mapping[str, Any], run: RunInfo) -> dict[str, Any]:
     from dspex_jobs.router import default_router
 
-    router: Any = default_router()
+    where = NativeCall(default_router(), step.operation, getattr(ctx, "settings", None),
+                       run.queue)
     spec = step.spec
-    if spec is not None and spec.fallback_target and step.operation not in router.registry:
-        try:
-            router.registry.implementations(step.operation)  # entry points, if any
-        except NoImplementation:
-            module, _, name = spec.fallback_target.partition(":")
-            router = _Direct(getattr(importlib.import_module(module), name))
     if spec is not None and spec.call is not None:
-        return spec.call(router, step.operation, step.params, values)
-    return default_call(router, step.operation, step.params, values, step.writes())
+        return spec.call(where, step.params, values)
+    return default_call(where, step.params, values, step.writes())
 
 
 _MODULE_KINDS: Final = {"Predict": JobKind.PREDICT, "ChainOfThought": JobKind.CHAIN_OF_THOUGHT}
@@ -176,7 +156,7 @@ def _map(ctx: Any, step: Map, values: Mapping[str, Any], run: RunInfo) -> StepOu
     inner = step.step
 
     def one(position: int) -> StepOutcome:
-        item_run = RunInfo(run.run_id, f"{run.step}.{position}", run.trace_id)
+        item_run = RunInfo(run.run_id, f"{run.step}.{position}", run.trace_id, run.queue)
         return run_watched(lambda: execute(ctx, inner, {**shared, step.item: items[position]},
                                            item_run), timeout_s=inner.timeout_s)
 

@@ -158,10 +158,7 @@ class PipelineHandle:
 
     def status(self) -> PipelineStatus:
         """Every step's state, queue, attempt, timings and error, as of now."""
-        meta = self._store.meta(self.id)
-        if meta["trace_id"] is None:
-            raise JobTimeout(f"no pipeline run {self.id} (never submitted, or expired)",
-                             job_id=self.id)
+        meta = self._known_meta()
         outcome = meta["outcome"] or self._check_deadline(meta)
         records = self._store.records(self.id)
         plan = self._store.plan(self.id)
@@ -191,7 +188,7 @@ class PipelineHandle:
             PipelineDeadlineExceeded: The run passed its deadline.
             JobCancelled: The run was cancelled.
         """
-        meta = self._store.meta(self.id)
+        meta = self._known_meta()
         deadline = float(meta["deadline_at"] or 0.0) or None
         wait_s = timeout
         if deadline is not None:
@@ -220,6 +217,13 @@ class PipelineHandle:
         return self._end({"status": RunState.CANCELLED.value,
                           "error": JobCancelled(f"pipeline run {self.id} was cancelled",
                                                 job_id=self.id).to_payload()})
+
+    def _known_meta(self) -> dict[str, Any]:
+        meta = self._store.meta(self.id)
+        if meta["trace_id"] is None:
+            raise JobTimeout(f"no pipeline run {self.id} (never submitted, or expired)",
+                             job_id=self.id)
+        return meta
 
     def _check_deadline(self, meta: dict[str, Any]) -> dict[str, Any] | None:
         deadline = float(meta.get("deadline_at") or 0.0)

@@ -29,11 +29,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspex_jobs.errors import PipelineValidationError, SignatureError
+from dspex_jobs.settings import Settings
 
-__all__ = ["OperationSpec", "operation_spec", "register_spec"]
+__all__ = ["NativeCall", "OperationSpec", "operation_spec", "register_spec"]
 
-Caller = Callable[[Any, str, Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
-"""``call(router, operation, params, values) -> outputs``: runs the operation in a worker."""
+
+@dataclass(frozen=True)
+class NativeCall:
+    """Where a native step runs, for an :class:`OperationSpec`'s ``call``.
+
+    Attributes:
+        router: The worker's router (``router.call(operation, ...)``).
+        operation: The step's operation.
+        settings: The worker's settings (``None`` outside a worker).
+        queue: The queue the step's task was taken from: an operation can then run in
+            process where that queue's resources live (``search`` on ``neural``).
+    """
+
+    router: Any
+    operation: str
+    settings: Settings | None = None
+    queue: str | None = None
+
+
+Caller = Callable[[NativeCall, Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
+"""``call(where, params, values) -> outputs``: runs the operation in a worker."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +73,6 @@ class OperationSpec:
             ``dynamic(params) -> (reads, writes)``.
         typed_inputs: A signature parameter whose input types the producer checks pipeline
             inputs against (``"signature"``), if any.
-        fallback_target: ``module:function`` to call when the worker's router has no
-            implementation of the operation (``search`` before the neural queue registers it).
     """
 
     operation: str
@@ -66,7 +84,6 @@ class OperationSpec:
     call: Caller | None = None
     dynamic: Callable[[Mapping[str, Any]], tuple[dict[str, str], tuple[str, ...]]] | None = None
     typed_inputs: str | None = None
-    fallback_target: str | None = None
 
     def io(self, params: Mapping[str, Any]) -> tuple[dict[str, str], tuple[str, ...]]:
         """The (reads, writes) of a step with these parameters."""
@@ -95,11 +112,12 @@ class OperationSpec:
 
 
 def default_call(
-    router: Any, operation: str, params: Mapping[str, Any], values: Mapping[str, Any],
+    where: NativeCall, params: Mapping[str, Any], values: Mapping[str, Any],
     outputs: tuple[str, ...],
 ) -> dict[str, Any]:
-    """Call ``operation`` with params and values as keywords; shape the value into outputs."""
-    value = router.call(operation, **params, **values)
+    """Call the operation with params and values as keywords; shape the value into outputs."""
+    operation = where.operation
+    value = where.router.call(operation, **params, **values)
     if len(outputs) == 1:
         return {outputs[0]: value}
     if not isinstance(value, Mapping):
@@ -123,27 +141,45 @@ def _validate_io(params: Mapping[str, Any]) -> tuple[dict[str, str], tuple[str, 
 
 
 def _call_validate(
-    router: Any, operation: str, params: Mapping[str, Any], values: Mapping[str, Any]
+    where: NativeCall, params: Mapping[str, Any], values: Mapping[str, Any]
 ) -> dict[str, Any]:
-    checked = router.call(operation, params["signature"], dict(values),
-                          instructions=params.get("instructions"))
+    checked = where.router.call(where.operation, params["signature"], dict(values),
+                                instructions=params.get("instructions"))
     return dict(checked)
 
 
 def _call_search(
-    router: Any, operation: str, params: Mapping[str, Any], values: Mapping[str, Any]
+    where: NativeCall, params: Mapping[str, Any], values: Mapping[str, Any]
 ) -> dict[str, Any]:
-    hits = list(router.call(operation, index=params["index"], query=values["query"],
-                            k=int(params.get("k", 5))))
+    """On a ``neural`` worker, search in process (its model and indexes are here, and a job
+    waiting on another job of its own pool could wait for ever); elsewhere through the
+    router's ``search`` (a job on the ``neural`` queue, submitted with the worker's settings)."""
+    index, query, k = params["index"], values["query"], int(params.get("k", 5))
+    if where.queue == "neural" and where.settings is not None:
+        from dspex_jobs.neural.limits import check_index_name, check_k, check_texts
+        from dspex_jobs.neural.service import neural_service
+
+        check_index_name(index)
+        check_k(k)
+        service = neural_service(where.settings)
+        queries = check_texts([query], service.limits, field="query")
+        hits = list(service.search(index, queries, k)["results"][0])
+    else:
+        from dspex_jobs.neural.operations import default_client
+
+        client = default_client(where.settings) if where.settings is not None else None
+        hits = list(where.router.call(where.operation, index=index, query=query, k=k,
+                                      client=client))
     passages = [str(h.get("document") or h.get("text") or "") if isinstance(h, Mapping)
                 else str(h) for h in hits]
     return {"passages": passages, "hits": hits}
 
 
 def _call_metric(
-    router: Any, operation: str, params: Mapping[str, Any], values: Mapping[str, Any]
+    where: NativeCall, params: Mapping[str, Any], values: Mapping[str, Any]
 ) -> dict[str, Any]:
-    return {"score": float(router.call(operation, values["prediction"], values["answers"]))}
+    score = where.router.call(where.operation, values["prediction"], values["answers"])
+    return {"score": float(score)}
 
 
 _lock = threading.Lock()
@@ -174,8 +210,7 @@ register_spec(OperationSpec(
     optional=("instructions",), call=_call_validate, typed_inputs="signature"))
 register_spec(OperationSpec(
     "search", reads={"query": "question"}, writes=("passages", "hits"), queue="neural",
-    required=("index",), optional=("k",), call=_call_search,
-    fallback_target="dspex_jobs.neural.operations:search_operation"))
+    required=("index",), optional=("k",), call=_call_search))
 for _metric in ("metric.exact_match", "metric.token_f1"):
     register_spec(OperationSpec(
         _metric, reads={"prediction": "answer", "answers": "answers"}, writes=("score",),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dspex_jobs.pipeline.steps import LeafStep, Parallel, Step, When
@@ -39,6 +39,8 @@ class Node:
         guards: ``[when name, branch]``: it runs only if each When took that branch.
         final: It is the last task: it ends the run.
         merge: For merges: field -> [rule, steps whose values are merged].
+        parallel: For steps inside a ``Parallel``: its name (its merge node's).
+        members: For merges: every node inside the ``Parallel``'s branches.
     """
 
     name: str
@@ -50,6 +52,8 @@ class Node:
     guards: list[list[Any]] = field(default_factory=list)
     final: bool = False
     merge: dict[str, list[Any]] = field(default_factory=dict)
+    parallel: str | None = None
+    members: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,6 @@ class Plan:
         data = json.loads(text)
         nodes = {name: Node(**raw) for name, raw in data["nodes"].items()}
         return cls(data["pipeline"], nodes, data["whens"], data["layout"])
-
-    def leaves(self) -> list[Node]:
-        """The nodes in execution order (merges after their branches)."""
-        return list(self.nodes.values())
 
 
 class _Builder:
@@ -116,12 +116,16 @@ class _Builder:
 
     def parallel(self, step: Parallel, guards: list[list[Any]]) -> dict[str, Any]:
         name = str(step.name)
+        before = set(self.nodes)
         branches = [self.sequence(branch, guards) for branch in step.branches]
+        members = [n for n in self.nodes if n not in before]
+        for member in members:
+            self.nodes[member] = replace(self.nodes[member], parallel=name)
         sources = self.analysis.merge_sources.get(name, {})
         self.nodes[name] = Node(
             name=name, kind="merge", queue=MERGE_QUEUE, guards=guards,
             writes=sorted(sources), merge={f: [rule, leaves] for f, (rule, leaves)
-                                           in sources.items()},
+                                           in sources.items()}, members=members,
         )
         return {"parallel": name, "branches": branches}
 

@@ -12,7 +12,9 @@ A task (:mod:`.tasks`) builds a :class:`NodeRun` and calls :meth:`NodeRun.run`, 
 4. on failure applies the step's policy (:mod:`.policy`): retry as a new Celery delivery,
    fallback in place, skip, or fail the run at once: the outcome is written and the producer
    woken before any other branch finishes;
-5. if it is the run's last task, ends the run.
+5. if it is the run's last task, ends the run; if it is the last step of the run's final
+   ``Parallel`` to end, merges the branches and ends the run itself (:meth:`NodeRun.join`),
+   one queue hop before the chord's merge task would.
 
 The task never raises for a step's failure: the chain goes on, and every later task sees the
 ended run and returns in microseconds, so nothing hangs and no chord waits forever.
@@ -33,11 +35,12 @@ from dspex_jobs.errors import (
     PipelineStepFailed,
     ValidationError,
 )
-from dspex_jobs.pipeline.compiler import SERIALIZER, release_results
+from dspex_jobs.pipeline.compiler import SERIALIZER
 from dspex_jobs.pipeline.document import step_from_dict
 from dspex_jobs.pipeline.events import emit_step, emit_stop
 from dspex_jobs.pipeline.execute import RunInfo, StepOutcome, StepStopped, execute, run_watched
 from dspex_jobs.pipeline.merge import merge_values
+from dspex_jobs.pipeline.plan import Node
 from dspex_jobs.pipeline.policy import Fail, FailurePolicy, Fallback, Retry, Skip
 from dspex_jobs.pipeline.predicate import Predicate
 from dspex_jobs.pipeline.state import RunStore, StepState
@@ -69,7 +72,6 @@ class NodeRun:
 
     def run(self) -> dict[str, Any] | None:
         """Run the node (see the module docstring); a short summary for Flower."""
-        release_results(self.task.app)  # what the last chord applied in this thread left
         view = self.store.view(self.run_id, self.name)
         node = view.plan.nodes.get(self.name) if view is not None else None
         if view is None or node is None:
@@ -91,7 +93,7 @@ class NodeRun:
             return self.fail_run(PipelineDeadlineExceeded(
                 f"step {self.name!r} had not started at the pipeline's deadline"))
         if node.kind == "merge":
-            return self.finish(StepState.DONE, writes=self.merged())
+            return self.finish(StepState.DONE, writes=self.merged(node))
         self.attempt = int(prior.get("next_attempt") or 1)
         return self.run_leaf(step_from_dict(node.step, self.name))
 
@@ -113,7 +115,8 @@ class NodeRun:
     def execute(self, step: LeafStep) -> StepOutcome:
         """Read the step's inputs and run it under its timeout and the run's deadline."""
         values = self.inputs(step)
-        info = RunInfo(self.run_id, self.name, self.view.trace_id)
+        delivery = self.task.request.delivery_info or {}
+        info = RunInfo(self.run_id, self.name, self.view.trace_id, delivery.get("routing_key"))
         return run_watched(lambda: execute(self.ctx, step, values, info),
                            timeout_s=step.timeout_s, deadline_at=self.view.deadline_at,
                            stop=lambda: self.store.stop_reason(self.run_id))
@@ -146,10 +149,10 @@ class NodeRun:
                 return False
         return True
 
-    def merged(self) -> dict[str, Any]:
-        sources = {leaf for _, leaves in self.node.merge.values() for leaf in leaves}
-        context = self.store.context(self.run_id, sources)
-        return merge_values(self.node.merge, context)
+    def merged(self, merge: Node) -> dict[str, Any]:
+        """The fields a ``Parallel``'s merge node writes (see :mod:`.merge`)."""
+        sources = {leaf for _, leaves in merge.merge.values() for leaf in leaves}
+        return merge_values(merge.merge, self.store.context(self.run_id, sources))
 
     # -- outcomes ----------------------------------------------------------------------------
 
@@ -227,7 +230,28 @@ class NodeRun:
         emit_step(self.run_id, self.view.plan.pipeline, self.view.trace_id, record)
         if end and self.node.final:
             self.end_run({"status": "succeeded"})
+        elif end and self.node.parallel is not None:
+            self.join(self.view.plan.nodes[self.node.parallel])
         return {"step": self.name, "state": state.value}
+
+    def join(self, merge: Node) -> None:
+        """If this step was the last of the run's final ``Parallel`` to end, merge and end the
+        run now. The chord's merge task would do the same one queue hop later (tens of ms on
+        a busy worker); when it comes, it finds the merge recorded and does nothing."""
+        if not merge.final or merge.guards:
+            return
+        states = self.store.states(self.run_id, merge.members)
+        if not all(StepState(state).finished for state in states):
+            return  # another branch still runs: it will join
+        writes = self.merged(merge)
+        now = time.time()
+        record = {"name": merge.name, "kind": merge.kind, "queue": merge.queue,
+                  "state": StepState.DONE.value, "attempt": 1, "worker": self.worker,
+                  "started_at": now, "finished_at": now, "duration_s": 0.0,
+                  "note": f"merged by its last branch step, {self.name}"}
+        self.store.record(self.run_id, merge.name, record, writes)
+        emit_step(self.run_id, self.view.plan.pipeline, self.view.trace_id, record)
+        self.end_run({"status": "succeeded"})
 
     def record(
         self, state: StepState, *, writes: dict[str, Any] | None = None,

@@ -197,6 +197,14 @@ class RunStore:
         pipe.hset(self.keys.pipeline_steps(run_id), name, _dumps(dict(record)))
         pipe.execute()
 
+    def states(self, run_id: str, names: Iterable[str]) -> list[str]:
+        """The state of each named node, in order (``pending`` when it has no record)."""
+        wanted = list(names)
+        if not wanted:
+            return []
+        raw = self.client.hmget(self.keys.pipeline_steps(run_id), wanted)
+        return [str(json.loads(r).get("state", "pending")) if r else "pending" for r in raw]
+
     def records(self, run_id: str) -> dict[str, dict[str, Any]]:
         """Every node's record."""
         raw = self.client.hgetall(self.keys.pipeline_steps(run_id))

@@ -87,8 +87,7 @@ class Step:
         return isinstance(other, Step) and type(other) is type(self) \
             and self.to_dict() == other.to_dict()
 
-    def __hash__(self) -> int:
-        return id(self)
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and mutable while named
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.to_dict()!r})"

@@ -92,7 +92,8 @@ def run_pipeline(
     store = RunStore(client._redis, client._keys, client.settings.result_ttl_s)
     try:
         store.create(run_id, plan, values, trace_id=trace, deadline_at=deadline_at)
-        release_results(client.app, compile_canvas(client.app, plan, run_id).apply_async())
+        compile_canvas(client.app, plan, run_id).apply_async()
+        release_results(client.app)
     except _REDIS_DOWN as exc:
         raise BrokerUnavailable(
             f"cannot start pipeline {checked.name!r} on "

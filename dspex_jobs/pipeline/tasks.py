@@ -17,9 +17,22 @@ from typing import Any
 from celery import Celery, Task
 
 from dspex_jobs.errors import DSPexError
-from dspex_jobs.pipeline.compiler import MERGE_TASK, SERIALIZER, STEP_TASK
+from dspex_jobs.pipeline.compiler import MERGE_TASK, SERIALIZER, STEP_TASK, release_results
 
-__all__ = ["MERGE_TASK", "STEP_TASK", "register_pipeline_tasks", "run_node"]
+__all__ = ["MERGE_TASK", "STEP_TASK", "PipelineTask", "register_pipeline_tasks", "run_node"]
+
+
+class PipelineTask(Task[Any, Any]):
+    """The pipeline tasks' base: after a task's chain goes on, forget the results it tracks.
+
+    When a step is followed by a ``Parallel``, Celery applies that chord in this worker thread
+    right after the step returns, and the chord's barrier subscribes to each header task's
+    result channel. Our tasks never publish results (the run lives in Redis), so ``on_success``
+    (called after the chain was dispatched) releases them at once.
+    """
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        release_results(self.app)
 
 
 def register_pipeline_tasks(app: Celery) -> None:
@@ -28,6 +41,7 @@ def register_pipeline_tasks(app: Celery) -> None:
         app.task(
             name=name,
             bind=True,
+            base=PipelineTask,
             ignore_result=True,
             acks_late=True,
             reject_on_worker_lost=True,

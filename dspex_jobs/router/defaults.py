@@ -12,10 +12,10 @@ metric.token_f1    ``native:token_f1``                       ``dspy_ops:token_f1
 predict            -                                         ``dspy_ops:predict`` (general)
 chain_of_thought   -                                         ``dspy_ops:chain_of_thought``
                                                              (general)
+search             ``neural.operations:search_operation``    -
 ================== ========================================= ==================================
 
-``search`` is reserved for the ``neural`` queue (issue #8) and is not registered until it
-exists. Everything is registered by import path, so building the default registry imports
+Everything is registered by import path, so building the default registry imports
 nothing; each implementation is imported on its first call.
 
 Tests and embedders build their own :class:`Registry` and :class:`Router` instead of touching
@@ -62,6 +62,9 @@ def register_builtins(registry: Registry) -> Registry:
                           description=f"SQuAD-style {metric}, native")
         registry.register(f"metric.{metric}", target=f"{_DSPY}:{metric}", kind=dspy,
                           queue="optimizer", description=f"dspy.evaluate {metric}")
+    registry.register("search", target="dspex_jobs.neural.operations:search_operation",
+                      kind=native, description="nearest documents of a vector index "
+                      "(in process on a neural worker, else a job on the neural queue)")
     for kind in (JobKind.PREDICT, JobKind.CHAIN_OF_THOUGHT):
         registry.register(kind.value, target=f"{_DSPY}:{kind.value}", kind=dspy, queue=kind.queue,
                           description=f"run a dspy module ({kind.value})")

@@ -259,7 +259,7 @@ def test_builtin_registry_holds_the_builtin_operations() -> None:
     registry = builtin_registry()
     assert registry.operations() == [
         "chain_of_thought", "metric.exact_match", "metric.token_f1", "predict",
-        "signature.validate", "template.render",
+        "search", "signature.validate", "template.render",
     ]
     kinds = {op: [(i.kind.value, i.queue) for i in registry.implementations(op)]
              for op in registry.operations()}
@@ -267,7 +267,7 @@ def test_builtin_registry_holds_the_builtin_operations() -> None:
     assert kinds["chain_of_thought"] == [("dspy", "general")]
     assert kinds["metric.token_f1"] == [("native", None), ("dspy", "optimizer")]
     assert kinds["template.render"] == [("native", None)]
-    assert "search" not in registry  # reserved for the neural queue (issue #8)
+    assert kinds["search"] == [("native", None)]  # neural.operations:search_operation
     assert builtin_registry() is not registry
 
 
