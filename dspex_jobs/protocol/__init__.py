@@ -6,10 +6,12 @@ and a body. The ``dspex`` kombu serializer writes and reads frames, so any worke
 any message, and one that meets a newer frame says to upgrade instead of guessing.
 
 - **Codecs** (:class:`Codec`): MessagePack by default, with extension types for bytes,
-  datetimes and numpy arrays (raw buffers); Arrow IPC for tables and matrices inside the
-  MessagePack body; JSON as the readable fallback. Never pickle.
-- **Auto-selection** per message (``DSPEX_PROTOCOL_CODEC=auto``): Arrow parts for tables
-  and 2-D arrays, MessagePack for the rest; the setting forces one codec.
+  datetimes, numpy arrays (raw buffers) and tables (column by column); Arrow IPC for
+  matrices (and tables, when forced) inside the MessagePack body; JSON as the readable
+  fallback. Any ``dict``/``list`` subclass (Celery's canvas) travels as a plain one. Never
+  pickle.
+- **Auto-selection** per message (``DSPEX_PROTOCOL_CODEC=auto``): tables by columns, Arrow
+  parts for 2-D numeric arrays, MessagePack for the rest; the setting forces one codec.
 - **Compression** (:class:`Compression`) with zstd above ``DSPEX_COMPRESS_THRESHOLD_BYTES``
   (zlib where ``zstandard`` is missing); inflating is bounded by
   ``DSPEX_MAX_DECOMPRESSED_BYTES``.

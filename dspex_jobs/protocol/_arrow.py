@@ -1,5 +1,7 @@
 """Tables and matrices as Arrow IPC streams, converted back to exactly what was sent.
 
+``auto`` sends numpy matrices this way; tables go column by column in MessagePack instead
+(measured faster for Python rows, see :mod:`._table`) unless the ``arrow`` codec is forced.
 Three shapes of data travel as Arrow inside a MessagePack body (extension type
 :data:`~dspex_jobs.protocol._msgpack.EXT_ARROW`), each marked in the schema metadata
 (``dspex``) so the reader restores the same Python value:
@@ -29,19 +31,20 @@ Every stream is fully validated before a value is read out of it.
 
 from __future__ import annotations
 
-import ast
-import functools
 import itertools
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Any
 
 from dspex_jobs.errors import PayloadDecodeError, ProtocolVersionError
+from dspex_jobs.protocol._table import (
+    MAX_COLUMNS,
+    build_rows,
+    decoded_cost,
+    row_builder,
+    table_columns,
+)
 
 __all__ = ["MAX_COLUMNS", "from_ipc", "lists_to_ipc", "ndarray_to_ipc", "rows_to_ipc"]
-
-MAX_COLUMNS = 1_024
-"""Widest table sent as Arrow; wider ones go as MessagePack."""
 
 _KIND = b"dspex"
 _ROWS, _LISTS, _NDARRAY = b"rows", b"lists", b"ndarray"
@@ -117,12 +120,18 @@ def ndarray_to_ipc(array: Any) -> bytes | None:
     return _write(pa.RecordBatch.from_arrays([column], schema=schema))
 
 
-def from_ipc(data: bytes) -> Any:
+def from_ipc(data: bytes, spend: Callable[[int], None] | None = None) -> Any:
     """The value an Arrow stream written here holds.
+
+    Args:
+        data: The stream.
+        spend: Charged :func:`~dspex_jobs.protocol._table.decoded_cost` before rows are
+            built (the message's decompression budget).
 
     Raises:
         PayloadDecodeError: A malformed stream, or one this writer would never produce.
         ProtocolVersionError: A marker this reader does not know (a newer writer).
+        DecompressedTooLarge: The rows would exceed the budget.
     """
     pa = _pyarrow()
 
@@ -135,6 +144,8 @@ def from_ipc(data: bytes) -> Any:
     if table.num_rows > 8 * len(data) + 8:
         raise PayloadDecodeError(f"Arrow stream claims {table.num_rows} rows in {len(data)} bytes")
     if kind == _ROWS:
+        if spend is not None:
+            spend(decoded_cost(table.num_rows, table.num_columns))
         return _read_rows(table)
     if kind in (_NDARRAY, _LISTS):
         return _read_matrix(table, kind)
@@ -145,19 +156,9 @@ def from_ipc(data: bytes) -> Any:
 
 def _columns(rows: list[Any] | tuple[Any, ...]) -> tuple[list[str], list[list[Any]]] | None:
     first = rows[0]
-    if type(first) is not dict:
-        return None
-    keys = list(first)
-    if not 0 < len(keys) <= MAX_COLUMNS or set(map(type, keys)) != {str}:
-        return None
-    if not _SCALARS.issuperset(map(type, first.values())):  # nested: no need to ask pyarrow
-        return None
-    if set(map(type, rows)) != {dict} or set(map(len, rows)) != {len(keys)}:
-        return None
-    try:  # same length and every key present: the same key set
-        return keys, [list(map(itemgetter(key), rows)) for key in keys]
-    except KeyError:
-        return None
+    if type(first) is not dict or not _SCALARS.issuperset(map(type, first.values())):
+        return None  # nested values: no need to ask pyarrow
+    return table_columns(rows)
 
 
 def _pyarrow() -> Any:
@@ -190,9 +191,11 @@ def _read_rows(table: Any) -> list[dict[str, Any]]:
         else:
             columns.append(column.to_pylist())
     keys = tuple(table.schema.names)
-    if len(set(keys)) != len(keys) or not keys:
-        raise PayloadDecodeError("Arrow rows need distinct, non-empty column names")
-    return _row_builder(keys)(columns)
+    if len(set(keys)) != len(keys) or not 0 < len(keys) <= MAX_COLUMNS:
+        raise PayloadDecodeError(
+            f"Arrow rows need 1 to {MAX_COLUMNS} distinct column names, not {len(keys)}"
+        )
+    return build_rows(keys, columns)
 
 
 def _read_matrix(table: Any, kind: bytes) -> Any:
@@ -223,27 +226,5 @@ def _read_matrix(table: Any, kind: bytes) -> Any:
     return flat.reshape(rows_n, cols_n).astype(dtype, copy=True)
 
 
-@functools.lru_cache(maxsize=128)
-def _row_builder(keys: tuple[str, ...]) -> Callable[[list[list[Any]]], list[dict[str, Any]]]:
-    """A function turning columns into row dicts, compiled once per key set.
-
-    It is ``lambda columns: [{k0: c0, k1: c1, ...} for c0, c1, ... in zip(*columns)]``,
-    built as a syntax tree whose keys are constants (no text is parsed, so a column name
-    can never become code). A dict display is about five times faster than
-    ``dict(zip(keys, row))``, which is most of the cost of reading a table back.
-    """
-    names = [f"c{i}" for i in range(len(keys))]
-    row = ast.Dict(keys=[ast.Constant(k) for k in keys],
-                   values=[ast.Name(n, ast.Load()) for n in names])
-    target = ast.Tuple([ast.Name(n, ast.Store()) for n in names], ast.Store())
-    source = ast.Call(ast.Name("zip", ast.Load()),
-                      [ast.Starred(ast.Name("columns", ast.Load()), ast.Load())], [])
-    body = ast.ListComp(row, [ast.comprehension(target, source, [], 0)])
-    arguments = ast.arguments(posonlyargs=[], args=[ast.arg("columns")], kwonlyargs=[],
-                              kw_defaults=[], defaults=[])
-    tree = ast.fix_missing_locations(ast.Expression(ast.Lambda(arguments, body)))
-    code = compile(tree, "<dspex rows>", "eval")
-    builder: Callable[[list[list[Any]]], list[dict[str, Any]]] = eval(
-        code, {"__builtins__": {"zip": zip}}
-    )
-    return builder
+_row_builder = row_builder
+"""The row builder's cache, under the name :mod:`dspex_jobs.caches` reports."""

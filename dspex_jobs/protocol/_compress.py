@@ -49,7 +49,7 @@ more bytes (37 vs 31 KB from 1.2 MB): on a LAN Redis, time is what matters."""
 ZLIB_LEVEL = 6
 """zlib level for the fallback (zlib's default)."""
 
-SAMPLE_BYTES = 48 * 1024
+SAMPLE_BYTES = 16 * 1024
 """Bodies longer than four samples are tried on a sample of this size first."""
 
 _MIN_SAVING = 0.10

@@ -13,13 +13,28 @@ code  type         data
 5     frame        a whole frame (an :class:`Encoded` job inside a Celery message)
 6     UUID         16 bytes
 7     Decimal      its text
+8     columns      a table column by column: a MessagePack array ``[keys, column, ...]``
+                   (:mod:`._table`); read back as the list of row dicts it was
 ====  ===========  =======================================================================
 
 numpy scalars travel as the Python scalar they hold; tuples come back as lists (as with
-JSON); ``str`` and ``int`` subclasses (``StrEnum``) as plain ``str`` and ``int``. Integers
-must fit in 64 bits. Anything else is refused with a :class:`PayloadError` naming its type:
-never pickled. A reader that meets an extension code it does not know raises
-:class:`ProtocolVersionError` (the message comes from a newer dspex-jobs).
+JSON). Subclasses travel as their plain base type: a ``dict`` subclass as the entries it
+really holds, a ``list`` or ``tuple`` subclass (a named tuple) as a list, ``str``, ``int``,
+``float`` and ``bytes`` subclasses (``StrEnum``, ``IntEnum``) as plain values. Integers
+must fit in 64 bits.
+
+Why the packer runs with ``strict_types``: without it, msgpack packs a ``dict`` subclass by
+writing ``len(obj)`` as the map's size and then ``obj.items()``. Celery's canvas objects are
+``dict`` subclasses, and ``group.__len__`` counts the group's *tasks*, not its keys: a group
+of two tasks was written as a 2-entry map followed by 4 stray pairs, and a group of ten as a
+10-entry map that swallowed what came after it, so a chain or chord carrying a group failed
+to decode on the worker (or decoded into the wrong value). With ``strict_types`` msgpack packs
+only exact ``dict``/``list`` natively and hands everything else to our ``default``, which
+copies subclasses to their base type.
+
+Anything else is refused with a :class:`PayloadError` naming its type: never pickled. A
+reader that meets an extension code it does not know raises :class:`ProtocolVersionError`
+(the message comes from a newer dspex-jobs).
 """
 
 from __future__ import annotations
@@ -35,9 +50,11 @@ import msgpack
 from dspex_jobs.errors import DSPexError, PayloadDecodeError, ProtocolVersionError
 from dspex_jobs.protocol._arrays import is_ndarray, is_numpy_scalar, pack_ndarray, unpack_ndarray
 from dspex_jobs.protocol._frame import DecodeBudget, Encoded
+from dspex_jobs.protocol._table import Columns, decoded_cost, rows_from_columns
 
 __all__ = [
     "EXT_ARROW",
+    "EXT_COLUMNS",
     "EXT_DATE",
     "EXT_DATETIME",
     "EXT_DECIMAL",
@@ -55,6 +72,7 @@ EXT_ARROW = 4
 EXT_FRAME = 5
 EXT_UUID = 6
 EXT_DECIMAL = 7
+EXT_COLUMNS = 8
 
 _NATIVE = frozenset((bool, int, float, str, bytes, type(None)))
 NestedDecoder = Callable[[bytes, DecodeBudget], Any]
@@ -73,6 +91,11 @@ class _Packer:
         self.arrow_parts = 0
 
     def default(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is tuple:  # strict_types: exact tuples come here (Celery bodies)
+            return list(value)
+        if kind is Columns:
+            return msgpack.ExtType(EXT_COLUMNS, self.pack([value.keys, *value.columns]))
         if isinstance(value, Encoded):
             self.embedded_bytes += len(value.data)
             return msgpack.ExtType(EXT_FRAME, value.data)
@@ -89,7 +112,13 @@ class _Packer:
         if is_numpy_scalar(value):
             item = value.item()  # np.datetime64 holds a datetime: default() it in turn
             return item if type(item) in _NATIVE else self.default(item)
-        raise TypeError(f"a {type(value).__name__} value cannot be encoded")
+        return _plain(value)
+
+    def pack(self, value: Any) -> bytes:
+        """``value`` packed by this packer (for the body, and for parts nested in it)."""
+        body: bytes = msgpack.packb(value, default=self.default, use_bin_type=True,
+                                    datetime=False, strict_types=True)
+        return body
 
     def _ndarray(self, array: Any) -> msgpack.ExtType:
         rows = self.arrow_min_rows
@@ -101,6 +130,27 @@ class _Packer:
                 self.arrow_parts += 1
                 return msgpack.ExtType(EXT_ARROW, data)
         return msgpack.ExtType(EXT_NDARRAY, pack_ndarray(array))
+
+
+def _plain(value: Any) -> Any:
+    """A subclass of a type MessagePack carries, as that base type (see the module docstring).
+
+    Each result is of an exact type (``str.__str__`` and friends return an exact copy for a
+    subclass), because msgpack calls ``default`` only once per object.
+    """
+    if isinstance(value, dict):
+        return dict(value)  # the entries it holds, whatever its __len__ says
+    if isinstance(value, list | tuple):
+        return list(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):  # bool cannot be subclassed: an IntEnum, an int subclass
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, bytes):
+        return bytes(memoryview(value))
+    raise TypeError(f"a {type(value).__name__} value cannot be encoded")
 
 
 def pack(value: Any, arrow_min_rows: int | None = None) -> tuple[bytes, int, int]:
@@ -121,7 +171,7 @@ def pack(value: Any, arrow_min_rows: int | None = None) -> tuple[bytes, int, int
         PayloadError: A numpy array of a refused dtype.
     """
     packer = _Packer(arrow_min_rows)
-    body = msgpack.packb(value, default=packer.default, use_bin_type=True, datetime=False)
+    body = packer.pack(value)
     return body, packer.embedded_bytes, packer.arrow_parts
 
 
@@ -135,10 +185,12 @@ def unpack(body: bytes | memoryview, budget: DecodeBudget, nested: NestedDecoder
     """
 
     def ext_hook(code: int, data: bytes) -> Any:
+        if code == EXT_COLUMNS:
+            return _rows(_unpackb(data, ext_hook), budget)
         if code == EXT_ARROW:
             from dspex_jobs.protocol._arrow import from_ipc
 
-            return from_ipc(data)
+            return from_ipc(data, budget.spend)
         if code == EXT_NDARRAY:
             return unpack_ndarray(data)
         if code == EXT_FRAME:
@@ -157,11 +209,25 @@ def unpack(body: bytes | memoryview, budget: DecodeBudget, nested: NestedDecoder
         )
 
     try:
-        return msgpack.unpackb(body, ext_hook=ext_hook, raw=False, strict_map_key=False,
-                               timestamp=0)
+        return _unpackb(body, ext_hook)
     except DSPexError:
         raise
     except Exception as exc:  # every malformed body lands here: truncated, bad UTF-8, ...
         raise PayloadDecodeError(
             f"corrupt MessagePack body: {type(exc).__name__}: {exc}"
         ) from None
+
+
+def _unpackb(data: bytes | memoryview, ext_hook: Callable[[int, bytes], Any]) -> Any:
+    return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False,
+                           timestamp=0)
+
+
+def _rows(table: Any, budget: DecodeBudget) -> list[dict[str, Any]]:
+    """The rows of a columns part, charged to the budget before they are built."""
+    if type(table) is not list or not table:
+        raise PayloadDecodeError("a columns part must be an array [keys, column, ...]")
+    keys, columns = table[0], table[1:]
+    if columns and type(columns[0]) is list:  # a malformed one fails in rows_from_columns
+        budget.spend(decoded_cost(len(columns[0]), len(columns)))
+    return rows_from_columns(keys, columns)

@@ -1,11 +1,13 @@
-"""Auto-selection: find the tables in a message that are worth sending as Arrow.
+"""Auto-selection: find the tables in a message and send them column by column.
 
-The walk looks for tables (lists of at least ``min_rows`` dict rows) and, when the
-``arrow`` codec is forced, matrices sent as lists of equal-length ``float`` lists, and
-replaces each with an Arrow extension value; everything else is left to MessagePack
-(numpy matrices are picked by the MessagePack packer itself, which sees every array).
-It returns the original object when it replaces nothing, and copies only the containers
-on the path to a replaced part.
+The walk looks for tables (lists of at least ``min_rows`` dict rows with the same keys) and
+replaces each with a :class:`~dspex_jobs.protocol._table.Columns` part, which MessagePack
+writes column by column (extension type 8); when the ``arrow`` codec is forced, tables whose
+columns Arrow holds exactly become Arrow record batches instead, and lists of
+equal-length ``float`` lists Arrow matrices. Everything else is left to MessagePack (numpy
+matrices are picked by the MessagePack packer itself, which sees every array). It returns the
+original object when it replaces nothing, and copies only the containers on the path to a
+replaced part.
 
 The walk is bounded so that it never costs more than the encoding it serves: it looks at
 no more than :data:`WALK_BUDGET` container entries in one message, and a long list that
@@ -23,50 +25,54 @@ import msgpack
 
 from dspex_jobs.protocol import _arrow
 from dspex_jobs.protocol._msgpack import EXT_ARROW
+from dspex_jobs.protocol._table import Columns, table_columns
 
 __all__ = ["ARROW_MIN_ROWS", "WALK_BUDGET", "tabularize"]
 
 ARROW_MIN_ROWS = 64
-"""Fewest rows (of a table or matrix) that ``auto`` sends as Arrow.
+"""Fewest rows (of a table or matrix) that ``auto`` sends by columns or as Arrow.
 
-Below this, Arrow's schema and IPC framing (a few hundred bytes) and its fixed costs
-(tens of microseconds) outweigh what columns save.
+Below this, a table's keys written once instead of per row save little, and Arrow's schema
+and IPC framing (a few hundred bytes) and fixed costs (tens of microseconds) outweigh what
+columns save.
 """
 
 WALK_BUDGET = 4_096
 """Most container entries the walk looks at in one message."""
 
 
-def tabularize(value: Any, *, min_rows: int, float_lists: bool) -> tuple[Any, int]:
-    """Replace the tables in ``value`` with Arrow extension values.
+def tabularize(value: Any, *, min_rows: int, arrow: bool) -> tuple[Any, int]:
+    """Replace the tables in ``value`` with column parts (Arrow parts if ``arrow``).
 
     Args:
         value: The message (a Celery body is ``[args, kwargs, embed]``).
-        min_rows: Fewest rows a table needs to go as Arrow.
-        float_lists: Also send lists of equal-length ``float`` lists as Arrow.
+        min_rows: Fewest rows a table needs to go by columns.
+        arrow: The ``arrow`` codec is forced: tables of any length as Arrow where Arrow
+            holds them exactly, and lists of equal-length ``float`` lists as Arrow matrices.
 
     Returns:
         The value with its tables replaced (``value`` itself when none was), and how many
-        parts were replaced.
+        Arrow parts replaced them.
     """
     kind = type(value)
     if kind is not dict and kind is not list and kind is not tuple:
         return value, 0
-    walker = _Walker(max(1, min_rows), (dict, list) if float_lists else (dict,))
+    walker = _Walker(max(1, min_rows), arrow)
     try:
-        return walker.walk(value), walker.parts
+        return walker.walk(value), walker.arrow_parts
     except RecursionError:  # absurdly deep: MessagePack refuses it with a clear error
         return value, 0
 
 
 class _Walker:
-    __slots__ = ("budget", "firsts", "min_rows", "parts")
+    __slots__ = ("arrow", "arrow_parts", "budget", "min_rows", "shortest")
 
-    def __init__(self, min_rows: int, firsts: tuple[type, ...]) -> None:
+    def __init__(self, min_rows: int, arrow: bool) -> None:
         self.min_rows = min_rows
-        self.firsts = firsts
+        self.arrow = arrow
+        self.shortest = 1 if arrow else min_rows
         self.budget = WALK_BUDGET
-        self.parts = 0
+        self.arrow_parts = 0
 
     def walk(self, container: Any) -> Any:
         """``container`` (a dict, list or tuple) with its tables replaced."""
@@ -74,13 +80,32 @@ class _Walker:
         if type(container) is dict:
             self.budget -= size
             return container if self.budget < 0 else self._entries(container, container.items())
-        if size >= self.min_rows and type(container[0]) in self.firsts:
-            data = _table(container)
-            if data is not None:
-                self.parts += 1
-                return msgpack.ExtType(EXT_ARROW, data)
+        if size >= self.shortest:
+            first = type(container[0])
+            part = self._table(container) if first is dict else \
+                self._matrix(container) if first is list and self.arrow else None
+            if part is not None:
+                return part
         self.budget -= size
         return container if self.budget < 0 else self._entries(container, enumerate(container))
+
+    def _table(self, rows: list[Any] | tuple[Any, ...]) -> Any:
+        if self.arrow:
+            data = _arrow.rows_to_ipc(rows)
+            if data is not None:
+                self.arrow_parts += 1
+                return msgpack.ExtType(EXT_ARROW, data)
+        # Not below min_rows even when Arrow is forced: a one-row "table" of a job's fields
+        # would hide the tables nested in it from the walk.
+        table = table_columns(rows) if len(rows) >= self.min_rows else None
+        return None if table is None else Columns(*table)
+
+    def _matrix(self, rows: list[Any] | tuple[Any, ...]) -> Any:
+        data = _arrow.lists_to_ipc(rows)
+        if data is None:
+            return None
+        self.arrow_parts += 1
+        return msgpack.ExtType(EXT_ARROW, data)
 
     def _entries(self, container: Any, entries: Iterable[tuple[Any, Any]]) -> Any:
         copy: Any = None
@@ -93,9 +118,3 @@ class _Walker:
                         copy = dict(container) if type(container) is dict else list(container)
                     copy[key] = new
         return container if copy is None else copy
-
-
-def _table(items: list[Any] | tuple[Any, ...]) -> bytes | None:
-    if type(items[0]) is dict:
-        return _arrow.rows_to_ipc(items)
-    return _arrow.lists_to_ipc(items)  # only reached when float lists were asked for

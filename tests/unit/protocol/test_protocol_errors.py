@@ -30,7 +30,7 @@ from dspex_jobs.protocol import (
     encode,
     register_serializer,
 )
-from dspex_jobs.protocol._msgpack import EXT_ARROW, EXT_FRAME, EXT_NDARRAY
+from dspex_jobs.protocol._msgpack import EXT_ARROW, EXT_COLUMNS, EXT_FRAME, EXT_NDARRAY
 
 HEADER = struct.Struct(">2sBBBBI")
 
@@ -107,6 +107,41 @@ def test_arrow_parts_this_writer_never_produces_are_refused() -> None:
     for expected, data in bad.items():
         with pytest.raises(PayloadDecodeError, match=expected):
             decode(data)
+
+
+def columns_part(table: Any) -> bytes:
+    """A frame holding one hand-made columns part (extension type 8)."""
+    inner = table if isinstance(table, bytes) else msgpack.packb(table)
+    return frame(msgpack.packb([1, msgpack.ExtType(EXT_COLUMNS, inner)]))
+
+
+@pytest.mark.parametrize(("table", "named"), [
+    (5, "must be an array"),
+    ([], "must be an array"),
+    ([[]], "1 to 1024 distinct str"),
+    ([["a", "a"], [1], [2]], "1 to 1024 distinct str"),
+    ([[1], [1]], "1 to 1024 distinct str"),
+    ([[f"c{i}" for i in range(1025)]] + [[0]] * 1025, "1 to 1024 distinct str"),
+    ([["a"]], "needs that many lists"),
+    ([["a", "b"], [1, 2], [3]], "needs that many lists of one length"),
+    ([["a"], "xy"], "needs that many lists"),
+    ([["a"], [1], [2]], "needs that many lists"),
+    (b"\xc1", "corrupt MessagePack"),
+])
+def test_malformed_columns_parts_are_refused(table: Any, named: str) -> None:
+    with pytest.raises(PayloadDecodeError, match=named):
+        decode(columns_part(table))
+    assert decode(columns_part([["a", "b"], [1, 2], ["x", "y"]])) == \
+        [1, [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]]
+
+
+def test_a_table_that_would_inflate_into_rows_is_charged_before_it_is_built() -> None:
+    # 200,000 one-byte values: 200 KB on the wire, 200,000 dicts once read
+    bomb = columns_part([["a"], [0] * 200_000])
+    assert len(bomb) < 250_000
+    with pytest.raises(DecompressedTooLarge, match="over the decompression limit"):
+        decode(bomb, max_decompressed_bytes=2_000_000)
+    assert len(decode(bomb, max_decompressed_bytes=10_000_000)[1]) == 200_000
 
 
 # -- truncated, corrupt, not ours -------------------------------------------------------------

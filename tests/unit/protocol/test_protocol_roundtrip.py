@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import math
 import os
@@ -24,6 +25,7 @@ from dspex_jobs.protocol import (
     encode_frame,
     inspect_frame,
 )
+from dspex_jobs.protocol._msgpack import EXT_ARROW, EXT_COLUMNS
 
 CODECS = ("json", "msgpack", "arrow", "auto")
 COMPRESSIONS = ("none", "zstd", "zlib")
@@ -108,10 +110,22 @@ def tables(draw: st.DrawFn) -> list[dict[str, Any]]:
     return rows
 
 
+@st.composite
+def nested_tables(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Rows with the same keys whose values are anything (lists, dicts, dates, mixed types):
+    tables MessagePack sends by columns and Arrow cannot hold."""
+    names = draw(st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=4,
+                          unique=True))
+    cell = st.one_of(scalars, st.lists(scalars, max_size=3),
+                     st.dictionaries(st.text(max_size=4), scalars, max_size=2))
+    rows_n = draw(st.integers(1, 40))
+    return [{name: draw(cell) for name in names} for _ in range(rows_n)]
+
+
 matrices = st.integers(1, 70).flatmap(lambda width: st.lists(
     st.lists(st.floats(allow_nan=False), min_size=width, max_size=width), min_size=1,
     max_size=70))
-leaves = st.one_of(scalars, arrays, tables(), matrices)
+leaves = st.one_of(scalars, arrays, tables(), nested_tables(), matrices)
 values = st.recursive(
     leaves,
     lambda children: st.one_of(st.lists(children, max_size=4),
@@ -158,15 +172,38 @@ def test_round_trips_at_size(value: Any, codec: str, compression: str) -> None:
     assert_round_trip(value, options)
 
 
+def ext_codes(data: bytes) -> list[int]:
+    """The extension types an (uncompressed) frame's MessagePack body holds."""
+    import msgpack
+
+    found: list[int] = []
+
+    def hook(code: int, payload: bytes) -> None:
+        found.append(code)
+
+    msgpack.unpackb(data[10:], ext_hook=hook, strict_map_key=False)
+    return found
+
+
+def has_columns(data: bytes) -> bool:
+    """Whether a (uncompressed) frame holds a columns part (extension type 8)."""
+    return EXT_COLUMNS in ext_codes(data)
+
+
 @given(rows=tables())
 @settings(max_examples=40, deadline=None)
-def test_tables_travel_as_arrow_and_come_back_as_rows(rows: list[dict[str, Any]]) -> None:
-    frame = encode_frame({"rows": rows}, EncodeOptions(arrow_min_rows=1))
-    back = decode(frame.data)
-    assert same(back, {"rows": rows})
-    # An exact table (not an all-None column) goes as Arrow
+def test_tables_travel_by_columns_or_as_arrow_and_come_back_as_rows(
+    rows: list[dict[str, Any]]
+) -> None:
+    # auto: column by column, in MessagePack
+    frame = encode_frame({"rows": rows}, EncodeOptions(arrow_min_rows=1, compression="none"))
+    assert same(decode(frame.data), {"rows": rows})
+    assert frame.info.codec is Codec.MSGPACK and has_columns(frame.data)
+    # arrow forced: an exact table (not an all-None column) goes as Arrow
+    data = encode({"rows": rows}, EncodeOptions(codec="arrow", compression="none"))
+    assert same(decode(data), {"rows": rows})
     all_none = any(all(r[k] is None for r in rows) for k in rows[0])
-    assert (frame.info.codec is Codec.ARROW) is not all_none
+    assert (EXT_ARROW in ext_codes(data)) is not all_none
 
 
 def test_numpy_arrays_keep_dtype_shape_and_are_writable() -> None:
@@ -180,25 +217,42 @@ def test_numpy_arrays_keep_dtype_shape_and_are_writable() -> None:
     assert inspect_frame(encode({"m": matrix})).codec is Codec.ARROW  # auto: a matrix
 
 
-def test_auto_picks_msgpack_for_small_messages_and_arrow_for_tables() -> None:
+def test_auto_sends_tables_by_columns_and_matrices_as_arrow() -> None:
     small = {"question": "why?", "context": ["a", "b"], "n": 3}
     assert inspect_frame(encode(small)).codec is Codec.MSGPACK
     rows = [{"id": i, "text": f"row {i}", "score": i / 7} for i in range(1000)]
-    info = inspect_frame(encode({"inputs": {"rows": rows}}))
-    assert info.codec is Codec.ARROW and info.compression is Compression.ZSTD
-    # 63 rows is below ARROW_MIN_ROWS: MessagePack
-    assert inspect_frame(encode({"rows": rows[:63]})).codec is Codec.MSGPACK
+    data = encode({"inputs": {"rows": rows}}, EncodeOptions(compression="none"))
+    assert inspect_frame(data).codec is Codec.MSGPACK and has_columns(data)
+    assert inspect_frame(encode({"inputs": {"rows": rows}})).compression is Compression.ZSTD
+    # 63 rows is below ARROW_MIN_ROWS: row by row
+    assert not has_columns(encode({"rows": rows[:63]}, EncodeOptions(compression="none")))
+    assert inspect_frame(encode({"m": np.zeros((64, 3))})).codec is Codec.ARROW
 
 
-def test_lists_that_are_not_exact_tables_stay_msgpack() -> None:
+def test_tables_arrow_cannot_hold_exactly_go_by_columns() -> None:
     mixed = [{"a": 1}, {"a": 2.5}] * 50  # int and float in one column
-    ragged = [{"a": 1}, {"b": 2}] * 50
-    nested = [{"a": [1]}] * 100
+    nested = [{"a": [1], "b": {"c": dt.date(2024, 1, 2)}}] * 100
     huge = [{"a": 2**63}] * 100  # beyond int64 (MessagePack carries uint64)
-    for rows in (mixed, ragged, nested, huge):
-        frame = encode_frame({"rows": rows})
-        assert frame.info.codec is Codec.MSGPACK
+    reordered = [{"a": 1, "b": 2}, {"b": 3, "a": 4}] * 50  # same keys, other order
+    for rows in (mixed, nested, huge, reordered):
+        frame = encode_frame({"rows": rows}, EncodeOptions(compression="none"))
+        assert frame.info.codec is Codec.MSGPACK and has_columns(frame.data)
         assert same(decode(frame.data), {"rows": rows})
+        # the arrow codec forced: by columns too, where Arrow would change a value's type
+        data = encode({"rows": rows}, EncodeOptions(codec="arrow", compression="none"))
+        assert has_columns(data) is (rows is not reordered)
+        assert same(decode(data), {"rows": rows})
+
+
+def test_lists_that_are_not_tables_go_row_by_row() -> None:
+    ragged = [{"a": 1}, {"b": 2}] * 50
+    extra = [{"a": 1}, {"a": 1, "b": 2}] * 50
+    subclassed = [{"a": 1}, collections.OrderedDict(a=2)] * 50
+    non_str_keys = [{1: "a"}] * 100
+    for rows in (ragged, extra, subclassed, non_str_keys):
+        data = encode({"rows": rows}, EncodeOptions(compression="none"))
+        assert not has_columns(data)
+        assert decode(data) == {"rows": [dict(r) for r in rows]}
 
 
 def test_float_lists_go_as_arrow_only_when_forced() -> None:
@@ -233,7 +287,7 @@ def test_json_codec_is_readable_json() -> None:
 
 def test_an_embedded_frame_is_sent_as_it_is_and_comes_back_as_its_value() -> None:
     job = encode_frame({"id": "j1", "rows": [{"a": i} for i in range(100)]})
-    assert "dspex frame arrow" in repr(job)
+    assert "dspex frame msgpack" in repr(job)
     message = ((job,), {}, {"callbacks": None})
     for codec in CODECS:
         back = decode(encode(message, EncodeOptions(codec=codec)))  # type: ignore[arg-type]
