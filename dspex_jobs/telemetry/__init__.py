@@ -1,9 +1,11 @@
 """Telemetry: named events (``dspex.router.route``, ...) and the handlers that export them.
 
-:mod:`.events` is the whole API today: :func:`emit`, :func:`attach`, :func:`detach`. Issue #11
-adds handlers that export events to Prometheus, structured logs and Sentry; emitters do not
-change. Every event this package emits is listed in ``docs/routing_and_templates.md`` (router)
-and the telemetry guide.
+:mod:`.events` is the API emitters use: :func:`emit`, :func:`attach`, :func:`detach`;
+:mod:`.catalogue` names every event the project emits. Exporters, each off until a setting
+turns it on (:mod:`.setup`): :mod:`.prometheus` (metrics), :mod:`.context` (trace context and
+JSON logs), :mod:`.sentry`, :mod:`.alerts` (rules, anomalies, webhook), :mod:`.otel` (spans).
+Only :mod:`.events`, :mod:`.catalogue`, :mod:`.jobs` and :mod:`.summary` are imported by
+producers. See ``docs/observability.md``.
 """
 
 from dspex_jobs.telemetry.events import Handler, attach, attached, detach, emit, has_handlers
