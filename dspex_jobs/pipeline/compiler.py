@@ -38,9 +38,9 @@ MERGE_TASK: Final = "dspex.pipeline.merge"
 
 SERIALIZER: Final = "json"
 """How pipeline messages are encoded. They hold two short strings and the canvas around them
-(the data stays in Redis), so plain JSON costs nothing; it also keeps Celery's canvas objects
-(``group`` is a dict whose ``len()`` counts its tasks) away from binary codecs that trust
-``len()`` for a map's size."""
+(the data stays in Redis), so plain JSON costs nothing and stays readable in Flower and
+``redis-cli``. (The ``dspex`` codec carries canvases too, since it packs Celery's ``group``, a
+dict subclass, as a plain dict.)"""
 
 
 _OUR_TASK_ID: Final = re.compile(r"[0-9a-f]{32}\.\w+")

@@ -42,7 +42,9 @@ def client(worker_app: Celery) -> Iterator[Client]:
 
 def test_ping_round_trip(client: Client) -> None:
     result = client.ping().result(timeout=30)
-    assert result.ok and result.outputs == {"pong": True, "pid": result.outputs["pid"]}
+    assert result.ok and result.outputs is not None
+    assert result.outputs["pong"] is True and isinstance(result.outputs["pid"], int)
+    assert isinstance(result.outputs["caches"], dict)  # per-process cache sizes ride along
     assert result.timings.finished_at >= result.timings.started_at >= result.timings.created_at
 
 
