@@ -26,6 +26,7 @@ from dspex_jobs.errors import (
 )
 from dspex_jobs.pipeline.events import emit_stop
 from dspex_jobs.pipeline.state import RunState, RunStore, StepState
+from dspex_jobs.pipeline.webhook import end_run
 
 if TYPE_CHECKING:
     from dspex_jobs.client import Client
@@ -236,9 +237,14 @@ class PipelineHandle:
         return self._store.outcome(self.id)
 
     def _end(self, outcome: dict[str, Any]) -> bool:
-        ended = self._store.finish(self.id, outcome)
+        """End the run unless it already ended (and send its webhook if this call ended it:
+        :mod:`.webhook`)."""
+        meta = self._store.meta(self.id)
+        ended = end_run(self._store, self._client.app, self.id, outcome,
+                        pipeline=str(meta["pipeline"]), trace_id=str(meta["trace_id"]),
+                        created_at=float(meta["created_at"] or 0.0), webhook=meta["webhook"],
+                        record_ttl_s=self._client.settings.webhook_record_ttl_s)
         if ended:
-            meta = self._store.meta(self.id)
             emit_stop(self.id, str(meta["pipeline"]), str(meta["trace_id"]), outcome,
                       float(meta["created_at"] or 0.0))
         return ended

@@ -45,6 +45,7 @@ from dspex_jobs.pipeline.policy import Fail, FailurePolicy, Fallback, Retry, Ski
 from dspex_jobs.pipeline.predicate import Predicate
 from dspex_jobs.pipeline.state import RunStore, StepState
 from dspex_jobs.pipeline.steps import LeafStep
+from dspex_jobs.pipeline.webhook import end_run
 from dspex_jobs.resilience.guard import RateLimitWait
 
 __all__ = ["NodeRun"]
@@ -214,7 +215,13 @@ class NodeRun:
         return {"step": self.name, "state": "failed"}
 
     def end_run(self, outcome: dict[str, Any]) -> None:
-        if self.store.finish(self.run_id, outcome):
+        """End the run unless it already ended; whoever ends it sends its webhook, if any
+        (recorded with the outcome, :mod:`.webhook`)."""
+        view = self.view
+        if end_run(self.store, self.task.app, self.run_id, outcome,
+                   pipeline=view.plan.pipeline, trace_id=view.trace_id,
+                   created_at=view.created_at, webhook=view.webhook,
+                   record_ttl_s=self.ctx.settings.webhook_record_ttl_s, plan=view.plan):
             emit_stop(self.run_id, self.view.plan.pipeline, self.view.trace_id, outcome,
                       self.view.created_at)
 

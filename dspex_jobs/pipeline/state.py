@@ -3,8 +3,9 @@
 Four keys per run, all expiring with the result TTL (``dspex_jobs.keys``):
 
 - ``dspex:pipeline:<run>``: a hash of the plan, trace id, deadline, cancel flag, ``When``
-  decisions (``when:<name>``) and the outcome. The outcome is written with ``HSETNX``: the
-  first task (or producer) to end the run wins, and every later one sees it.
+  decisions (``when:<name>``), the webhook URL and the outcome. The outcome is written with
+  ``HSETNX`` (or, for a run with a webhook, in a ``WATCH``ed ``MULTI`` with the delivery
+  record): the first task (or producer) to end the run wins, and every later one sees it.
 - ``...:context``: a hash, one JSON value per field. Steps write disjoint fields (the checker
   makes parallel branches do so), so an ``HSET`` is the whole merge: no locks, no
   read-modify-write, and large values never travel inside the Celery canvas.
@@ -19,7 +20,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -76,6 +77,8 @@ class RunView:
     record: dict[str, Any] | None
     decisions: dict[str, bool]
     created_at: float
+    webhook: str | None = None
+    """Where the run's webhook goes when it ends (checked at submit), if anywhere."""
 
 
 _plans: OrderedDict[str, Plan] = OrderedDict()
@@ -119,14 +122,17 @@ class RunStore:
 
     def create(
         self, run_id: str, plan: Plan, inputs: Mapping[str, Any], *, trace_id: str,
-        deadline_at: float | None,
+        deadline_at: float | None, webhook: str | None = None,
     ) -> None:
-        """Store a new run: its plan, inputs and a ``pending`` record per node."""
+        """Store a new run: its plan, inputs and a ``pending`` record per node (and the URL
+        its webhook goes to, already checked)."""
         now = time.time()
         meta: dict[Any, Any] = {
             "plan": plan.to_json(), "pipeline": plan.pipeline, "trace_id": trace_id,
             "created_at": repr(now), "deadline_at": repr(deadline_at or 0.0),
         }
+        if webhook:
+            meta["webhook"] = webhook
         records = _encoded({name: {"name": name, "kind": node.kind, "queue": node.queue,
                                    "state": StepState.PENDING.value, "attempt": 0}
                             for name, node in plan.nodes.items()})
@@ -147,7 +153,7 @@ class RunStore:
         plan = _cached_plan(run_id)
         node = plan.nodes.get(name) if plan is not None else None
         guards = [str(g[0]) for g in node.guards] if node is not None else []
-        fields = ["trace_id", "deadline_at", "outcome", "created_at",
+        fields = ["trace_id", "deadline_at", "outcome", "created_at", "webhook",
                   *(f"when:{g}" for g in guards)]
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(self.keys.pipeline(run_id), [*fields, *([] if plan else ["plan"])])
@@ -158,13 +164,13 @@ class RunStore:
         if plan is None:
             plan = Plan.from_json(values[-1])
             _cache_plan(run_id, plan)
-        decisions = {g: values[4 + i] == b"1" for i, g in enumerate(guards)
-                     if values[4 + i] is not None}
+        decisions = {g: values[5 + i] == b"1" for i, g in enumerate(guards)
+                     if values[5 + i] is not None}
         deadline = float(values[1] or 0.0)
         return RunView(plan, _text(values[0]), deadline or None,
                        json.loads(values[2]) if values[2] else None,
                        json.loads(record) if record else None, decisions,
-                       float(values[3] or 0.0))
+                       float(values[3] or 0.0), _text(values[4]) if values[4] else None)
 
     def decide(self, run_id: str, when: str, value: bool) -> bool:
         """Record a ``When`` decision unless one exists; the decision that stands."""
@@ -212,7 +218,8 @@ class RunStore:
 
     def meta(self, run_id: str) -> dict[str, Any]:
         """The run's facts (trace id, times, outcome), without the plan."""
-        fields = ["pipeline", "trace_id", "created_at", "deadline_at", "outcome", "cancel"]
+        fields = ["pipeline", "trace_id", "created_at", "deadline_at", "outcome", "cancel",
+                  "webhook"]
         values = self.client.hmget(self.keys.pipeline(run_id), fields)
         meta: dict[str, Any] = {f: (_text(v) if v is not None else None)
                 for f, v in zip(fields, values, strict=True)}
@@ -225,17 +232,43 @@ class RunStore:
         raw = self.client.hget(self.keys.pipeline(run_id), "plan")
         return None if raw is None else Plan.from_json(raw)
 
-    def finish(self, run_id: str, outcome: Mapping[str, Any]) -> bool:
-        """End the run with ``outcome`` unless it already ended; whether this call ended it."""
-        raw = _dumps({**outcome, "finished_at": time.time()})
-        if not self.client.hsetnx(self.keys.pipeline(run_id), "outcome", raw):
-            return False
-        done = self.keys.pipeline_done(run_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(done, raw)
-        pipe.expire(done, self.ttl_s)
-        pipe.execute()
-        return True
+    def finish(self, run_id: str, outcome: Mapping[str, Any], *,
+               also: Callable[[dict[str, Any]], Callable[[redis.client.Pipeline], None]]
+               | None = None) -> bool:
+        """End the run with ``outcome`` unless it already ended; whether this call ended it.
+
+        ``also(stored outcome)`` returns what to queue in the same ``MULTI`` as the outcome
+        (the run's webhook, :mod:`.webhook`): both are written, or neither, so a process
+        that dies right after ending a run cannot lose what had to follow it. Without it,
+        one ``HSETNX`` decides (the fast path: no ``WATCH``).
+        """
+        stored = {**outcome, "finished_at": time.time()}
+        raw = _dumps(stored)
+        key, done = self.keys.pipeline(run_id), self.keys.pipeline_done(run_id)
+        if also is None:
+            if not self.client.hsetnx(key, "outcome", raw):
+                return False
+            pipe = self.client.pipeline(transaction=False)
+            pipe.rpush(done, raw)
+            pipe.expire(done, self.ttl_s)
+            pipe.execute()
+            return True
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    if pipe.hexists(key, "outcome"):
+                        return False
+                    queue_more = also(stored)
+                    pipe.multi()
+                    pipe.hset(key, "outcome", raw)
+                    pipe.rpush(done, raw)
+                    pipe.expire(done, self.ttl_s)
+                    queue_more(pipe)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue  # the hash changed (cancel flag, a When decision, an outcome)
 
     def outcome(self, run_id: str) -> dict[str, Any] | None:
         """How the run ended, or ``None`` while it runs."""

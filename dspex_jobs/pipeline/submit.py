@@ -31,6 +31,7 @@ from dspex_jobs.pipeline.events import emit_start
 from dspex_jobs.pipeline.handle import PipelineHandle
 from dspex_jobs.pipeline.pipeline import Pipeline
 from dspex_jobs.pipeline.state import RunStore
+from dspex_jobs.pipeline.webhook import check_run_webhook
 
 if TYPE_CHECKING:
     from dspex_jobs.client import Client
@@ -61,7 +62,7 @@ def as_pipeline(pipeline: PipelineLike) -> Pipeline:
 
 def run_pipeline(
     client: Client, pipeline: PipelineLike, inputs: Mapping[str, Any], *,
-    timeout_s: float | None = None, trace_id: str | None = None,
+    timeout_s: float | None = None, trace_id: str | None = None, webhook: str | None = None,
 ) -> PipelineHandle:
     """Check and start a run of ``pipeline`` (what :meth:`Client.run` does).
 
@@ -72,14 +73,18 @@ def run_pipeline(
         timeout_s: The run's deadline (default: the pipeline's ``timeout_s``).
         trace_id: A trace id to continue (a fresh one otherwise); every task of the run and
             every LM job it makes carries it.
+        webhook: POST a signed JSON body here when the run ends, however it ends
+            (default ``DSPEX_WEBHOOK_URL``; checked like a job's). See ``docs/webhooks.md``.
 
     Raises:
+        ValidationError: ``field="webhook"``: a URL webhooks may not go to.
         PipelineValidationError: Missing or unknown inputs (naming the step that reads them).
         SignatureValidationError: An input of the wrong type.
         PayloadTooLarge: The inputs are over ``DSPEX_MAX_PAYLOAD_BYTES`` encoded.
         BrokerUnavailable: Redis could not be reached.
     """
     checked = as_pipeline(pipeline)
+    url = check_run_webhook(webhook, client.settings)
     values = checked.check_inputs(inputs)
     _check_size(values, client.settings.max_payload_bytes)
     plan = checked.plan()
@@ -91,7 +96,8 @@ def run_pipeline(
     deadline_at = None if limit_s is None else time.time() + limit_s
     store = RunStore(client._redis, client._keys, client.settings.result_ttl_s)
     try:
-        store.create(run_id, plan, values, trace_id=trace, deadline_at=deadline_at)
+        store.create(run_id, plan, values, trace_id=trace, deadline_at=deadline_at,
+                     webhook=url)
         compile_canvas(client.app, plan, run_id).apply_async()
         release_results(client.app)
     except _REDIS_DOWN as exc:

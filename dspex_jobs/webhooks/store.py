@@ -95,6 +95,26 @@ class WebhookStore:
         A second call for the same id and event (a redelivered job finishing again) keeps
         the first record, unless no attempt was made yet (then the newer body wins).
         """
+        keys, args = self._schedule_call(delivery_id, url, body, event=event, kind=kind,
+                                         member=member, job_id=job_id)
+        return bool(self._schedule(keys=keys, args=args))
+
+    def schedule_in(self, pipe: redis.client.Pipeline, delivery_id: str, url: str,
+                    body: Mapping[str, Any], *, event: str, kind: str, member: str,
+                    job_id: str | None = None) -> None:
+        """Queue :meth:`schedule` on ``pipe`` (a ``MULTI`` transaction), so the delivery is
+        recorded atomically with whatever else ends there (a pipeline run's outcome).
+
+        ``EVAL``, not ``EVALSHA``: inside ``MULTI`` a missing script would fail after the
+        other commands ran, and checking first (``SCRIPT EXISTS``) costs a round trip.
+        """
+        keys, args = self._schedule_call(delivery_id, url, body, event=event, kind=kind,
+                                         member=member, job_id=job_id)
+        pipe.eval(_SCHEDULE, len(keys), *keys, *args)
+
+    def _schedule_call(self, delivery_id: str, url: str, body: Mapping[str, Any], *,
+                       event: str, kind: str, member: str,
+                       job_id: str | None) -> tuple[list[str], list[Any]]:
         now = time.time()
         fields: dict[str, str] = {
             "id": delivery_id, "url": url, "event": event, "kind": kind,
@@ -104,12 +124,10 @@ class WebhookStore:
                                default=str),
         }
         flat = [item for pair in fields.items() for item in pair]
-        created = self._schedule(
-            keys=[self.keys.webhook(delivery_id), self.keys.webhooks(),
-                  self.keys.webhooks_failed(), self.keys.delayed()],
-            args=[delivery_id, event, now, self.record_ttl_s, now + OUTBOX_GRACE_S, member,
-                  *flat])
-        return bool(created)
+        return ([self.keys.webhook(delivery_id), self.keys.webhooks(),
+                 self.keys.webhooks_failed(), self.keys.delayed()],
+                [delivery_id, event, now, self.record_ttl_s, now + OUTBOX_GRACE_S, member,
+                 *flat])
 
     def sent(self, member: str) -> None:
         """The delivery task was sent: its outbox entry is no longer needed."""
