@@ -29,6 +29,7 @@ DB = 21
 VISIBILITY_TIMEOUT_S = 3
 LEASE_TTL_S = 2
 SIGNATURE = "question -> answer"
+LM_LATENCY_MS = 100
 
 
 def _rows(count: int, offset: int = 0) -> list[dict[str, str]]:
@@ -38,14 +39,26 @@ def _rows(count: int, offset: int = 0) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: Any, lm_server: Any) -> Iterator[LocalStack]:
+def slow_lm() -> Iterator[Any]:
+    """An LM server of the module's own that takes LM_LATENCY_MS per call, so a long job is
+    long on a fast machine too: the lease test needs a job that outlives the visibility
+    timeout several times over, whatever the CPU."""
+    from dspex_jobs.lmserver import LMServerConfig, LMServerProcess
+
+    with LMServerProcess(LMServerConfig(port=0, api_key=LM_API_KEY,
+                                        latency_ms=LM_LATENCY_MS)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: Any, slow_lm: Any) -> Iterator[LocalStack]:
     url = redis_db_url(redis_server, DB)
     redis.Redis.from_url(url).flushdb()
     env = {"DSPEX_LM_API_KEY": LM_API_KEY,
            "DSPEX_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
            "DSPEX_LEASE_TTL_S": str(LEASE_TTL_S), "DSPEX_OPTIMIZER_NUM_THREADS": "2",
            "DSPEX_OPTIMIZER_PROGRESS_INTERVAL_S": "0.1"}
-    local = LocalStack(redis_url=url, lm=LM_MODEL, lm_api_base=lm_server.url,
+    local = LocalStack(redis_url=url, lm=LM_MODEL, lm_api_base=slow_lm.url,
                        queues=("general", "optimizer"), env=env)
     with local:
         local.add_worker("optimizer")  # a second one, to take jobs over
