@@ -18,6 +18,7 @@ Celery's time limits, so this is what enforces timeouts there; prefork pools get
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -85,7 +86,10 @@ def run_watched(
             finished.set()
 
     started = time.monotonic()
-    threading.Thread(target=target, name="dspex-pipeline-step", daemon=True).start()
+    # The helper thread runs in a copy of this context: the step's log lines keep the trace.
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(target,), name="dspex-pipeline-step",
+                     daemon=True).start()
     step_end = None if timeout_s is None else started + timeout_s
     while not finished.wait(_slice(poll_s, step_end, deadline_at)):
         now = time.monotonic()

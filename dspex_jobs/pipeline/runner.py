@@ -43,10 +43,11 @@ from dspex_jobs.pipeline.merge import merge_values
 from dspex_jobs.pipeline.plan import Node
 from dspex_jobs.pipeline.policy import Fail, FailurePolicy, Fallback, Retry, Skip
 from dspex_jobs.pipeline.predicate import Predicate
-from dspex_jobs.pipeline.state import RunStore, StepState
+from dspex_jobs.pipeline.state import RunStore, RunView, StepState
 from dspex_jobs.pipeline.steps import LeafStep
 from dspex_jobs.pipeline.webhook import end_run
 from dspex_jobs.resilience.guard import RateLimitWait
+from dspex_jobs.telemetry.context import job_context
 
 __all__ = ["NodeRun"]
 
@@ -80,6 +81,12 @@ class NodeRun:
                            self.name)
             return None
         self.view, self.node = view, node
+        # Log lines of the step (and of the jobs it runs in process) carry the run's trace id.
+        with job_context(run_id=self.run_id, step=self.name, trace_id=view.trace_id,
+                         queue=(self.task.request.delivery_info or {}).get("routing_key")):
+            return self._run_node(view, node)
+
+    def _run_node(self, view: RunView, node: Node) -> dict[str, Any] | None:
         prior = view.record or {}
         if StepState(prior.get("state", "pending")).finished:
             if node.final and prior.get("state") != StepState.CANCELLED:

@@ -97,8 +97,15 @@ def _constant(value: Any) -> Any:
     return value
 
 
+def _trace_context(value: Any) -> dict[str, Any]:
+    """What a log line written by the step would carry."""
+    from dspex_jobs.telemetry.context import current
+
+    return {name: current().get(name) for name in ("run_id", "step", "trace_id", "queue")}
+
+
 _OPERATIONS = {"tests.fail": _fail, "tests.sleep": _sleep, "tests.flaky": _flaky,
-               "tests.constant": _constant}
+               "tests.constant": _constant, "tests.trace_context": _trace_context}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -410,3 +417,15 @@ def test_cli_runs_a_pipeline_document(client: Client, app: Celery, tmp_path: Pat
     assert '"passages"' in ok.output and DOCS[2] in ok.output
     missing = runner.invoke(main, ["run", str(document)], env=env)
     assert missing.exit_code == 1 and "question" in missing.output
+
+
+def test_a_steps_log_lines_carry_the_runs_trace(client: Client) -> None:
+    # Given a step that reads the trace context its log lines would carry
+    pipeline = Pipeline([Native("tests.trace_context", name="probe", outputs=["seen"],
+                                value=1)])
+    handle = client.run(pipeline)
+    seen = handle.result(timeout=30)["seen"]
+    # Expect the run, the step, the queue and the run's trace id, as in its events
+    assert seen["run_id"] == handle.id and seen["step"] == "probe"
+    assert seen["queue"] == "general"
+    assert seen["trace_id"] and seen["trace_id"] == handle.status().trace_id
