@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test faults lint bench clean
+.PHONY: install demo test faults lint bench load docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,neural,embedded]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,neural,embedded,optimizer]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,9 +28,21 @@ faults: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy dspex_jobs
+	$(BIN)/bandit -q -c pyproject.toml -r dspex_jobs
 
+# Every bench/*.py (each against a baseline measured in the same run); results go to
+# bench/results.json and the table in docs/benchmarks.md. `make bench BENCH=cache` runs one.
 bench: $(STAMP)
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/_collect.py $(BENCH)
+
+# The load test at full size: 10,000 mixed jobs from 4 producer processes (CI runs it small).
+load: $(STAMP)
+	DSPEX_TEST_LOAD_JOBS=10000 DSPEX_TEST_LOAD_PRODUCERS=4 $(BIN)/pytest tests/performance -s -p no:cacheprovider
+
+# Regenerate docs/api_reference.md from docstrings, then run every example in README.md and docs/.
+docs: $(STAMP)
+	$(BIN)/python docs/gen_api_reference.py
+	$(BIN)/pytest tests/integration/test_docs_examples.py tests/unit/test_docs_reference.py -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -111,6 +111,8 @@ def main() -> None:
                         help="pool of the two main workers (default: the neural profile's)")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="their pool size (default: DSPEX_NEURAL_CONCURRENCY's default)")
+    parser.add_argument("--max-wait-ms", type=float, default=None,
+                        help="DSPEX_NEURAL_MAX_WAIT_MS of both workers (default: the setting's)")
     parser.add_argument("--pools", action="store_true",
                         help="also measure a prefork -c2 worker (pool comparison)")
     args = parser.parse_args()
@@ -121,8 +123,10 @@ def main() -> None:
         base = f"redis://127.0.0.1:{server.port}"
         pool = ([] if args.pool is None else ["--pool", args.pool]) + (
             [] if args.concurrency is None else ["--concurrency", str(args.concurrency)])
-        specs = {"batched": (pool, {}),
-                 "unbatched": (pool, {"DSPEX_NEURAL_MAX_BATCH": "1"})}
+        wait = {} if args.max_wait_ms is None else {
+            "DSPEX_NEURAL_MAX_WAIT_MS": str(args.max_wait_ms)}
+        specs = {"batched": (pool, wait),
+                 "unbatched": (pool, {**wait, "DSPEX_NEURAL_MAX_BATCH": "1"})}
         if args.pools:
             specs["prefork -c2"] = (["--pool", "prefork", "--concurrency", "2"], {})
         stacks: dict[str, LocalStack] = {}

@@ -10,6 +10,8 @@ Example:
     ...     print(handle.result(timeout=60).outputs["answer"])
 """
 
+from dspex_jobs._version import __version__ as __version__
+from dspex_jobs.batch import BatchProgress, BatchReport
 from dspex_jobs.client import Client, JobHandle
 from dspex_jobs.errors import (
     BrokerUnavailable,
@@ -35,8 +37,16 @@ from dspex_jobs.errors import (
     NeuralInputError,
     NeuralModelError,
     NoImplementation,
+    OptimizeRequestError,
+    OptimizeTimeLimit,
     PayloadError,
     PayloadTooLarge,
+    ProgramError,
+    ProgramLoadError,
+    ProgramNotFound,
+    RedisAuthError,
+    RedisTLSError,
+    SessionBusy,
     SessionError,
     SessionNotFound,
     SessionStateTooLarge,
@@ -54,13 +64,21 @@ from dspex_jobs.errors import (
 )
 from dspex_jobs.jobs import Job, JobKind, LMOptions
 from dspex_jobs.neural import AddResult, Embeddings, IndexInfo, SearchHit, VectorIndex
+from dspex_jobs.optimize import OPTIMIZERS, Progress
+from dspex_jobs.optimize.handle import OptimizeHandle
+from dspex_jobs.optimize.metrics import register_metric
+from dspex_jobs.programs import (
+    ProgramRef,
+    ProgramRegistry,
+    ProgramSpec,
+    ProgramVersion,
+    program_class,
+)
 from dspex_jobs.results import JobErrorInfo, JobResult, JobStatus, Timings
 from dspex_jobs.sessions import Session, SessionState
 from dspex_jobs.settings import Settings
 from dspex_jobs.signature import Signature
 from dspex_jobs.streams import StreamChunk, StreamEnd
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     # Producing and following jobs
@@ -88,8 +106,22 @@ __all__ = [
     "IndexInfo",
     "SearchHit",
     "VectorIndex",
+    # Programs, optimization and batch inference (the optimizer queue)
+    "BatchProgress",
+    "BatchReport",
+    "OPTIMIZERS",
+    "OptimizeHandle",
+    "Progress",
+    "ProgramRef",
+    "ProgramRegistry",
+    "ProgramSpec",
+    "ProgramVersion",
+    "program_class",
+    "register_metric",
     # Errors
     "BrokerUnavailable",
+    "RedisAuthError",
+    "RedisTLSError",
     "CircuitOpen",
     "ConfigurationError",
     "DeadlineExceeded",
@@ -112,8 +144,14 @@ __all__ = [
     "NeuralInputError",
     "NeuralModelError",
     "NoImplementation",
+    "OptimizeRequestError",
+    "OptimizeTimeLimit",
     "PayloadError",
     "PayloadTooLarge",
+    "ProgramError",
+    "ProgramLoadError",
+    "ProgramNotFound",
+    "SessionBusy",
     "SessionError",
     "SessionNotFound",
     "SessionStateTooLarge",

@@ -26,7 +26,10 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from dspex_jobs.connections import celery_redis_config
 from dspex_jobs.jobs import JobKind
+from dspex_jobs.kombu_redis import install as install_kombu_redis
+from dspex_jobs.optimize.schedule import beat_entries as nightly_beat_entries
 from dspex_jobs.protocol import EncodeOptions, install_message_guard, register_serializer
 from dspex_jobs.settings import QUEUES, Settings
 
@@ -48,8 +51,14 @@ def make_app(settings: Settings, *, name: str = "dspex_jobs") -> Celery:
         >>> app.conf.task_routes["dspex.predict"]
         {'queue': 'general'}
     """
-    app = Celery(name, broker=settings.redis_url, backend=settings.redis_url, set_as_current=False)
+    # Broker and backend URLs, TLS and Sentinel options come from the one connection factory.
+    redis_config = celery_redis_config(settings)
+    app = Celery(name, broker=redis_config["broker_url"], backend=redis_config["result_backend"],
+                 set_as_current=False)
     app.conf.update(_config(settings))
+    # kombu's Redis channels share one client each instead of building one per command
+    # (dspex_jobs.kombu_redis): CPU off every submit, ack and event flush.
+    install_kombu_redis()
     app.dspex_settings = settings  # type: ignore[attr-defined]
     install_message_guard(app)  # a malformed task message is rejected, never fatal
 
@@ -68,13 +77,9 @@ def settings_of(app: Celery) -> Settings:
 def _config(settings: Settings) -> dict[str, Any]:
     serializer = register_serializer(EncodeOptions.from_settings(settings),
                                      max_decompressed_bytes=settings.max_decompressed_bytes)
-    socket = {
-        "socket_timeout": settings.socket_timeout_s,
-        "socket_connect_timeout": settings.socket_timeout_s,
-        "socket_keepalive": True,
-        "health_check_interval": 25,
-    }
+    redis_config = celery_redis_config(settings)
     return {
+        **redis_config,
         # Wire format: dspex frames, JSON and MessagePack accepted, never pickle.
         "task_serializer": serializer,
         "result_serializer": serializer,
@@ -92,12 +97,8 @@ def _config(settings: Settings) -> dict[str, Any]:
             # come back about visibility_timeout_s after it died, not minutes later.
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 6)),
             "unacked_restore_throttle": 1,
-            **socket,
+            **redis_config["broker_transport_options"],  # sockets, Sentinel
         },
-        "redis_socket_timeout": settings.socket_timeout_s,
-        "redis_socket_connect_timeout": settings.socket_timeout_s,
-        "redis_socket_keepalive": True,
-        "redis_backend_health_check_interval": 25,
         "result_expires": settings.result_ttl_s,
         # Queues by workload, routes by job kind.
         "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
@@ -110,6 +111,8 @@ def _config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "dspex-session-cleanup": {"task": "dspex.sessions.cleanup",
                                       "schedule": SESSION_CLEANUP_INTERVAL_S},
+            # Named nightly optimizations (DSPEX_NIGHTLY_OPTIMIZATIONS; none when unset).
+            **nightly_beat_entries(settings),
         },
         # Flower and monitoring see every task.
         "worker_send_task_events": True,

@@ -13,7 +13,9 @@ from typing import Any
 
 import click
 
+from dspex_jobs._version import __version__
 from dspex_jobs.errors import DSPexError
+from dspex_jobs.pools import WORKER_QUEUES
 from dspex_jobs.settings import QUEUES, Settings
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -26,6 +28,7 @@ HELP_EPILOG = """\b
 Examples:
   dspex-jobs worker --queue general
   dspex-jobs predict "question -> answer" -i question="What is DSPy?"
+  dspex-jobs run pipeline.yaml --input question="What is DSPy?"
   dspex-jobs health --json
   dspex-jobs demo
 """
@@ -39,14 +42,14 @@ def _settings() -> Settings:
 
 
 @click.group(epilog=HELP_EPILOG)
-@click.version_option(package_name="dspex-jobs")
+@click.version_option(__version__, package_name="dspex-jobs")
 def main() -> None:
     """Run DSPy signatures and pipelines as Celery jobs on Redis."""
 
 
 @main.command()
-@click.option("--queue", "-q", type=click.Choice(QUEUES), required=True,
-              help="The workload queue to consume.")
+@click.option("--queue", "-q", type=click.Choice(WORKER_QUEUES), required=True,
+              help="The workload queue to consume (or 'webhooks': webhook deliveries).")
 @click.option("--concurrency", "-c", type=int, default=None,
               help="Pool size (default: DSPEX_<QUEUE>_CONCURRENCY).")
 @click.option("--pool", "-P", type=click.Choice(["prefork", "threads", "solo"]), default=None,
@@ -62,14 +65,14 @@ def worker(queue: str, concurrency: int | None, pool: str | None, hostname: str 
 
     settings = _settings()
     app = make_app(settings)
-    install_worker_hooks(app)
+    install_worker_hooks(app, warm_runtime=queue != "webhooks")  # deliveries need no DSPy
     argv = profile_for(queue).worker_argv(settings, concurrency=concurrency, pool=pool,
                                           hostname=hostname, loglevel=loglevel)
     app.worker_main(argv=argv)
 
 
 @main.command()
-@click.option("--queue", "-q", "queues", type=click.Choice(QUEUES), multiple=True,
+@click.option("--queue", "-q", "queues", type=click.Choice(WORKER_QUEUES), multiple=True,
               help="Queues that must have a live worker (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def health(queues: tuple[str, ...], as_json: bool) -> None:
@@ -79,6 +82,30 @@ def health(queues: tuple[str, ...], as_json: bool) -> None:
     report = check_health(_settings(), queues or QUEUES)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
     sys.exit(EXIT_OK if report.ok else EXIT_FAILURE)
+
+
+@main.command("scaling-metrics")
+@click.option("--queue", "-q", "queues", type=click.Choice(WORKER_QUEUES), multiple=True,
+              help="Queues to report (default: all).")
+@click.option("--serve", is_flag=True, help="Serve /metrics.json over HTTP (for KEDA).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface for --serve.")
+@click.option("--port", type=int, default=9809, show_default=True, help="Port for --serve.")
+def scaling_metrics(queues: tuple[str, ...], serve: bool, host: str, port: int) -> None:
+    """Per-queue depth and in-flight jobs as JSON, the form KEDA's metrics-api trigger
+    reads (ops/k8s/); `dspex-jobs metrics` is the Prometheus exporter."""
+    from dspex_jobs.scaling import MetricsServer, queue_metrics
+
+    settings = _settings()
+    if not serve:
+        data = queue_metrics(settings, queues or WORKER_QUEUES)
+        click.echo(json.dumps(data, indent=2))
+        sys.exit(EXIT_OK if data["ok"] else EXIT_FAILURE)
+    server = MetricsServer(settings, host, port)
+    click.echo(f"serving queue metrics on http://{host}:{server.port}/metrics.json")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.shutdown()
 
 
 def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -115,13 +142,54 @@ def predict(signature: str, pairs: tuple[str, ...], cot: bool, timeout: float) -
                            "usage": result.usage}, indent=2))
 
 
+@main.command("run")
+@click.argument("pipeline", type=click.Path(exists=True, dir_okay=False))
+@click.option("--input", "-i", "pairs", multiple=True,
+              help="NAME=VALUE (VALUE is JSON when it parses as JSON, else text).")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Seconds to wait for the run to end.")
+@click.option("--status", "show_status", is_flag=True,
+              help="Print the steps' table (state, queue, time) to stderr at the end.")
+def run_pipeline_command(pipeline: str, pairs: tuple[str, ...], timeout: float,
+                         show_status: bool) -> None:
+    """Run a pipeline document (.yaml or .json) and print its context as JSON.
+
+    Exits 1 when the run fails, naming the step and its error.
+    """
+    from dspex_jobs.client import Client
+
+    try:
+        with Client(_settings()) as client:
+            handle = client.run(pipeline, inputs=_parse_inputs(pairs))
+            try:
+                result = handle.result(timeout=timeout)
+            finally:
+                if show_status:
+                    click.echo(handle.status().render(), err=True)
+    except DSPexError as exc:
+        raise click.ClickException(f"[{exc.code}] {exc}") from None
+    click.echo(json.dumps({"run_id": result.run_id, "context": result.context}, indent=2,
+                          default=str))
+
+
 @main.command()
 @click.argument("job_id")
-def status(job_id: str) -> None:
+@click.option("--follow", "-f", is_flag=True,
+              help="Follow an optimization's progress bar until it ends.")
+def status(job_id: str, follow: bool) -> None:
     """Print a job's status."""
     from dspex_jobs.client import Client
 
     with Client(_settings()) as client:
+        if follow:
+            from dspex_jobs.programs.commands import follow_job
+
+            try:
+                result = follow_job(client, job_id, None)
+            except DSPexError as exc:
+                raise click.ClickException(f"[{exc.code}] {exc}") from None
+            click.echo(json.dumps(result.outputs, indent=2))
+            return
         click.echo(client.job(job_id).status().value)
 
 
@@ -279,6 +347,34 @@ def dlq_purge() -> None:
     click.echo(f"purged {_dead_letters().purge()} dead letter(s)")
 
 
+@main.group("lm-cache")
+def lm_cache() -> None:
+    """The shared LM response cache in Redis (docs/caching.md)."""
+
+
+def _lm_cache_store() -> Any:
+    from dspex_jobs.connections import redis_client
+    from dspex_jobs.keys import Keys
+    from dspex_jobs.lmcache import LMCacheStore
+
+    settings = _settings()
+    return LMCacheStore(redis_client(settings), Keys(settings.key_prefix),
+                        settings.lm_cache_ttl_s, settings.lm_cache_max_entries)
+
+
+@lm_cache.command("stats")
+def lm_cache_stats() -> None:
+    """Hits, misses, writes, evictions (shared by all workers) and entries, as JSON."""
+    click.echo(json.dumps(_lm_cache_store().stats().as_dict()))
+
+
+@lm_cache.command("clear")
+@click.confirmation_option(prompt="Remove every cached LM response?")
+def lm_cache_clear() -> None:
+    """Remove every cached LM response and reset the counters."""
+    click.echo(f"removed {_lm_cache_store().clear()} cached response(s)")
+
+
 @main.command()
 def demo() -> None:
     """Start Redis, the local LM and one worker per queue; run two jobs; stop everything."""
@@ -318,6 +414,35 @@ def lm_server(**options: Any) -> None:
     except DSPexError as exc:
         raise click.UsageError(str(exc)) from None
     serve(config)
+
+
+def _add_telemetry_commands() -> None:
+    from dspex_jobs.telemetry.cli import flower, metrics
+
+    main.add_command(metrics)
+    main.add_command(flower)
+
+
+_add_telemetry_commands()
+
+
+def _add_webhook_commands() -> None:
+    from dspex_jobs.webhooks.cli import webhooks
+
+    main.add_command(webhooks)
+
+
+_add_webhook_commands()
+
+
+def _add_optimizer_commands() -> None:
+    from dspex_jobs.programs.commands import batch, optimize, programs
+
+    for command in (optimize, programs, batch):
+        main.add_command(command)
+
+
+_add_optimizer_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

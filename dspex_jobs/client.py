@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,12 +27,13 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticSerializationError
 
 from dspex_jobs.app import make_app
-from dspex_jobs.connections import REDIS_DOWN, redis_client
+from dspex_jobs.connections import REDIS_DOWN, broker_error, redis_client
 from dspex_jobs.errors import (
     BrokerUnavailable,
     JobTimeout,
     PayloadError,
     PayloadTooLarge,
+    SessionBusy,
     SessionWorkerUnavailable,
     UnknownJobKind,
     ValidationError,
@@ -39,6 +41,7 @@ from dspex_jobs.errors import (
 from dspex_jobs.health import queue_depth
 from dspex_jobs.jobs import Job, JobKind, LMOptions
 from dspex_jobs.keys import Keys
+from dspex_jobs.multitask import Multitask, SessionGate, check_multitask
 from dspex_jobs.neural.api import DEFAULT_TIMEOUT_S, VectorIndex, embed_texts
 from dspex_jobs.neural.limits import check_neural_job
 from dspex_jobs.neural.vectors import Embeddings
@@ -49,11 +52,19 @@ from dspex_jobs.settings import QUEUES, Settings
 from dspex_jobs.signature import Signature
 from dspex_jobs.store import ResultStore
 from dspex_jobs.streams import StreamChunk, StreamEnd, astream_events, stream_events
+from dspex_jobs.telemetry import jobs as job_events
+from dspex_jobs.telemetry.summary import task_summary
+from dspex_jobs.webhooks.urls import check_webhook_url
 
 if TYPE_CHECKING:
+    from dspex_jobs.batch import BatchReport
+    from dspex_jobs.optimize.handle import OptimizeHandle
     from dspex_jobs.pipeline import Pipeline, PipelineHandle
+    from dspex_jobs.programs.registry import ProgramRegistry
 
 __all__ = ["Client", "JobHandle"]
+
+_PROGRAM_KINDS = frozenset({JobKind.PROGRAM, JobKind.PROGRAM_BATCH, JobKind.OPTIMIZE})
 
 _REDIS_DOWN: tuple[type[Exception], ...] = (*REDIS_DOWN, OperationalError, ConnectionError)
 
@@ -134,10 +145,9 @@ class JobHandle:
         self, *, after_id: str = "0-0", timeout: float | None = None
     ) -> AsyncIterator[StreamChunk | StreamEnd]:
         """The async twin of :meth:`stream`: ``async for event in handle.astream(): ...``."""
-        import redis.asyncio as aioredis
+        from dspex_jobs.connections import async_redis_client
 
-        client = aioredis.Redis.from_url(self._client.settings.redis_url,
-                                         socket_timeout=self._client.settings.socket_timeout_s)
+        client = async_redis_client(self._client.settings)
         try:
             async for event in astream_events(client, self._store.keys.stream(self.id),
                                               after_id=after_id, timeout_s=timeout):
@@ -170,6 +180,11 @@ class Client:
         self.sessions = SessionStore(self._redis, self._keys,
                                      max_history=self.settings.session_max_history,
                                      max_state_bytes=self.settings.session_max_state_bytes)
+        self._gate = SessionGate(self._redis, self._keys, self.settings.result_ttl_s)
+        if self.settings.sentry_dsn is not None:  # errors and traces from producers too
+            from dspex_jobs.telemetry.sentry import init_sentry
+
+            init_sentry(self.settings)
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -189,6 +204,9 @@ class Client:
         deadline_s: float | None = None,
         correlation_id: str | None = None,
         trace_id: str | None = None,
+        program: str | None = None,
+        webhook: str | None = None,
+        multitask: str = "enqueue",
     ) -> JobHandle:
         """Validate a job, enqueue it, and return its handle.
 
@@ -211,12 +229,27 @@ class Client:
                 seconds (it fails with ``DeadlineExceeded``).
             correlation_id: Your own id for the request this job serves.
             trace_id: A trace id to continue (a fresh one otherwise).
+            program: For ``program`` jobs: the registered program to run (``qa@latest``,
+                ``qa@3``, ``qa@production``; see :mod:`dspex_jobs.programs`).
+            webhook: POST a signed JSON body here when the job ends (default
+                ``DSPEX_WEBHOOK_URL``); the host must be in ``DSPEX_WEBHOOK_ALLOWED_HOSTS``.
+                See ``docs/webhooks.md``.
+            multitask: For a session job, what to do when the session is running another:
+                ``enqueue`` (after it), ``reject`` (raise :class:`SessionBusy`),
+                ``interrupt`` or ``rollback`` it (see :mod:`dspex_jobs.multitask`).
 
         Raises:
-            ValidationError: The job is wrong (kind, queue, signature, inputs, options, size);
-                nothing was enqueued.
+            ValidationError: The job is wrong (kind, queue, signature, inputs, options, size,
+                webhook, multitask); nothing was enqueued.
+            SessionBusy: ``multitask="reject"`` and the session is running a job.
             BrokerUnavailable: Redis could not be reached.
         """
+        strategy = check_multitask(multitask)
+        if session is None and strategy != "enqueue":
+            raise ValidationError("multitask applies to session jobs only", field="multitask")
+        webhook = webhook or self.settings.webhook_url
+        if webhook is not None:
+            check_webhook_url(webhook, self.settings.webhook_allowed_hosts)
         options = _lm_options(lm)
         route: Queue | str | None = queue
         defaults: dict[str, Any] = {}
@@ -228,42 +261,107 @@ class Client:
         job = self._build(kind, signature, inputs, defaults, template, instructions=instructions,
                           lm=options, queue=queue, stream=stream, session_id=session,
                           deadline_at=deadline_at, correlation_id=correlation_id,
-                          trace_id=trace_id)
+                          trace_id=trace_id, program=program, webhook=webhook)
         wire = self._encode(job)
         if idempotency_key is not None:
             first = self._claim_idempotency_key(idempotency_key, job.id)
             if first != job.id:
                 return JobHandle(first, self, job.kind)
+        if session is not None and not self._admit(job, wire, strategy, state.affinity,
+                                                   idempotency_key):
+            job_events.submitted(job, 0)
+            return JobHandle(job.id, self, job.kind)  # waits in Redis for the session
         try:
             self.app.send_task(job.kind.task_name, args=(wire,), task_id=job.id,
                                # A kombu Queue routes to a worker's direct queue (sessions).
-                               queue=route or job.target_queue)  # type: ignore[arg-type]
-        except _REDIS_DOWN as exc:
-            raise BrokerUnavailable(
-                f"cannot enqueue to {self.settings.redacted_redis_url()}: {exc}"
-            ) from exc
+                               queue=route or job.target_queue,  # type: ignore[arg-type]
+                               # What Flower shows instead of the raw envelope.
+                               argsrepr=task_summary(job), kwargsrepr="{}",
+                               # Results live in our store: no per-job subscription to the
+                               # Celery backend (which would retry for 20 s on a bad login).
+                               ignore_result=True)
+        except _REDIS_DOWN as exc:  # typed: RedisAuthError, RedisTLSError, BrokerUnavailable
+            if session is not None:
+                with contextlib.suppress(*_REDIS_DOWN):
+                    self._gate.forget(session, job.id)
+            raise broker_error(exc, self.settings, "cannot enqueue") from exc
+        job_events.submitted(job, len(wire) if isinstance(wire, bytes | str) else 0)
         return JobHandle(job.id, self, job.kind)
 
     def predict(
-        self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
+        self, signature: str | None = None, /, *, inputs: Mapping[str, Any] | None = None,
         instructions: str | None = None, template: str | None = None,
         lm: LMOptions | Mapping[str, Any] | None = None, stream: bool = False,
-        **input_values: Any,
+        program: str | None = None, webhook: str | None = None, **input_values: Any,
     ) -> JobHandle:
-        """Run ``dspy.Predict(signature)`` on the inputs (keywords, or ``inputs=``)."""
+        """Run ``dspy.Predict(signature)`` on the inputs (keywords, or ``inputs=``).
+
+        With ``program="qa@latest"`` (or ``qa@3``, ``qa@production``) instead of a signature,
+        run that registered, optimized program: workers load each version once per process
+        and resolve the alias per job, so a promote is used from the next job on.
+        """
+        if program is not None:
+            if signature is not None or template is not None or instructions is not None:
+                raise ValidationError("pass a signature or a program, not both (a program "
+                                      "carries its own signature)", field="program")
+            return self.submit(JobKind.PROGRAM, None, {**(inputs or {}), **input_values},
+                               lm=lm, stream=stream, program=program, webhook=webhook)
         return self.submit(JobKind.PREDICT, signature, {**(inputs or {}), **input_values},
-                           instructions=instructions, template=template, lm=lm, stream=stream)
+                           instructions=instructions, template=template, lm=lm, stream=stream,
+                           webhook=webhook)
 
     def chain_of_thought(
         self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
         instructions: str | None = None, template: str | None = None,
         lm: LMOptions | Mapping[str, Any] | None = None, stream: bool = False,
-        **input_values: Any,
+        webhook: str | None = None, **input_values: Any,
     ) -> JobHandle:
         """Run ``dspy.ChainOfThought(signature)``; the outputs gain a ``reasoning`` field."""
         return self.submit(JobKind.CHAIN_OF_THOUGHT, signature,
                            {**(inputs or {}), **input_values}, instructions=instructions,
-                           template=template, lm=lm, stream=stream)
+                           template=template, lm=lm, stream=stream, webhook=webhook)
+
+    @property
+    def programs(self) -> ProgramRegistry:
+        """The program registry: define, list, show, promote, export, import."""
+        from dspex_jobs.programs.registry import ProgramRegistry
+
+        return ProgramRegistry(self._redis, self._keys, self.settings.program_max_bytes)
+
+    def optimize(self, *, program: Any, optimizer: str, trainset: Any, valset: Any = None,
+                 metric: str = "exact_match", **options: Any) -> OptimizeHandle:
+        """Optimize a program on the ``optimizer`` queue; the result is a new registry version.
+
+        Example::
+
+            handle = client.optimize(program="qa", signature="question -> answer",
+                                     optimizer="BootstrapFewShot", trainset="train.jsonl",
+                                     valset="val.jsonl", metric="exact_match",
+                                     max_bootstrapped_demos=2)
+            handle.follow(on_progress=print).outputs["program"]        # "qa@1"
+
+        See :func:`dspex_jobs.optimize.handle.build_request` for every option (``name``,
+        ``signature``, ``module``, ``metric_fields``, ``reflection_lm``, ``promote_to``,
+        ``min_score``, ``idempotency_key``) and the optimizer's own arguments.
+        """
+        from dspex_jobs.optimize.handle import submit_optimize
+
+        return submit_optimize(self, program=program, optimizer=optimizer, trainset=trainset,
+                               valset=valset, metric=metric, **options)
+
+    def optimization(self, job_id: str) -> OptimizeHandle:
+        """A handle to an optimization submitted earlier."""
+        from dspex_jobs.optimize.handle import OptimizeHandle
+
+        return OptimizeHandle(job_id, self, JobKind.OPTIMIZE)
+
+    def batch(self, program: str, input: Any, output: str | Path, **options: Any) -> BatchReport:
+        """Run a program over every row of a dataset, in parallel chunks; write the answers in
+        input order (JSONL), one per row, errors recorded per row. Resumes an interrupted run
+        with the same output path. See :func:`dspex_jobs.batch.run_batch`."""
+        from dspex_jobs.batch import run_batch
+
+        return run_batch(self, program, input, output, **options)
 
     def ping(self, queue: str = "general") -> JobHandle:
         """A job that does no LM work: for health checks and measuring overhead."""
@@ -296,18 +394,20 @@ class Client:
     def run(
         self, pipeline: Pipeline | Mapping[str, Any] | str | Path, /, *,
         inputs: Mapping[str, Any] | None = None, timeout_s: float | None = None,
-        trace_id: str | None = None, **input_values: Any,
+        trace_id: str | None = None, webhook: str | None = None, **input_values: Any,
     ) -> PipelineHandle:
         """Run a pipeline (a :class:`~dspex_jobs.pipeline.Pipeline`, its document, or the
         path of a ``.yaml``/``.json`` file) on the inputs (keywords, or ``inputs=``).
 
         Inputs are checked (names and types) before anything is enqueued; ``timeout_s`` is
-        the run's deadline (default: the pipeline's). See :func:`dspex_jobs.pipeline.run_pipeline`.
+        the run's deadline (default: the pipeline's); ``webhook`` gets one signed POST when
+        the run ends (default ``DSPEX_WEBHOOK_URL``; ``docs/webhooks.md``). See
+        :func:`dspex_jobs.pipeline.run_pipeline`.
         """
         from dspex_jobs.pipeline.submit import run_pipeline
 
         return run_pipeline(self, pipeline, {**(inputs or {}), **input_values},
-                            timeout_s=timeout_s, trace_id=trace_id)
+                            timeout_s=timeout_s, trace_id=trace_id, webhook=webhook)
 
     def pipeline_run(self, run_id: str) -> PipelineHandle:
         """A handle to a pipeline run started earlier (by any producer)."""
@@ -356,6 +456,28 @@ class Client:
         self.close()
 
     # -- internals -------------------------------------------------------------------------
+
+    def _admit(self, job: Job, wire: Any, strategy: Multitask, affinity: str,
+               idempotency_key: str | None) -> bool:
+        """Whether a session job is sent now; otherwise it waits in Redis for the session
+        (``enqueue``, ``interrupt``, ``rollback``) or :class:`SessionBusy` is raised."""
+        assert job.session_id is not None
+        payload = wire if isinstance(wire, dict) else job.to_wire()  # JSON, for Redis
+        try:
+            admission = self._gate.admit(job.session_id, job.id, strategy,
+                                         task=job.kind.task_name, queue=job.target_queue,
+                                         payload=payload, affinity=affinity)
+        except _REDIS_DOWN as exc:
+            raise broker_error(exc, self.settings, "cannot admit a session job") from exc
+        if admission.decision == "busy":
+            if idempotency_key is not None:  # nothing was enqueued under the key
+                self._redis.delete(self._keys.idempotency(idempotency_key))
+            raise SessionBusy(
+                f"session {job.session_id} is running job {admission.running}; "
+                "multitask='reject' refuses a second job (submit later, or use 'enqueue', "
+                "'interrupt' or 'rollback')", session_id=job.session_id,
+                running_job_id=admission.running)
+        return admission.decision == "run"
 
     def _claim_idempotency_key(self, key: str, job_id: str) -> str:
         """The job id that owns ``key``: ours if we claimed it first."""
@@ -412,6 +534,11 @@ class Client:
                 options["instructions"] = _render(template, values, parsed, options)
         elif template is not None:
             raise ValidationError(f"a {job_kind.value} job takes no template", field="template")
+        elif job_kind in _PROGRAM_KINDS:  # registered programs: dspex_jobs.programs.submit
+            from dspex_jobs.programs.submit import check_program_job
+
+            values = check_program_job(self, job_kind, signature, options.get("program"),
+                                       values)
         elif job_kind.queue == "neural":  # texts, not a signature: dspex_jobs.neural.limits
             values = check_neural_job(job_kind, signature, values, self.settings)
         elif signature or values:

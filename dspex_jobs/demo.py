@@ -41,10 +41,14 @@ def run_demo() -> int:
     lm = env.lm if "DSPEX_LM" in os.environ else None
     print("dspex-jobs demo: starting", _describe(redis_url, lm), flush=True)
     started = time.perf_counter()
+    # Your Redis's TLS, ACL and Sentinel settings reach the demo's workers too.
+    security = {name: getattr(env, name) for name in env.model_fields_set
+                if name.startswith("redis_") and name != "redis_url"} if redis_url else {}
     with LocalStack(redis_url=redis_url, lm=lm, lm_api_base=env.lm_api_base,
-                    queues=QUEUES) as stack:
+                    queues=QUEUES, settings=security) as stack:
         assert stack.settings is not None
-        print(f"ready in {time.perf_counter() - started:.1f} s: redis {stack.settings.redis_url}, "
+        print(f"ready in {time.perf_counter() - started:.1f} s: redis "
+              f"{stack.settings.redacted_redis_url()}, "
               f"LM {stack.settings.lm} at {stack.settings.lm_api_base or 'provider default'}, "
               f"workers on {', '.join(QUEUES)}\n", flush=True)
         with Client(stack.settings) as client:

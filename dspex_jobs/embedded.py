@@ -91,7 +91,8 @@ class EmbeddedRedis:
             *self.extra_args,
         ]
         log = open(Path(self.data_dir) / "redis.log", "ab")  # noqa: SIM115 - lives with the process
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+        # argv list, no shell: the redis-server binary we found and our own options
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,  # nosec B603
                                         start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout_s

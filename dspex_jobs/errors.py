@@ -8,6 +8,8 @@ A user catches one root, :class:`DSPexError`, or one of its branches::
     │   ├── DuplicateImplementation an operation's implementation name is registered twice
     │   └── NeuralModelError        the embedding model cannot load, or its device is missing
     ├── BrokerUnavailable           Redis cannot be reached
+    │   ├── RedisAuthError          Redis refused the user or password (permanent)
+    │   └── RedisTLSError           the TLS handshake failed: CA, certificate, or no TLS
     ├── ValidationError             the job is wrong; retrying never helps
     │   ├── SignatureError          signature text does not parse (also a ValueError)
     │   ├── SignatureValidationError  inputs do not match the signature (also a ValueError)
@@ -21,6 +23,8 @@ A user catches one root, :class:`DSPexError`, or one of its branches::
     │   ├── TemplateError           a prompt template does not compile or names unknown fields
     │   │   └── TemplateRenderError rendering failed: a missing value, a limit, a forbidden access
     │   ├── NoImplementation        no implementation of an operation fits the request
+    │   ├── OptimizeRequestError    an optimization's program, optimizer, arguments, metric or
+    │   │                           dataset is wrong (``field`` names it; rows by position)
     │   ├── PipelineValidationError a pipeline is wrong: a step's input is missing, a step type,
     │   │                           module or operation is unknown (nothing was enqueued)
     │   └── NeuralInputError        texts, ids, metadata or options of a neural job are wrong
@@ -30,7 +34,12 @@ A user catches one root, :class:`DSPexError`, or one of its branches::
     ├── SessionError                a session cannot be used as asked
     │   ├── SessionNotFound         it ended or expired
     │   ├── SessionStateTooLarge    a write would exceed the state size limit
-    │   └── SessionWorkerUnavailable  strict affinity, and the bound worker is gone
+    │   ├── SessionWorkerUnavailable  strict affinity, and the bound worker is gone
+    │   └── SessionBusy             a job is running in the session and the submit said
+    │                               multitask="reject"
+    ├── ProgramError                a registered program cannot be used as asked
+    │   ├── ProgramNotFound         no program, version or alias of that name
+    │   └── ProgramLoadError        its stored state does not load (class missing or changed)
     ├── VectorIndexError            a vector index cannot be used as asked
     │   ├── IndexNotFound           no index of that name (an index is created by its first add)
     │   ├── IndexFull               an add would pass DSPEX_NEURAL_INDEX_MAX_DOCS
@@ -45,6 +54,7 @@ A user catches one root, :class:`DSPexError`, or one of its branches::
         │   └── LMBadRequest        permanent
         ├── JobTimeout              the result did not arrive in time
         ├── JobCancelled            cancelled before or while it ran
+        ├── OptimizeTimeLimit       an optimization ran past its time limit and was stopped
         ├── DeadlineExceeded        its deadline passed before it started
         │   └── PipelineDeadlineExceeded  a pipeline ran past its deadline
         ├── WorkerLost              the worker process died while running the job
@@ -64,6 +74,8 @@ from typing import Any, ClassVar
 
 __all__ = [
     "BrokerUnavailable",
+    "RedisAuthError",
+    "RedisTLSError",
     "CircuitOpen",
     "ClaimCheckMissing",
     "ConfigurationError",
@@ -88,15 +100,21 @@ __all__ = [
     "NeuralInputError",
     "NeuralModelError",
     "NoImplementation",
+    "OptimizeRequestError",
+    "OptimizeTimeLimit",
     "PayloadDecodeError",
     "PipelineDeadlineExceeded",
     "PipelineStepFailed",
     "PipelineValidationError",
     "PayloadError",
     "PayloadTooLarge",
+    "ProgramError",
+    "ProgramLoadError",
+    "ProgramNotFound",
     "ProtocolVersionError",
     "SessionError",
     "SessionNotFound",
+    "SessionBusy",
     "SessionStateTooLarge",
     "SessionWorkerUnavailable",
     "SignatureError",
@@ -157,6 +175,24 @@ class BrokerUnavailable(DSPexError):
 
     code = "broker_unavailable"
     retryable = True
+
+
+class RedisAuthError(BrokerUnavailable):
+    """Redis refused the credentials (``DSPEX_REDIS_USERNAME`` / ``DSPEX_REDIS_PASSWORD``).
+
+    The message names the setting to fix and never the password; retrying never helps.
+    """
+
+    code = "redis_auth_error"
+    retryable = False
+
+
+class RedisTLSError(BrokerUnavailable):
+    """TLS to Redis failed: an unknown CA, a wrong certificate, or a server (or client)
+    that does not speak TLS on that port."""
+
+    code = "redis_tls_error"
+    retryable = False
 
 
 class ValidationError(DSPexError):
@@ -279,6 +315,14 @@ class SessionWorkerUnavailable(SessionError):
     code = "session_worker_unavailable"
 
 
+class SessionBusy(SessionError):
+    """The session is running a job and the new one was submitted with
+    ``multitask="reject"``: nothing was enqueued. Submit again later, or choose
+    ``enqueue``, ``interrupt`` or ``rollback`` (see :mod:`dspex_jobs.multitask`)."""
+
+    code = "session_busy"
+
+
 class JobError(DSPexError):
     """The job was accepted but did not produce a result."""
 
@@ -359,7 +403,9 @@ class JobCancelled(JobError):
 
 
 class DeadlineExceeded(JobError):
-    """The job's deadline passed before a worker could start it; it was not run."""
+    """The job's deadline passed before a worker could start it (it was not run), or the
+    job ran past its deadline or its worker's time limit (it was stopped and its outputs,
+    if they come, are discarded: :mod:`dspex_jobs.deadlines`)."""
 
     code = "deadline_exceeded"
 
@@ -547,3 +593,40 @@ class PipelineDeadlineExceeded(DeadlineExceeded):
     started were not run, and running ones were asked to stop."""
 
     code = "pipeline_deadline_exceeded"
+
+
+class OptimizeRequestError(ValidationError):
+    """An optimization request is wrong: an unknown optimizer or argument, a metric that is not
+    registered, a dataset file that does not parse or a row without the program's fields.
+    ``details`` name the ``field`` (and the ``row``, 0-based, for dataset rows)."""
+
+    code = "optimize_request_error"
+
+
+class ProgramError(DSPexError):
+    """A registered program cannot be used as asked."""
+
+    code = "program_error"
+
+
+class ProgramNotFound(ProgramError):
+    """No program of that name, or it has no such version or alias (``qa@7``,
+    ``qa@production`` before any promote). ``dspex-jobs programs ls`` lists what exists."""
+
+    code = "program_not_found"
+
+
+class ProgramLoadError(ProgramError):
+    """A stored version does not load: its program class is not registered on this worker, or
+    the class changed so that the saved state no longer fits it (compare the version's
+    ``code_version`` with the worker's)."""
+
+    code = "program_load_error"
+
+
+class OptimizeTimeLimit(JobError):
+    """An optimization ran past its time limit (``time_limit_s``, else
+    ``DSPEX_OPTIMIZER_TIME_LIMIT_S``) and was stopped at its next metric call; nothing was
+    stored and no alias moved."""
+
+    code = "optimize_time_limit"

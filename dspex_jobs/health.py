@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dspex_jobs.connections import redis_client
+from dspex_jobs.connections import describe_redis_error, redis_client
 from dspex_jobs.keys import Keys
 from dspex_jobs.settings import QUEUES, Settings
 
@@ -34,6 +34,11 @@ class QueueHealth:
     depth: int
     workers: list[str] = field(default_factory=list)
     devices: dict[str, str] = field(default_factory=dict)
+    in_flight: int = 0
+    """Jobs live workers of this queue hold now (running or prefetched, unacknowledged),
+    from their heartbeats: what an autoscaler must not scale away (see ops/k8s/)."""
+    running: int = 0
+    """Of those, jobs running now."""
 
     @property
     def ok(self) -> bool:
@@ -56,6 +61,17 @@ class HealthReport:
         """Redis answers and every checked queue has a live worker."""
         return self.redis_ok and all(q.ok for q in self.queues)
 
+    def metrics(self) -> dict[str, Any]:
+        """Per-queue numbers for autoscalers (KEDA's metrics-api trigger reads
+        ``queues.<name>.in_flight``; its redis trigger reads the queue list itself)."""
+        return {
+            "ok": self.redis_ok,
+            "queues": {q.name: {"depth": q.depth, "in_flight": q.in_flight,
+                                "running": q.running, "workers": len(q.workers),
+                                "demand": q.depth + q.in_flight}
+                       for q in self.queues},
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form, for ``dspex-jobs health --json``."""
         data = asdict(self)
@@ -69,12 +85,12 @@ class HealthReport:
         if not self.redis_ok:
             return f"FAIL redis {self.redis_url}: {self.error}"
         lines = [f"ok   redis {self.redis_url} ({self.redis_latency_ms:.2f} ms)"]
-        lines += [f"     {'queue':<10}{'depth':>7}  workers"]
+        lines += [f"     {'queue':<10}{'depth':>7}{'in flight':>10}  workers"]
         for q in self.queues:
             mark = "ok  " if q.ok else "FAIL"
             alive = ", ".join(f"{w} ({q.devices[w]})" if w in q.devices else w
                               for w in q.workers) or "none alive"
-            lines.append(f"{mark} {q.name:<10}{q.depth:>7}  {alive}")
+            lines.append(f"{mark} {q.name:<10}{q.depth:>7}{q.in_flight:>10}  {alive}")
         return "\n".join(lines)
 
 
@@ -96,16 +112,18 @@ def check_health(settings: Settings, queues: tuple[str, ...] = QUEUES) -> Health
         client.ping()
         latency_ms = (time.perf_counter() - started) * 1000
         workers = _live_workers(client, Keys(settings.key_prefix))
-        report = [
-            QueueHealth(name, queue_depth(client, name),
-                        sorted(w["name"] for w in workers if name in w.get("queues", [])),
-                        {w["name"]: str(w["device"]) for w in workers
-                         if name in w.get("queues", []) and "device" in w})
-            for name in queues
-        ]
+        report = []
+        for name in queues:
+            mine = [w for w in workers if name in w.get("queues", [])]
+            report.append(QueueHealth(
+                name, queue_depth(client, name), sorted(w["name"] for w in mine),
+                {w["name"]: str(w["device"]) for w in mine if "device" in w},
+                in_flight=sum(int(w.get("reserved", 0)) for w in mine),
+                running=sum(int(w.get("active", 0)) for w in mine),
+            ))
         return HealthReport(url, True, latency_ms, report)
-    except Exception as exc:
-        return HealthReport(url, False, None, [], error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # the reason, never the password (describe_redis_error)
+        return HealthReport(url, False, None, [], error=describe_redis_error(exc, settings))
     finally:
         client.close()
 

@@ -31,6 +31,9 @@ class JobKind(StrEnum):
     EMBED = "embed"
     INDEX_ADD = "index_add"
     INDEX_SEARCH = "index_search"
+    PROGRAM = "program"
+    PROGRAM_BATCH = "program_batch"
+    OPTIMIZE = "optimize"
 
     @property
     def queue(self) -> str:
@@ -46,7 +49,7 @@ class JobKind(StrEnum):
     def uses_signature(self) -> bool:
         """Whether jobs of this kind carry a signature (neural jobs carry texts, checked by
         :mod:`dspex_jobs.neural.limits`)."""
-        return self is not JobKind.PING and self.queue != "neural"
+        return self not in _NO_SIGNATURE and self.queue != "neural"
 
 
 _QUEUE_OF_KIND = {
@@ -56,7 +59,15 @@ _QUEUE_OF_KIND = {
     JobKind.EMBED: "neural",
     JobKind.INDEX_ADD: "neural",
     JobKind.INDEX_SEARCH: "neural",
+    JobKind.PROGRAM: "general",
+    JobKind.PROGRAM_BATCH: "general",
+    JobKind.OPTIMIZE: "optimizer",
 }
+
+_NO_SIGNATURE = frozenset({JobKind.PING, JobKind.PROGRAM, JobKind.PROGRAM_BATCH,
+                           JobKind.OPTIMIZE})
+"""Kinds whose signature is not in the envelope: registered programs carry their own
+(:mod:`dspex_jobs.programs`)."""
 
 
 def new_job_id() -> str:
@@ -99,6 +110,14 @@ class Job(BaseModel):
     queue: str | None = None
     stream: bool = False
     session_id: str | None = Field(None, max_length=128)
+    webhook: str | None = Field(
+        None, max_length=2048, description="POSTed a signed JSON body when the job ends "
+        "(dspex_jobs.webhooks); checked against the allowlist by producer and worker.",
+    )
+    program: str | None = Field(
+        None, max_length=200, description="A registered program (``qa@3``, ``qa@production``) "
+        "for program and program_batch jobs (dspex_jobs.programs).",
+    )
     attempt: int = Field(1, ge=1, description="1 for the first run; re-scheduled runs count up.")
     deadline_at: float | None = Field(None, description="Not started after this (epoch s).")
     correlation_id: str | None = Field(None, max_length=256)

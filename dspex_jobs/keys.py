@@ -54,6 +54,34 @@ class Keys:
         """A hash: session id -> the worker it is bound to."""
         return f"{self.prefix}:bindings"
 
+    def session_active(self, session_id: str) -> str:
+        """The id of the session's job that runs now (see :mod:`dspex_jobs.multitask`)."""
+        return f"{self.prefix}:session-active:{session_id}"
+
+    def session_pending(self, session_id: str) -> str:
+        """A list of the session's jobs waiting for the running one, in order."""
+        return f"{self.prefix}:session-pending:{session_id}"
+
+    def webhook(self, delivery_id: str) -> str:
+        """A webhook delivery's hash: URL, body, status, attempts, last error."""
+        return f"{self.prefix}:webhook:{delivery_id}"
+
+    def webhook_lease(self, delivery_id: str) -> str:
+        """Held while one worker attempts the delivery, so copies never overlap."""
+        return f"{self.prefix}:webhook:{delivery_id}:lease"
+
+    def webhooks(self) -> str:
+        """A sorted set of delivery ids, scored by when they were created."""
+        return f"{self.prefix}:webhooks"
+
+    def webhooks_failed(self) -> str:
+        """A sorted set of undeliverable delivery ids, scored by when they gave up."""
+        return f"{self.prefix}:webhooks:failed"
+
+    def webhook_host(self, host: str) -> str:
+        """A sorted set of deliveries in flight to one host:port, scored by lease expiry."""
+        return f"{self.prefix}:webhooks:host:{host}"
+
     def payload(self, job_id: str) -> str:
         """A large job's encoded frame (a claim check), sent by reference, with a TTL."""
         return f"{self.prefix}:payload:{job_id}"
@@ -110,6 +138,18 @@ class Keys:
         """Pattern matching every worker heartbeat key."""
         return f"{self.prefix}:worker:*"
 
+    def lm_cache_entry(self, digest: str) -> str:
+        """One cached LM response (see :mod:`dspex_jobs.lmcache`), with a TTL."""
+        return f"{self.prefix}:lmcache:e:{digest}"
+
+    def lm_cache_index(self) -> str:
+        """A sorted set of cached LM responses scored by last use (the LRU bound)."""
+        return f"{self.prefix}:lmcache:index"
+
+    def lm_cache_stats(self) -> str:
+        """A hash of the LM cache's shared counters: hits, misses, writes, evictions."""
+        return f"{self.prefix}:lmcache:stats"
+
     def pipeline(self, run_id: str) -> str:
         """A pipeline run's hash: its plan, trace id, deadline, cancel flag and outcome."""
         return f"{self.prefix}:pipeline:{run_id}"
@@ -125,3 +165,27 @@ class Keys:
     def pipeline_done(self, run_id: str) -> str:
         """A list the run's outcome is pushed onto, so a waiting producer wakes at once."""
         return f"{self.prefix}:pipeline:{run_id}:done"
+
+    def program(self, name: str) -> str:
+        """A registered program's hash: its definition, latest version and aliases."""
+        return f"{self.prefix}:program:{name}"
+
+    def program_version(self, name: str, version: int) -> str:
+        """One stored version of a program (JSON state and metadata; never a pickle)."""
+        return f"{self.prefix}:program:{name}:v:{version}"
+
+    def programs(self) -> str:
+        """A set of every registered program name."""
+        return f"{self.prefix}:programs"
+
+    def optimize_progress(self, job_id: str) -> str:
+        """An optimization's latest progress record (JSON), read by handles and the CLI."""
+        return f"{self.prefix}:optimize:{job_id}:progress"
+
+    def optimize_checkpoint(self, job_id: str) -> str:
+        """A hash of an optimization's checkpoints, so a taken-over job resumes."""
+        return f"{self.prefix}:optimize:{job_id}:checkpoint"
+
+    def optimize_starts(self, job_id: str) -> str:
+        """A counter of how often an optimization's body started (takeovers count up)."""
+        return f"{self.prefix}:optimize:{job_id}:starts"

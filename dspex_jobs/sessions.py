@@ -207,20 +207,28 @@ class Session:
 
     def predict(self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
                 instructions: str | None = None, lm: LMOptions | Mapping[str, Any] | None = None,
-                stream: bool = False, **input_values: Any) -> JobHandle:
-        """``Client.predict`` within this session."""
+                stream: bool = False, multitask: str = "enqueue", webhook: str | None = None,
+                **input_values: Any) -> JobHandle:
+        """``Client.predict`` within this session.
+
+        ``multitask`` says what happens if the session is running a job: ``enqueue``
+        (default), ``reject``, ``interrupt`` or ``rollback`` (:mod:`dspex_jobs.multitask`).
+        """
         return self.client.submit("predict", signature, {**(inputs or {}), **input_values},
                                   instructions=instructions, lm=lm, stream=stream,
-                                  session=self.id)
+                                  session=self.id, multitask=multitask, webhook=webhook)
 
     def chain_of_thought(self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
                          instructions: str | None = None,
                          lm: LMOptions | Mapping[str, Any] | None = None, stream: bool = False,
+                         multitask: str = "enqueue", webhook: str | None = None,
                          **input_values: Any) -> JobHandle:
-        """``Client.chain_of_thought`` within this session."""
+        """``Client.chain_of_thought`` within this session (``multitask`` as in
+        :meth:`predict`)."""
         return self.client.submit("chain_of_thought", signature,
                                   {**(inputs or {}), **input_values}, instructions=instructions,
-                                  lm=lm, stream=stream, session=self.id)
+                                  lm=lm, stream=stream, session=self.id, multitask=multitask,
+                                  webhook=webhook)
 
     def state(self) -> SessionState:
         """The session's current state (and a TTL refresh)."""
@@ -235,6 +243,14 @@ class Session:
     def worker(self) -> str | None:
         """The worker this session is bound to, if any."""
         return self.client.sessions.binding(self.id)
+
+    def running(self) -> str | None:
+        """The id of the session's job that runs now, if any."""
+        return self.client._gate.running(self.id)
+
+    def waiting(self) -> list[str]:
+        """Ids of the session's jobs waiting for the running one, next first."""
+        return self.client._gate.waiting(self.id)
 
     def end(self) -> bool:
         """End the session now (its state is removed); whether it still existed."""

@@ -13,15 +13,15 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from dspex_jobs.errors import ConfigurationError
 
-__all__ = ["ENV_PREFIX", "QUEUES", "Settings"]
+__all__ = ["ENV_PREFIX", "QUEUES", "Settings", "redact_url"]
 
 ENV_PREFIX = "DSPEX_"
 """Every environment variable this project reads starts with this."""
@@ -53,6 +53,31 @@ class Settings(BaseSettings):
         "runs longer from running twice.",
     )
     socket_timeout_s: float = Field(10.0, gt=0)
+    # Redis security and high availability; every client is built from these by
+    # dspex_jobs.connections (see docs/deployment.md).
+    redis_username: str | None = Field(
+        None, description="ACL user (Redis 6+); overrides a user in the URL.",
+    )
+    redis_password: SecretStr | None = Field(
+        None, description="Password (or the ACL user's); overrides one in the URL, so the URL "
+        "can be written down without its secret.",
+    )
+    redis_tls: bool = Field(
+        False, description="TLS for sentinel:// deployments (data nodes and sentinels); "
+        "rediss:// turns TLS on by itself.",
+    )
+    redis_tls_ca_file: str | None = Field(None, description="CA bundle that signed the server.")
+    redis_tls_cert_file: str | None = Field(None, description="Client certificate (mutual TLS).")
+    redis_tls_key_file: str | None = Field(None, description="Client key (mutual TLS).")
+    redis_tls_verify: Literal["required", "optional", "none"] = Field(
+        "required", description="Server certificate check; 'none' only for tests.",
+    )
+    redis_sentinel_master: str | None = Field(
+        None, description="The Sentinel master (service) name; required with sentinel://.",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        None, description="Password of the Sentinels themselves, when they have one.",
+    )
 
     # The language model, as dspy.LM understands it.
     lm: str = Field("openai/extractive-minilm", description="A dspy.LM model string.")
@@ -64,13 +89,21 @@ class Settings(BaseSettings):
         "free the worker between attempts, so this stays 0 by default.",
     )
     lm_cache: bool = Field(
-        False, description="DSPy's per-process LM cache. Off by default: a fleet of workers "
-        "should not each keep a private cache that grows without bound.",
+        False, description="Cache LM responses in Redis, shared by every worker "
+        "(dspex_jobs.lmcache); a job's lm={'cache': ...} overrides it. Off by default so "
+        "that sampling at temperature > 0 stays random unless asked.",
+    )
+    lm_cache_ttl_s: int = Field(86_400, gt=0, description="How long a cached response lives.")
+    lm_cache_max_entries: int = Field(
+        100_000, gt=0, description="Most cached responses; the least recently used go first.",
+    )
+    lm_cache_max_entry_bytes: int = Field(
+        1_000_000, gt=0, description="Larger responses (encoded) are not cached.",
     )
     dspy_cache_dir: str | None = Field(None, description="DSPY_CACHEDIR for workers.")
 
     # Resilience, shared by every worker through Redis.
-    lm_fallbacks: tuple[str, ...] = Field(
+    lm_fallbacks: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Models tried in order when the LM fails retryably or its breaker "
         "is open (comma-separated in DSPEX_LM_FALLBACKS).",
     )
@@ -87,7 +120,7 @@ class Settings(BaseSettings):
     # Jobs.
     max_payload_bytes: int = Field(1_000_000, gt=0, description="Largest encoded job accepted.")
     job_max_retries: int = Field(3, ge=0, description="Retries of a job after a retryable error.")
-    job_max_retries_by_kind: tuple[tuple[str, int], ...] = Field(
+    job_max_retries_by_kind: Annotated[tuple[tuple[str, int], ...], NoDecode] = Field(
         (), description="Per-kind budgets overriding job_max_retries "
         "(DSPEX_JOB_MAX_RETRIES_BY_KIND=predict=2,chain_of_thought=5). A tuple of pairs, not "
         "a dict, so that settings stay hashable.",
@@ -115,15 +148,128 @@ class Settings(BaseSettings):
     session_max_history: int = Field(50, gt=0, description="Turns kept; oldest dropped first.")
     session_max_state_bytes: int = Field(256_000, gt=0, description="Largest session state.")
 
+    # Webhooks (dspex_jobs.webhooks, docs/webhooks.md). Off unless hosts are allowed.
+    webhook_url: str | None = Field(
+        None, max_length=2048, description="Default webhook of every job (a job's own wins).",
+    )
+    webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Hosts webhooks may be sent to (comma-separated; 'host', 'host:port' "
+        "or '*.domain'); empty turns webhooks off.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key that signs every webhook (needed by the webhooks "
+        "worker; never sent).",
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, description="Per attempt: connect and read.")
+    webhook_max_attempts: int = Field(8, gt=0, description="Attempts before undeliverable.")
+    webhook_backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles.")
+    webhook_backoff_max_s: float = Field(300.0, gt=0, description="Longest retry delay.")
+    webhook_budget_s: float = Field(
+        3_600.0, gt=0, description="From the job's end: no attempt starts after this.",
+    )
+    webhook_max_response_bytes: int = Field(65_536, gt=0, description="Most of a reply read.")
+    webhook_host_concurrency: int = Field(
+        4, gt=0, description="Deliveries in flight to one host:port, across all workers: a "
+        "slow or dead endpoint never holds more pool slots than this.",
+    )
+    webhook_record_ttl_s: int = Field(
+        7 * 86_400, gt=0, description="How long delivery records (failed ones too) are kept.",
+    )
+
     # Worker pools, one per queue.
-    general_concurrency: int = Field(2, gt=0)
+    general_concurrency: int = Field(
+        16, gt=0, description="LM calls in flight per general worker (a threads pool: see "
+        "dspex_jobs.pools for the measurements behind 16).",
+    )
     optimizer_concurrency: int = Field(1, gt=0)
     neural_concurrency: int = Field(
         32, gt=0, description="Jobs in flight per neural worker (threads sharing one model and "
         "its micro-batches; see dspex_jobs.pools).",
     )
+    webhooks_concurrency: int = Field(
+        16, gt=0, description="Deliveries in flight per webhooks worker (threads: waiting on "
+        "HTTP costs no CPU).",
+    )
     module_cache_size: int = Field(256, gt=0, description="DSPy modules kept per worker process.")
     log_level: str = "INFO"
+
+    # Observability (dspex_jobs.telemetry, docs/observability.md).
+    log_format: Literal["text", "json"] = Field(
+        "text", description="'json': one JSON object per log line, with job and trace ids.",
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Workers serve Prometheus /metrics on this port "
+        "(0: any free port, logged); unset: no metrics are kept.",
+    )
+    metrics_dir: str | None = Field(
+        None, description="prometheus_client multiprocess folder for prefork workers "
+        "(default: a fresh temporary folder per worker).",
+    )
+    sentry_dsn: SecretStr | None = Field(
+        None, description="Turns on Sentry (sentry-sdk, Celery integration) in workers and "
+        "producers.",
+    )
+    sentry_environment: str | None = None
+    sentry_traces_sample_rate: float = Field(0.0, ge=0.0, le=1.0)
+    sentry_scrub_fields: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Extra field names (job inputs, ...) whose values Sentry never "
+        "receives (comma-separated in DSPEX_SENTRY_SCRUB_FIELDS).",
+    )
+    flower_user: str = "admin"
+    flower_password: SecretStr | None = Field(
+        None, description="Flower's basic-auth password (generated and printed once if unset).",
+    )
+    alert_webhook_url: str | None = Field(
+        None, description="Where fired alerts and anomalies are POSTed as JSON.",
+    )
+    alert_error_rate: float = Field(
+        0.5, gt=0.0, le=1.0, description="Alert when this fraction of jobs in the window failed.",
+    )
+    alert_window_s: float = Field(300.0, gt=0, description="Window of the alert rules.")
+    alert_min_jobs: int = Field(
+        20, gt=0, description="Jobs the window needs before a rate can fire an alert.",
+    )
+    anomaly_factor: float = Field(
+        3.0, gt=1.0, description="A window's error rate or p50 latency this many times its "
+        "rolling baseline is an anomaly.",
+    )
+
+    # Programs and the optimizer queue (dspex_jobs.programs, dspex_jobs.optimize).
+    program_modules: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Modules workers import at start so their @program_class classes are "
+        "registered (comma-separated in DSPEX_PROGRAM_MODULES).",
+    )
+    program_cache_size: int = Field(64, gt=0, description="Loaded program versions kept "
+                                    "per worker process.")
+    program_max_bytes: int = Field(8_000_000, gt=0, description="Largest stored program "
+                                   "version (JSON state and metadata).")
+    optimizer_progress_interval_s: float = Field(
+        0.5, gt=0, description="Least time between two progress reports of an optimization.",
+    )
+    optimizer_time_limit_s: float = Field(
+        6 * 3600 - 300, gt=0, description="An optimization stops, failed with "
+        "optimize_time_limit, after this long: cooperatively, before the optimizer pool's "
+        "soft limit (6 h) would interrupt DSPy mid-call.",
+    )
+    optimizer_soft_time_limit_s: int = Field(
+        6 * 3600, ge=0, description="Celery soft time limit of the optimizer pool (prefork): "
+        "a job still running raises SoftTimeLimitExceeded and fails with optimize_time_limit; "
+        "0 for none.",
+    )
+    optimizer_hard_time_limit_s: int = Field(
+        6 * 3600 + 300, gt=0, description="Celery hard time limit of the optimizer pool: the "
+        "pool child is killed and the job is stored failed with optimize_time_limit.",
+    )
+    optimizer_num_threads: int = Field(
+        4, gt=0, description="Default num_threads of optimizers and evaluations.",
+    )
+    batch_chunk_rows: int = Field(50, gt=0, description="Rows per batch inference chunk.")
+    batch_max_rows: int = Field(1_000_000, gt=0, description="Most rows in one batch run.")
+    batch_row_threads: int = Field(8, gt=0, description="Rows of one chunk run at once.")
+    nightly_optimizations: str | None = Field(
+        None, description="A JSON or YAML file of named nightly optimizations that celery "
+        "beat runs (ops/optimizer/nightly.yaml).",
+    )
 
     # The neural queue: embeddings and vector indexes (dspex_jobs.neural).
     neural_model_path: str | None = Field(
@@ -163,11 +309,18 @@ class Settings(BaseSettings):
         """The retry budget of one job kind."""
         return dict(self.job_max_retries_by_kind).get(kind, self.job_max_retries)
 
-    @field_validator("lm_fallbacks", mode="before")
+    @field_validator("lm_fallbacks", "program_modules", "sentry_scrub_fields", mode="before")
     @classmethod
     def _split_fallbacks(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
         return value
 
     @field_validator("redis_url")
@@ -179,6 +332,43 @@ class Settings(BaseSettings):
                 f"(got {value.split('://')[0]!r})"
             )
         return value
+
+    @model_validator(mode="after")
+    def _check_redis_security(self) -> Settings:
+        # A TLS file with a plain-text URL, or Sentinel without a master name, would connect
+        # somewhere other than the operator meant (or not at all): refuse at startup.
+        sentinel = self.redis_url.startswith("sentinel://")
+        if sentinel and not self.redis_sentinel_master:
+            raise ValueError("a sentinel:// redis_url needs DSPEX_REDIS_SENTINEL_MASTER "
+                             "(the master name the Sentinels monitor)")
+        if self.redis_tls and not sentinel and not self.redis_url.startswith("rediss://"):
+            raise ValueError("redis_tls is for sentinel:// URLs; use a rediss:// URL for TLS")
+        tls_files = (self.redis_tls_ca_file, self.redis_tls_cert_file, self.redis_tls_key_file)
+        if any(tls_files) and not self.redis_uses_tls:
+            raise ValueError("TLS files are set but the connection is not TLS: use rediss:// "
+                             "(or DSPEX_REDIS_TLS=true with sentinel://)")
+        if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
+            raise ValueError("redis_tls_cert_file and redis_tls_key_file go together")
+        return self
+
+    @model_validator(mode="after")
+    def _check_optimizer_limits(self) -> Settings:
+        # A soft limit at or past the hard one would never fire: the child is killed first.
+        soft, hard = self.optimizer_soft_time_limit_s, self.optimizer_hard_time_limit_s
+        if soft and soft >= hard:
+            raise ValueError(f"optimizer_soft_time_limit_s ({soft}) must be below "
+                             f"optimizer_hard_time_limit_s ({hard}), or 0 for none")
+        return self
+
+    @property
+    def redis_uses_tls(self) -> bool:
+        """Whether connections to Redis (and to Sentinels) use TLS."""
+        return self.redis_url.startswith("rediss://") or self.redis_tls
+
+    def __repr_args__(self) -> Any:
+        # A password written into the URL never reaches a log through repr(settings).
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "redis_url" else value)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -207,7 +397,8 @@ class Settings(BaseSettings):
             # Values come from the mapping we were given, never again from os.environ.
             return cls.model_validate(values)
         except PydanticValidationError as exc:
-            raise ConfigurationError(_describe_invalid(exc), errors=exc.errors()) from None
+            raise ConfigurationError(_describe_invalid(exc),  # no input values: secrets
+                                     errors=exc.errors(include_input=False)) from None
 
     def concurrency_for(self, queue: str) -> int:
         """Worker pool size for one workload queue."""
@@ -219,12 +410,27 @@ class Settings(BaseSettings):
 
     def redacted_redis_url(self) -> str:
         """The Redis URL with any password replaced, safe for logs and health output."""
-        scheme, sep, rest = self.redis_url.partition("://")
-        if "@" not in rest:
-            return self.redis_url
+        return redact_url(self.redis_url)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with every password replaced by ``***``: the user part of each
+    ``;``-separated Sentinel URL and any ``password=`` query value."""
+    return ";".join(_redact_one(part) for part in url.split(";"))
+
+
+def _redact_one(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest.split("/", 1)[0] or "@" in rest.split("?", 1)[0]:
         creds, _, host = rest.rpartition("@")
         user = creds.split(":", 1)[0] if ":" in creds else ""
-        return f"{scheme}{sep}{user}:***@{host}"
+        rest = f"{user}:***@{host}"
+    base, qsep, query = rest.partition("?")
+    if qsep:
+        query = "&".join(f"{k}=***" if k.lower() in {"password", "sentinel_password"} else
+                         f"{k}{'=' if eq else ''}{v}"
+                         for k, eq, v in (p.partition("=") for p in query.split("&")))
+    return f"{scheme}{sep}{base}{qsep}{query}"
 
 
 def _describe_unknown(unknown: list[str], known: dict[str, str]) -> str:

@@ -24,7 +24,15 @@ from dspex_jobs.errors import ConfigurationError
 from dspex_jobs.health import check_health
 from dspex_jobs.settings import QUEUES, Settings
 
-__all__ = ["LocalStack", "WorkerProcess"]
+__all__ = ["LocalStack", "WorkerProcess", "settings_env"]
+
+
+def _new_log_file(queue: str) -> str:
+    """A new, empty log file only we can read: ``mkstemp`` creates it (mode 0600) in one
+    step, where ``mktemp`` only names a path that another user could create first."""
+    fd, path = tempfile.mkstemp(prefix=f"dspex-worker-{queue}-", suffix=".log")
+    os.close(fd)
+    return path
 
 
 class WorkerProcess:
@@ -44,14 +52,14 @@ class WorkerProcess:
         self.queue = queue
         self.env = dict(env)
         self.args = list(args)
-        self.log_path = log_path or tempfile.mktemp(prefix=f"dspex-worker-{queue}-", suffix=".log")
+        self.log_path = log_path or _new_log_file(queue)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         """Start the worker (it is ready once its heartbeat appears: see :meth:`LocalStack`)."""
         argv = [sys.executable, "-m", "dspex_jobs", "worker", "--queue", self.queue, *self.args]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, env=self.env, stdout=log,
+        with open(self.log_path, "ab") as log:  # argv: this interpreter, our module, no shell
+            self.process = subprocess.Popen(argv, env=self.env, stdout=log,  # nosec B603
                                             stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
@@ -85,6 +93,25 @@ class WorkerProcess:
             return ""
 
 
+def settings_env(settings: Settings, names: Sequence[str]) -> dict[str, str]:
+    """``DSPEX_*`` variables that give a worker process the same values of ``names``
+    (secrets included: this is a child's environment, never a log)."""
+    env = {}
+    for name in names:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, tuple):
+            value = ",".join("=".join(map(str, v)) if isinstance(v, tuple) else str(v)
+                             for v in value)
+        env[f"DSPEX_{name.upper()}"] = str(value)
+    return env
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
@@ -102,6 +129,8 @@ class LocalStack:
         worker_args: Extra ``dspex-jobs worker`` options per queue.
         lm_server_options: ``LMServerConfig`` fields for the local LM server (latency, faults).
         env: Extra environment variables for the workers.
+        settings: More :class:`Settings` values (TLS files, passwords, Sentinel) for the
+            stack's own client and, as ``DSPEX_*`` variables, for its workers.
     """
 
     def __init__(
@@ -114,8 +143,10 @@ class LocalStack:
         worker_args: Mapping[str, Sequence[str]] | None = None,
         lm_server_options: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.redis_url = redis_url
+        self.settings_values = dict(settings or {})
         self.lm = lm
         self.lm_api_base = lm_api_base
         self.queues = tuple(queues)
@@ -146,7 +177,8 @@ class LocalStack:
             self.lm_server = LMServerProcess(LMServerConfig(**self.lm_server_options)).start()
             self.lm = "openai/extractive-minilm"
             self.lm_api_base = self.lm_server.url
-        values: dict[str, Any] = {"redis_url": self.redis_url, "lm": self.lm}
+        values: dict[str, Any] = {**self.settings_values, "redis_url": self.redis_url,
+                                  "lm": self.lm}
         if self.lm_api_base:
             values["lm_api_base"] = self.lm_api_base
         self.settings = Settings.from_env(environ={}, **values)
@@ -159,6 +191,7 @@ class LocalStack:
         assert self.settings is not None, "stack not started"
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DSPEX_")}
         env.update({"DSPEX_REDIS_URL": self.settings.redis_url, "DSPEX_LM": self.settings.lm})
+        env.update(settings_env(self.settings, list(self.settings_values)))
         if self.settings.lm_api_base:
             env["DSPEX_LM_API_BASE"] = self.settings.lm_api_base
         env.update(self.extra_env)
@@ -200,7 +233,8 @@ class LocalStack:
         from dspex_jobs.client import Client
 
         with Client(self.settings) as client:
-            handles = [client.ping(queue) for queue in sorted(queues)]
+            # Pings run on workload queues; a webhooks worker is ready with its heartbeat.
+            handles = [client.ping(queue) for queue in sorted(queues) if queue in QUEUES]
             for handle in handles:
                 handle.result(timeout=timeout_s)
 

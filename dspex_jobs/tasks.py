@@ -19,15 +19,32 @@ import traceback
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import task_failure
+from celery.utils import worker_direct
 from pydantic import ValidationError as PydanticValidationError
 
 from dspex_jobs.connections import REDIS_DOWN, wait_for_redis
-from dspex_jobs.errors import DSPexError, JobCancelled, JobFailed, PayloadError
+from dspex_jobs.errors import (
+    DeadlineExceeded,
+    DSPexError,
+    JobCancelled,
+    JobFailed,
+    OptimizeTimeLimit,
+    PayloadError,
+)
 from dspex_jobs.jobs import Job, JobKind
 from dspex_jobs.protocol import check_out, is_claim
 from dspex_jobs.resilience.guard import RateLimitWait
 from dspex_jobs.results import JobErrorInfo, JobResult, JobStatus, Timings
+from dspex_jobs.telemetry import jobs as job_events
+from dspex_jobs.telemetry.context import job_context
+from dspex_jobs.telemetry.otel import job_span
+from dspex_jobs.webhooks.delivery import (
+    register_webhook_tasks,
+    schedule_job_webhook,
+    send_scheduled,
+)
 
 __all__ = ["register_tasks", "run_job"]
 
@@ -54,6 +71,17 @@ def register_tasks(app: Celery) -> None:
     from dspex_jobs.pipeline.tasks import register_pipeline_tasks  # light: no DSPy
 
     register_pipeline_tasks(app)
+    from dspex_jobs.optimize.schedule import register_schedule_tasks  # light: no DSPy
+
+    register_schedule_tasks(app)  # dspex.optimize.nightly, sent by celery beat
+    register_webhook_tasks(app)  # dspex.webhook.deliver, on the webhooks queue
+
+    def on_failure(sender: Any = None, exception: Any = None, args: Any = None,
+                   **_: Any) -> None:
+        if getattr(sender, "app", None) is app and isinstance(exception, TimeLimitExceeded):
+            settle_hard_time_limit(sender, args, exception)
+
+    task_failure.connect(on_failure, weak=False, dispatch_uid=f"dspex-hard-limit-{id(app)}")
 
 
 CLEANUP_TASK = "dspex.sessions.cleanup"
@@ -94,12 +122,23 @@ def _run_job(task: Task[Any, Any], ctx: Any, payload: Any) -> dict[str, Any] | N
     job = _decode(payload, ctx)
     if job is None:
         return None
+    # Every log line and event of this job carries its ids (dspex_jobs.telemetry.context).
+    labels = {"job_id": job.id, "kind": job.kind.value, "queue": job.target_queue}
+    with job_context(trace_id=job.trace_id, **labels), \
+            job_span(job.kind.task_name, job.trace_id, labels):  # OpenTelemetry, if installed
+        return _run_decoded(task, ctx, job, started_at)
+
+
+def _run_decoded(
+    task: Task[Any, Any], ctx: Any, job: Job, started_at: float,
+) -> dict[str, Any] | None:
     run = _Run(task, ctx, job, started_at)
     finished, cancelled, held_for_s = ctx.store.begin(
         job.id, run.worker, run.attempt, ctx.leases.token, ctx.leases.ttl_ms)
     if finished:
         # A redelivered copy (acks_late) of a job that already finished: never run it twice.
         logger.info("job %s already finished; dropped a redelivered copy", job.id)
+        run.release_session()  # in case the first copy died before it could
         return None
     refusal = ctx.refusal(job, cancelled)
     if refusal is not None and not held_for_s:
@@ -123,6 +162,7 @@ def _run_job(task: Task[Any, Any], ctx: Any, payload: Any) -> dict[str, Any] | N
 
 
 def _run_leased(task: Task[Any, Any], ctx: Any, job: Job, run: _Run) -> dict[str, Any] | None:
+    job_events.started(job, run.worker, run.attempt, run.started_at)
     try:
         outcome = ctx.execute(job, run.worker)
     except RateLimitWait as wait:
@@ -131,12 +171,21 @@ def _run_leased(task: Task[Any, Any], ctx: Any, job: Job, run: _Run) -> dict[str
         return None
     except REDIS_DOWN:
         raise
+    except JobCancelled as error:  # cancelled while it ran (dspex_jobs.deadlines): no dead letter
+        # An interrupted session job keeps its partial outputs (dspex_jobs.multitask).
+        run.finish(outputs=error.details.get("outputs"), error=error)
+        return None
     except DSPexError as error:
         if error.retryable and run.attempt <= ctx.settings.retries_for(job.kind.value):
             run.retry(error)
             return None
         run.fail(error)
         raise
+    except SoftTimeLimitExceeded as exc:  # the pool's soft limit (prefork); not retried
+        stopped = DeadlineExceeded(f"job {job.id} ran past its worker's soft time limit "
+                                   f"and was stopped: {exc}", job_id=job.id)
+        run.fail(stopped)
+        raise stopped from exc
     except Exception as exc:  # anything unclassified is a permanent failure of this job
         logger.exception("job %s (%s) failed", job.id, job.kind.value)
         failure = JobFailed(f"{type(exc).__name__}: {exc}", job_id=job.id)
@@ -147,7 +196,8 @@ def _run_leased(task: Task[Any, Any], ctx: Any, job: Job, run: _Run) -> dict[str
                                       "outputs were discarded", job_id=job.id))
         return None
     run.finish(outputs=outcome.outputs, usage=outcome.usage, model=outcome.model)
-    return {"job_id": job.id, "status": "succeeded", "outputs": sorted(outcome.outputs)}
+    return {"job_id": job.id, "status": "succeeded", "outputs": sorted(outcome.outputs),
+            "trace_id": job.trace_id}
 
 
 class _Run:
@@ -166,6 +216,7 @@ class _Run:
         """Try again later: a short wait as a Celery countdown, a long one parked in Redis."""
         delay_s = self.ctx.retry_delay_s(self.attempt, error)
         self.ctx.store.mark_running(self.job.id, self.worker, self.attempt, JobStatus.RETRYING)
+        job_events.retried(self.job, self.worker, self.attempt, error, delay_s)
         if delay_s <= self.ctx.countdown_limit_s:
             raise self.task.retry(countdown=delay_s, exc=error) from error
         later = self.job.model_copy(update={"attempt": self.attempt + 1})
@@ -194,7 +245,7 @@ class _Run:
         else:
             status = JobStatus.FAILED if error else JobStatus.SUCCEEDED
         self.saved = True
-        self.ctx.store.save(JobResult(
+        result = JobResult(
             job_id=job.id,
             kind=job.kind.value,
             status=status,
@@ -208,7 +259,76 @@ class _Run:
             model=model,
             correlation_id=job.correlation_id,
             trace_id=job.trace_id,
-        ))
+        )
+        # Recorded before the result, sent after it: a finished job never loses its webhook.
+        webhook = _after_finish("record the webhook of", job, schedule_job_webhook,
+                                self.task.app, job, result)
+        self.ctx.store.save(result)
+        # Both also sit in the delayed set (dspex_jobs.webhooks.store, .multitask), so a
+        # failure here delays them; it must never fail a job whose result is stored.
+        _after_finish("send the webhook of", job, send_scheduled, self.task.app, webhook)
+        _after_finish("release the session of", job, self.release_session)
+        job_events.finished(job, self.worker, self.attempt, self.started_at, status.value,
+                            error, model)
+
+
+    def release_session(self) -> None:
+        """Hand the job's session to its next waiting job (dspex_jobs.multitask)."""
+        if self.job.session_id is None:
+            return
+        nxt = self.ctx.gate.release(self.job.session_id, self.job.id)
+        if nxt is None:
+            return
+        message = nxt.message()
+        # Strict affinity keeps the session on this worker, which is bound to it.
+        queue = worker_direct(self.worker) if nxt.affinity == "strict" else message["queue"]
+        self.task.app.send_task(message["task"], args=(message["payload"],), task_id=nxt.id,
+                                queue=queue,  # type: ignore[arg-type]  # a Queue routes too
+                                ignore_result=True)  # results live in our store
+        self.ctx.gate.sent(nxt)
+
+
+def settle_hard_time_limit(task: Task[Any, Any], args: Any, exc: BaseException) -> None:
+    """Store the failure of a job whose pool child Celery killed at the hard time limit.
+
+    Runs in the worker's main process (the ``task_failure`` signal of the timeout). Celery
+    acknowledges the message (``acks_on_failure_or_timeout``), so it is not redelivered and
+    ``reject_on_worker_lost`` does not apply; without this the job would have no result and
+    its producer would wait forever. A result already stored (the job ended just in time)
+    is kept: :meth:`ResultStore.save` writes one result per job.
+    """
+    from dspex_jobs.jobs import JobKind
+    from dspex_jobs.worker import worker_context
+
+    try:
+        ctx = worker_context(task.app)
+        job = _decode(args[0] if args else None, ctx)
+        if job is None or ctx.store.get(job.id) is not None:
+            return
+        state = ctx.store.state(job.id) or {}
+        limit_s = exc.args[0] if exc.args else None  # Celery passes the limit in seconds
+        message = (f"job {job.id} ran past its worker's hard time limit ({limit_s} s); its "
+                   "pool process was killed and nothing was stored")
+        error: DSPexError = OptimizeTimeLimit(message, job_id=job.id, time_limit_s=limit_s) \
+            if job.kind is JobKind.OPTIMIZE else DeadlineExceeded(message, job_id=job.id)
+        run = _Run(task, ctx, job, float(state.get("at") or time.time()))
+        run.attempt = int(state.get("attempt") or run.attempt)
+        run.worker = str(state.get("worker") or run.worker)
+        run.fail(error)
+    except Exception:  # never let the handler take the worker's main process down
+        logger.exception("could not store the hard time limit failure of task %s",
+                         getattr(task.request, "id", None))
+
+
+def _after_finish(what: str, job: Job, step: Any, *args: Any) -> Any:
+    """Run a follow-up of a finished job; log (never raise) what is not Redis being down."""
+    try:
+        return step(*args)
+    except REDIS_DOWN:
+        raise
+    except Exception:
+        logger.exception("could not %s job %s", what, job.id)
+        return None
 
 
 def _decode(payload: Any, ctx: Any) -> Job | None:

@@ -20,6 +20,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps
@@ -30,6 +31,13 @@ from dspex_jobs.connections import process_redis
 from dspex_jobs.errors import DeadlineExceeded, DSPexError, JobCancelled, LMRateLimited
 from dspex_jobs.jobs import Job, JobKind
 from dspex_jobs.keys import Keys
+from dspex_jobs.multitask import (
+    STOP_MODES,
+    CancelWatch,
+    SessionGate,
+    Stopped,
+    settle_stopped,
+)
 from dspex_jobs.resilience.breaker import BreakerConfig, CircuitBreaker
 from dspex_jobs.resilience.deadletter import DeadLetters
 from dspex_jobs.resilience.delayed import DelayedJobs
@@ -41,6 +49,9 @@ from dspex_jobs.sessions import SessionStore
 from dspex_jobs.settings import Settings
 from dspex_jobs.store import ResultStore
 from dspex_jobs.streams import StreamWriter
+from dspex_jobs.telemetry.catalogue import SESSION_BIND, SESSION_REBIND
+from dspex_jobs.telemetry.events import has_handlers
+from dspex_jobs.telemetry.lm import session_bound
 
 if TYPE_CHECKING:
     from dspex_jobs.runtime import Runtime
@@ -65,6 +76,7 @@ class WorkerContext:
                                      max_history=settings.session_max_history,
                                      max_state_bytes=settings.session_max_state_bytes)
         self.delayed = DelayedJobs(client, self.keys)
+        self.gate = SessionGate(client, self.keys, settings.result_ttl_s)
         self.dead_letters = DeadLetters(client, self.keys)
         self.leases = LeaseKeeper(client, self.keys, settings.lease_ttl_s,
                                   token=f"{socket.gethostname()}:{os.getpid()}:{id(self)}")
@@ -76,6 +88,9 @@ class WorkerContext:
                                                       settings.lm_tokens_per_minute)),
         )
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.time_limit_s: float | None = None
+        """Enforced by :func:`~dspex_jobs.deadlines.run_bounded` where the pool ignores
+        Celery's limits (threads, solo); ``None`` in prefork, where Celery enforces them."""
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
 
@@ -97,19 +112,52 @@ class WorkerContext:
         its turn; the state lives in Redis, so any worker can pick a session up.
         """
         if job.kind is JobKind.PING:
-            return RunOutcome({"pong": True, "pid": os.getpid()}, {}, None)
+            from dspex_jobs.caches import cache_sizes
+
+            # The sizes of this process's caches ride along (docs/caching.md).
+            return RunOutcome({"pong": True, "pid": os.getpid(),
+                               "caches": cache_sizes(self._runtime)}, {}, None)
         if job.kind.queue == "neural":  # embeddings and vector indexes: no DSPy, no LM
             from dspex_jobs.neural.service import run_neural_job
 
             return RunOutcome(run_neural_job(self.settings, job), {}, None)
+        if job.kind in _PROGRAM_KINDS:  # registered programs, batches, optimizations
+            from dspex_jobs.programs.execute import run_program_job
+
+            return run_program_job(self, job)
         on_chunk = self.stream_writer(job.id).chunk if job.stream else None
         if job.session_id is None:
-            return self.runtime().run(job, on_chunk)
+            return self._bounded(job, lambda: self.runtime().run(job, on_chunk))
         state = self.sessions.require(job.session_id)
+        previous = self.sessions.binding(job.session_id) if _binding_heard() \
+            else worker
         self.sessions.bind(job.session_id, worker)
-        outcome = self.runtime().run(job, on_chunk, state)
+        session_bound(job.session_id, worker, previous)
+        # A newer job of the session may interrupt or roll this one back (multitask).
+        watch = CancelWatch(self.store.client, self.keys, job.id)
+        try:
+            outcome = self._bounded(job, lambda: self.runtime().run(
+                job, watch.wrap(on_chunk) if on_chunk else None, state))
+        except Stopped as stop:  # mid-stream: what was streamed is the partial output
+            raise settle_stopped(self.sessions, job.id, job.session_id, job.inputs, state,
+                                 stop.mode, stop.partial) from None
+        mode = watch.mode()
+        if mode is not None:  # flagged during a call that does not stream
+            raise settle_stopped(self.sessions, job.id, job.session_id, job.inputs, state,
+                                 mode, outcome.outputs)
         self.sessions.record_turn(job.session_id, job.inputs, outcome.outputs)
         return outcome
+
+    def _bounded(self, job: Job, work: Callable[[], RunOutcome]) -> RunOutcome:
+        """Run ``work`` within the pool's time limit and the job's deadline (see
+        :mod:`dspex_jobs.deadlines`); directly when neither applies."""
+        if self.time_limit_s is None and job.deadline_at is None:
+            return work()
+        from dspex_jobs.deadlines import run_bounded
+
+        return run_bounded(work, job_id=job.id, limit_s=self.time_limit_s,
+                           deadline_at=job.deadline_at,
+                           cancelled=lambda: self.cancel_requested(job.id))
 
     def stream_writer(self, job_id: str) -> StreamWriter:
         """Where a streaming job's chunks and end record go."""
@@ -146,9 +194,24 @@ class WorkerContext:
         return None
 
     def cancel_requested(self, job_id: str) -> bool:
-        """Whether the job was cancelled while it ran."""
-        return self.store.cancel_requested(job_id)
+        """Whether the job was cancelled while it ran.
 
+        Not when a newer job of its session interrupts or rolls it back: :meth:`execute`
+        settles those itself (partial outputs, session state; :mod:`dspex_jobs.multitask`).
+        """
+        value = self.store.client.get(self.keys.cancel(job_id))
+        return value is not None and value not in _STOP_MODES
+
+
+def _binding_heard() -> bool:
+    """Whether anyone listens to session (re)binds: only then is the old binding read."""
+    return has_handlers(SESSION_BIND) or has_handlers(SESSION_REBIND)
+
+
+_STOP_MODES = frozenset(mode.encode() for mode in STOP_MODES)
+
+_PROGRAM_KINDS = frozenset({JobKind.PROGRAM, JobKind.PROGRAM_BATCH, JobKind.OPTIMIZE})
+"""Kinds run by :mod:`dspex_jobs.programs.execute` (registered programs, the optimizer)."""
 
 _contexts: dict[tuple[int, int], WorkerContext] = {}
 _contexts_lock = threading.Lock()
@@ -166,10 +229,16 @@ def worker_context(app: Celery) -> WorkerContext:
     return ctx
 
 
-def install_worker_hooks(app: Celery) -> None:
-    """Warm each worker process's runtime and keep a heartbeat. Call once per worker app."""
+def install_worker_hooks(app: Celery, *, warm_runtime: bool = True) -> None:
+    """Warm each worker process's runtime and keep a heartbeat. Call once per worker app.
+
+    ``warm_runtime=False`` for workers that never run DSPy (the webhooks pool): they start
+    in a fraction of the time and memory.
+    """
 
     def warm(**_: Any) -> None:
+        if not warm_runtime:
+            return
         try:
             worker_context(app).runtime()
         except Exception:  # a broken LM setting must fail jobs, not kill the pool
@@ -180,14 +249,28 @@ def install_worker_hooks(app: Celery) -> None:
     def warm_main(sender: Any = None, **_: Any) -> None:
         # Prefork children warm themselves after the fork; other pools run jobs here.
         if getattr(sender, "app", None) is app and not _is_prefork(sender.pool_cls):
+            # This pool ignores Celery's time limits: our jobs enforce the soft one themselves.
+            limit = getattr(sender, "soft_time_limit", None) or getattr(sender, "time_limit", None)
+            worker_context(app).time_limit_s = float(limit) if limit else None
             warm()
 
     worker_init.connect(warm_main, weak=False, dispatch_uid=f"dspex-warm-main-{id(app)}")
     app.steps["worker"].add(Heartbeat)
+    from dspex_jobs.telemetry.setup import install_worker_telemetry
+
+    install_worker_telemetry(app)  # logs, metrics, Sentry, alerts: each only if configured
 
 
 def _is_prefork(pool_cls: Any) -> bool:
     return "prefork" in str(getattr(pool_cls, "__module__", pool_cls))
+
+
+def _load() -> dict[str, int]:
+    """Jobs this worker runs and holds now: ``dspex-jobs metrics`` sums them per queue, so
+    an autoscaler never scales a queue to zero under a job that is still running."""
+    from celery.worker import state
+
+    return {"active": len(state.active_requests), "reserved": len(state.reserved_requests)}
 
 
 class Heartbeat(bootsteps.StartStopStep):
@@ -220,7 +303,8 @@ class Heartbeat(bootsteps.StartStopStep):
         def beat() -> None:
             while True:
                 try:
-                    client.set(key, json.dumps({**record, "at": time.time()}), px=ttl_ms)
+                    client.set(key, json.dumps({**record, "at": time.time(), **_load()}),
+                               px=ttl_ms)
                     delayed.release_due(parent.app)  # parked retries and rate-limited jobs
                 except Exception as exc:  # Redis away for a moment: health will notice
                     logger.warning("heartbeat failed: %s", exc)

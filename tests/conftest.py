@@ -85,13 +85,15 @@ def inprocess_worker(settings: Settings, *, concurrency: int = 2) -> Iterator[ob
 
     Yields the worker's Celery app; build a ``Client(app.dspex_settings, app=app)`` on it.
     """
-    import redis
     from celery.contrib.testing.worker import start_worker
 
     from dspex_jobs.app import make_app
+    from dspex_jobs.connections import redis_client
     from dspex_jobs.worker import install_worker_hooks
 
-    redis.Redis.from_url(settings.redis_url).flushdb()
+    flusher = redis_client(settings)  # the factory: TLS, ACL user and Sentinel settings apply
+    flusher.flushdb()
+    flusher.close()
     app = make_app(settings)
     install_worker_hooks(app)
     with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False,

@@ -20,10 +20,13 @@ from typing import Any
 from dspex_jobs.errors import NeuralModelError
 from dspex_jobs.neural.device import resolve_device
 
-__all__ = ["DEFAULT_MODEL_NAME", "Encoder", "load_encoder"]
+__all__ = ["CPU_PASS", "DEFAULT_MODEL_NAME", "Encoder", "load_encoder"]
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 """The name recorded in indexes built with the default model."""
+
+CPU_PASS = 16
+"""Most texts per forward pass on a CPU (see :meth:`Encoder.encode`)."""
 
 _OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
             "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -58,9 +61,28 @@ class Encoder:
         """
         import numpy as np
 
-        vectors = self.model.encode(texts, batch_size=max(1, len(texts)), convert_to_numpy=True,
-                                    normalize_embeddings=False, show_progress_bar=False)
+        vectors = self.model.encode(texts, batch_size=self._per_pass(texts),
+                                    convert_to_numpy=True, normalize_embeddings=False,
+                                    show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+    def _per_pass(self, texts: list[str]) -> int:
+        """Texts per forward pass for this call.
+
+        sentence-transformers sorts the texts by length and runs them ``batch_size`` at a
+        time, each pass padded to its longest text. On a CPU every padded token costs as much
+        as a real one, so a micro-batch of mixed lengths (one-text jobs from many callers)
+        runs as passes of :data:`CPU_PASS` when that pads a tenth less or more: about a fifth
+        faster for 32 sentences of 6 to 24 words. Texts of similar lengths (a big job's
+        chunks, already sorted) stay one pass, and a GPU pads for free.
+        """
+        count = max(1, len(texts))
+        if self.device != "cpu" or count <= CPU_PASS:
+            return count
+        lengths = sorted((len(text) for text in texts), reverse=True)
+        padded = sum(len(lengths[start:start + CPU_PASS]) * lengths[start]
+                     for start in range(0, count, CPU_PASS))
+        return CPU_PASS if padded * 10 <= count * lengths[0] * 9 else count
 
     def __repr__(self) -> str:
         return f"<Encoder {self.name} dim={self.dim} on {self.device}>"

@@ -79,9 +79,9 @@ def _without_lms(state: Any) -> Any:
     """The state with every predictor's saved ``lm`` dropped: the worker's own LM (and its
     breakers, rate limits and credentials) always answers, whatever an imported file says.
 
-    A predictor's state (a dict whose ``signature`` is a dict) is applied by ``setattr`` for each key
-    DSPy does not handle itself, so a key starting with ``_`` (``__dict__``, ``_compiled``)
-    is refused: an imported file sets data, never the module's internals.
+    A predictor's state (a dict whose ``signature`` is a dict) is applied by ``setattr`` for
+    each key DSPy does not handle itself, so a key starting with ``_`` (``__dict__``,
+    ``_compiled``) is refused: an imported file sets data, never the module's internals.
 
     Raises:
         ValueError: A predictor state key starting with ``_`` (wrapped by :func:`load_version`).

@@ -6,7 +6,9 @@ half-open --(the one probe succeeds)--> closed;  half-open --(probe fails)--> op
 Transitions are one Lua script each, so two workers failing at the same instant cannot both
 decide, and exactly one worker gets the half-open probe. A small script is used rather than
 a library (pybreaker's Redis storage reads and writes state in separate round trips, which
-races between workers); the logic is short enough to read in full below.
+races between workers); the logic is short enough to read in full below. A script that moves
+the breaker replies ``new|previous``, and the worker whose call moved it emits
+``dspex.breaker.state`` (:mod:`dspex_jobs.telemetry.catalogue`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import redis
 
 from dspex_jobs.keys import Keys
+from dspex_jobs.telemetry.lm import breaker_changed
 
 __all__ = ["BreakerConfig", "BreakerState", "CircuitBreaker", "Decision", "endpoint_id"]
 
@@ -57,7 +60,7 @@ def endpoint_id(model: str, api_base: str | None) -> str:
 
 
 def _key_part(endpoint: str) -> str:
-    return hashlib.sha1(endpoint.encode()).hexdigest()[:16]
+    return hashlib.sha1(endpoint.encode(), usedforsecurity=False).hexdigest()[:16]  # a key name
 
 
 # KEYS[1] breaker hash; ARGV: now, open_s
@@ -69,7 +72,7 @@ local opened = tonumber(redis.call('HGET', KEYS[1], 'opened_at') or '0')
 local open_s = tonumber(ARGV[2])
 if state == 'open' and now >= opened + open_s then
   redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe_at', ARGV[1])
-  return {'half_open', '1', '0'}
+  return {'half_open', '1', '0', 'open'}
 end
 if state == 'half_open' then
   -- a probe that never reported back (its worker died) is replaced after open_s
@@ -89,7 +92,7 @@ local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 local now = tonumber(ARGV[1])
 if state == 'half_open' then
   redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', ARGV[1], 'failures', 0)
-  return 'open'
+  return 'open|half_open'
 end
 if state == 'open' then return 'open' end
 local start = tonumber(redis.call('HGET', KEYS[1], 'window_start') or '0')
@@ -101,7 +104,7 @@ else
 end
 if failures >= tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', ARGV[1], 'failures', 0)
-  return 'open'
+  return 'open|closed'
 end
 return 'closed'
 """
@@ -111,7 +114,7 @@ _SUCCESS = """
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 if state == 'half_open' then
   redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'window_start', 0)
-  return 'closed'
+  return 'closed|half_open'
 end
 return state
 """
@@ -135,9 +138,11 @@ class CircuitBreaker:
     def allow(self, endpoint: str) -> Decision:
         """Whether a call to ``endpoint`` may go ahead now."""
         self._name(endpoint)
-        state, allowed, retry_in = self._allow(keys=[self.key(endpoint)],
-                                               args=[time.time(), self.config.open_s])
+        state, allowed, retry_in, *changed = self._allow(keys=[self.key(endpoint)],
+                                                         args=[time.time(), self.config.open_s])
         state = BreakerState(_text(state))
+        if changed:
+            breaker_changed(endpoint, state.value, _text(changed[0]))
         ok = _text(allowed) == "1"
         return Decision(ok, state, float(_text(retry_in)), probe=ok and state is not
                         BreakerState.CLOSED)
@@ -147,11 +152,11 @@ class CircuitBreaker:
         state = self._failure(keys=[self.key(endpoint)],
                               args=[time.time(), self.config.failure_threshold,
                                     self.config.window_s])
-        return BreakerState(_text(state))
+        return _transition(endpoint, state)
 
     def record_success(self, endpoint: str) -> BreakerState:
         """A call succeeded: a half-open breaker closes."""
-        return BreakerState(_text(self._success(keys=[self.key(endpoint)])))
+        return _transition(endpoint, self._success(keys=[self.key(endpoint)]))
 
     def states(self) -> list[dict[str, Any]]:
         """Every breaker, for ``dspex-jobs breakers``."""
@@ -171,6 +176,14 @@ class CircuitBreaker:
     def _name(self, endpoint: str) -> None:
         # The readable endpoint name, for listing; HSETNX keeps it a single cheap write.
         self.client.hsetnx(self.key(endpoint), "endpoint", endpoint)
+
+
+def _transition(endpoint: str, reply: Any) -> BreakerState:
+    """A script's reply, ``new`` or ``new|previous`` when it moved the breaker (an event)."""
+    state, _, previous = _text(reply).partition("|")
+    if previous:
+        breaker_changed(endpoint, state, previous)
+    return BreakerState(state)
 
 
 def _text(value: Any) -> str:

@@ -7,6 +7,7 @@ with the same options: a new client per job would open a new connection per job.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import dspy
@@ -18,27 +19,31 @@ __all__ = ["LMFactory"]
 
 
 class LMFactory:
-    """Caches one ``dspy.LM`` per distinct set of per-job overrides."""
+    """Caches one ``dspy.LM`` per distinct set of per-job overrides (an LRU of
+    ``max_entries``: jobs that vary their options do not grow the worker)."""
 
     def __init__(self, settings: Settings, max_entries: int = 32) -> None:
         self.settings = settings
         self.max_entries = max_entries
-        self._lms: dict[tuple[tuple[str, Any], ...], dspy.LM] = {}
+        self._lms: OrderedDict[tuple[tuple[str, Any], ...], dspy.LM] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, options: LMOptions | None = None) -> dspy.LM:
         """The LM for a job's options (the worker's default LM when none are set)."""
         overrides = options.overrides() if options else {}
         key = tuple(sorted(overrides.items()))
-        lm = self._lms.get(key)
-        if lm is None:
-            with self._lock:
-                lm = self._lms.get(key)
-                if lm is None:
-                    if len(self._lms) >= self.max_entries:
-                        self._lms.pop(next(iter(self._lms)))
-                    lm = self._lms[key] = self._build(overrides)
+        with self._lock:
+            lm = self._lms.get(key)
+            if lm is None:
+                while len(self._lms) >= self.max_entries:
+                    self._lms.popitem(last=False)
+                lm = self._lms[key] = self._build(overrides)
+            else:
+                self._lms.move_to_end(key)
         return lm
+
+    def __len__(self) -> int:
+        return len(self._lms)
 
     def _build(self, overrides: dict[str, Any]) -> dspy.LM:
         s = self.settings

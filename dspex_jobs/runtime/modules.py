@@ -15,6 +15,7 @@ import dspy
 from dspex_jobs.errors import UnknownJobKind
 from dspex_jobs.jobs import JobKind
 from dspex_jobs.signature import Signature
+from dspex_jobs.telemetry.lm import cache_lookup
 
 __all__ = ["ModuleCache"]
 
@@ -42,8 +43,10 @@ class ModuleCache:
             if module is not None:
                 self._modules.move_to_end(key)
                 self.hits += 1
+                cache_lookup("module", hit=True)
                 return module
         self.misses += 1
+        cache_lookup("module", hit=False)
         module = self._build(kind, signature, instructions)
         with self._lock:
             self._modules[key] = module

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dspex_jobs.connections import REDIS_DOWN
 from dspex_jobs.errors import LMError
@@ -22,6 +23,10 @@ from dspex_jobs.resilience.breaker import endpoint_id
 from dspex_jobs.resilience.guard import LMGuard, RateLimitWait
 from dspex_jobs.sessions import SessionState
 from dspex_jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from dspex_jobs.runtime.cache import SharedLMCache
+from dspex_jobs.telemetry import lm as lm_events
 
 __all__ = ["ChunkCallback", "RunOutcome", "Runtime"]
 
@@ -67,12 +72,13 @@ class Runtime:
         self._dspy = dspy
         self.lms = LMFactory(settings)
         self.modules = ModuleCache(settings.module_cache_size)
+        self.lm_cache = _shared_lm_cache(dspy, settings)
         _route_dspy_logs()
         _configure_once(dspy, self.lms.get())
 
     def run(
         self, job: Job, on_chunk: ChunkCallback | None = None,
-        session: SessionState | None = None,
+        session: SessionState | None = None, module: Any = None,
     ) -> RunOutcome:
         """Run a job: its outputs (JSON-able), LM usage by model, and the model that answered.
 
@@ -87,6 +93,8 @@ class Runtime:
                 arrives as one last chunk. ``None`` runs without streaming.
             session: The session the job belongs to: inputs it was not given come from the
                 session's variables, and ``dspy.History`` inputs from its history.
+            module: Run this module (a registered program's loaded version) instead of
+                one built from the job's signature.
 
         Raises:
             DSPexError: Every failure, mapped to a typed error with a stable code (the last
@@ -96,7 +104,8 @@ class Runtime:
         from dspex_jobs.runtime.errors import map_exception
 
         try:
-            module = self.modules.get(job.kind, job.signature or "", job.instructions)
+            if module is None:  # a registered program's job brings its loaded module
+                module = self.modules.get(job.kind, job.signature or "", job.instructions)
             inputs = self._with_session(module, job.inputs, session) if session else job.inputs
         except Exception as exc:
             raise map_exception(exc, job_id=job.id) from exc
@@ -104,6 +113,7 @@ class Runtime:
         for position, options in enumerate(candidates):
             lm = self.lms.get(options)
             endpoint = endpoint_id(lm.model, lm.kwargs.get("api_base"))
+            started = time.perf_counter()
             try:
                 self.guard.before(endpoint)
                 with self._dspy.context(lm=lm, track_usage=True, disable_history=True):
@@ -117,6 +127,8 @@ class Runtime:
                 raise
             except Exception as exc:
                 error = map_exception(exc, job_id=job.id)
+                lm_events.lm_call(job, lm.model, endpoint, time.perf_counter() - started,
+                                  None, error, position > 0)
                 self.guard.failed(endpoint, error)
                 last = position == len(candidates) - 1
                 if last or not (isinstance(error, LMError) and error.retryable):
@@ -124,7 +136,10 @@ class Runtime:
                 logger.warning("job %s: %s failed (%s); falling back to %s", job.id,
                                lm.model, error.code, candidates[position + 1].model)
                 continue
-            return self._outcome(prediction, lm.model, endpoint)
+            outcome = self._outcome(prediction, lm.model, endpoint)
+            lm_events.lm_call(job, lm.model, endpoint, time.perf_counter() - started,
+                              outcome.usage, None, position > 0)
+            return outcome
         raise AssertionError("unreachable: there is always at least one candidate")
 
     def _candidates(self, options: LMOptions) -> list[LMOptions]:
@@ -182,6 +197,18 @@ class Runtime:
             if name not in streamed and name in prediction:
                 on_chunk(name, str(prediction[name]), True)
         return prediction
+
+
+def _shared_lm_cache(dspy: Any, settings: Settings) -> SharedLMCache:
+    """This process's ``dspy.cache``: LM responses in Redis, shared with every worker."""
+    from dspex_jobs.connections import process_redis
+    from dspex_jobs.keys import Keys
+    from dspex_jobs.lmcache import LMCacheStore
+    from dspex_jobs.runtime.cache import install_shared_cache
+
+    store = LMCacheStore(process_redis(settings), Keys(settings.key_prefix),
+                         settings.lm_cache_ttl_s, settings.lm_cache_max_entries)
+    return install_shared_cache(dspy, store, settings.lm_cache_max_entry_bytes)
 
 
 def _configure_once(dspy: Any, lm: Any) -> None:

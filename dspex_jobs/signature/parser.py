@@ -124,7 +124,7 @@ class _Parser:
         while tokens[self.i] != stop:
             found.append(self.field(inputs))
             token = tokens[self.i]
-            if token == ",":
+            if token == ",":  # nosec B105
                 self.i += 1
             elif token != stop:
                 self.fail_after_field(inputs, found[-1].name)
@@ -165,7 +165,7 @@ class _Parser:
 
     def fail_after_field(self, inputs: bool, name: str) -> NoReturn:
         token = self.tokens[self.i]
-        if token == "->":
+        if token == "->":  # nosec B105
             self.fail("a signature has exactly one '->'")
         if not token:
             self.fail("expected '->' between the inputs and the outputs")
@@ -177,7 +177,7 @@ class _Parser:
         """Check the field name at the current token; return it NFKC-normalised, as Python does."""
         token = self.tokens[self.i]
         if not token.isidentifier():
-            if token == "->" and not inputs:
+            if token == "->" and not inputs:  # nosec B105
                 self.fail("a signature has exactly one '->'")
             if not token and inputs:
                 self.fail("expected '->' between the inputs and the outputs")
@@ -270,11 +270,11 @@ class _Parser:
             starts.append(self.i)
             args.append(self.argument(spec, args, depth))
             token = tokens[self.i]
-            if token == ",":
+            if token == ",":  # nosec B105
                 self.i += 1
                 if tokens[self.i] != "]":
                     continue
-            elif token != "]":
+            elif token != "]":  # nosec B105
                 self.fail_in_brackets(spec, token)
             self.i += 1
             return self.build(spec, args, starts)
@@ -294,7 +294,7 @@ class _Parser:
         return ELLIPSIS
 
     def fail_in_brackets(self, spec: TypeSpec, token: str) -> NoReturn:
-        if token == "." and spec.kind == LITERAL:
+        if token == "." and spec.kind == LITERAL:  # nosec B105
             self.fail("Literal values are strings, integers, True, False or None (not floats)")
         self.fail(f"expected ',' or ']' in {spec.name}[...], found {_describe(token)}")
 

@@ -139,7 +139,7 @@ def test_killing_workers_mid_run_loses_nothing_and_runs_nothing_twice(
     env = {"DSPEX_VISIBILITY_TIMEOUT_S": "10", "DSPEX_LEASE_TTL_S": "4"}
     with LMServerProcess(LMServerConfig(port=0, latency_ms=150)) as lm, LocalStack(
         redis_url=url, lm=LM_MODEL, lm_api_base=lm.url, queues=["general", "general"],
-        worker_args={"general": ["--concurrency", "2"]}, env=env,
+        worker_args={"general": ["--pool", "prefork", "--concurrency", "2"]}, env=env,
     ) as stack, Client(stack.settings) as client:
         rng = random.Random(11)
         handles = [client.predict(SIG, question=f"chaos {i}?", context=CONTEXT)
@@ -156,7 +156,7 @@ def test_killing_workers_mid_run_loses_nothing_and_runs_nothing_twice(
         victim = next(w for w in stack.workers if w.alive())
         killed_at = time.monotonic()
         os.killpg(victim.pid, signal.SIGKILL)
-        stack.add_worker("general", ["--concurrency", "2"])  # a replacement comes up
+        stack.add_worker("general", ["--pool", "prefork", "--concurrency", "2"])  # a replacement
         results = [h.result(timeout=240) for h in handles]
         recovered_s = time.monotonic() - killed_at
         conn = redis.Redis.from_url(url)

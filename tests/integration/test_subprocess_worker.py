@@ -36,7 +36,8 @@ def stack(redis_server: EmbeddedRedis, slow_lm: object) -> Iterator[LocalStack]:
     redis.Redis.from_url(url).flushdb()
     with LocalStack(redis_url=url, lm=LM_MODEL, lm_api_base=slow_lm.url,  # type: ignore[attr-defined]
                     queues=["general"],
-                    worker_args={"general": ["--concurrency", "1"]}) as running:
+                    worker_args={"general": ["--pool", "prefork", "--concurrency", "1"]}
+                    ) as running:
         yield running
 
 

@@ -53,3 +53,16 @@ def test_one_worker_service_per_queue_with_redis_that_keeps_everything() -> None
         assert "ports" not in services[f"worker-{queue}"]
     conf = (COMPOSE.parent / "ops/redis/redis.conf").read_text().split()
     assert "noeviction" in conf and conf[conf.index("appendonly") + 1] == "yes"
+
+
+def test_every_worker_service_scales_without_collisions() -> None:
+    """`docker compose up --scale worker-general=4`: replicas share nothing fixed. No
+    container name, host port or hostname (a worker is named <queue>-<pid>@<container id>),
+    and no bind-mounted host path a replica would treat as its own."""
+    for name, service in _services().items():
+        if not name.startswith("worker-"):
+            continue
+        assert not {"container_name", "ports", "hostname"} & service.keys(), name
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":", 1)[0]
+            assert not source.startswith(("/", ".")) or str(volume).endswith(":ro"), volume
