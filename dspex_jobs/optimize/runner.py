@@ -42,6 +42,7 @@ def run_optimize_job(ctx: WorkerContext, job: Job) -> RunOutcome:
     """Optimize, evaluate and store the program; the outputs name the new version."""
     import dspy
     from celery import current_task
+    from celery.exceptions import SoftTimeLimitExceeded
 
     from dspex_jobs.optimize.adapters import Checkpoint
 
@@ -69,13 +70,19 @@ def run_optimize_job(ctx: WorkerContext, job: Job) -> RunOutcome:
                   ctx.settings.optimizer_time_limit_s)
     reporter.deadline = time.monotonic() + limit_s
     reporter.publish(force=True)
+    soft_limit = _SoftLimitWatch(reporter)
     try:
-        with dspy.context(lm=lm, disable_history=True, track_usage=False):
+        with soft_limit, dspy.context(lm=lm, disable_history=True, track_usage=False):
             outputs = _optimize(ctx, job, request, reporter, checkpoint, registry, lm,
                                 reflection_lm)
     except BaseException as exc:
         limit = None
-        if reporter.timed_out:
+        if soft_limit.fired or isinstance(exc, SoftTimeLimitExceeded):  # prefork soft limit
+            soft_s = ctx.settings.optimizer_soft_time_limit_s
+            limit = OptimizeTimeLimit(f"optimization {job.id} ran past the optimizer pool's "
+                                      f"soft time limit of {soft_s} s and was stopped; nothing "
+                                      "was stored", job_id=job.id, time_limit_s=soft_s)
+        elif reporter.timed_out:
             limit = OptimizeTimeLimit(f"optimization {job.id} ran past its time limit of "
                                       f"{limit_s:g} s and was stopped; nothing was stored",
                                       job_id=job.id, time_limit_s=limit_s)
@@ -169,6 +176,49 @@ def _optimize(
     reporter.phase("done", best_score=score if score is not None
                    else reporter.progress.best_score)
     return outputs
+
+
+class _SoftLimitWatch:
+    """Marks the job timed out when the prefork pool's soft time limit fires.
+
+    Billiard raises ``SoftTimeLimitExceeded`` from its SIGUSR1 handler in the child's main
+    thread, wherever that thread is; DSPy code that catches ``Exception`` (a bootstrap
+    counts it as one failed example) can swallow it. So the handler is chained: it first
+    moves the reporter's deadline to now, which stops every later LM and metric call of the
+    job (DSPy's worker threads included) with :class:`OptimizationStopped`, then raises as
+    before. Does nothing outside a prefork child's main thread.
+    """
+
+    def __init__(self, reporter: ProgressReporter) -> None:
+        self.reporter = reporter
+        self.fired = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _SoftLimitWatch:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread() or \
+                not hasattr(signal, "SIGUSR1"):
+            return self
+        previous: Any = signal.getsignal(signal.SIGUSR1)
+        if getattr(previous, "__name__", "") != "soft_timeout_sighandler":  # not billiard's
+            return self
+
+        def on_soft_limit(signum: int, frame: Any) -> None:
+            self.fired = True
+            self.reporter.deadline = 0.0
+            previous(signum, frame)  # raises SoftTimeLimitExceeded
+
+        self._previous = previous
+        signal.signal(signal.SIGUSR1, on_soft_limit)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._previous is not None:
+            import signal
+
+            signal.signal(signal.SIGUSR1, self._previous)
 
 
 def _stoppable(lm: Any, reporter: ProgressReporter) -> Any:
