@@ -27,6 +27,7 @@ faults: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy dspex_jobs
 	$(BIN)/bandit -q -c pyproject.toml -r dspex_jobs
 

@@ -31,8 +31,13 @@ def run(path: Path) -> dict[str, Any]:
     print(f"== {path.relative_to(ROOT)}", flush=True)
     started = time.monotonic()
     last = ""
-    with subprocess.Popen([sys.executable, str(path)], cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
         assert proc.stdout is not None
         try:
             for line in proc.stdout:
@@ -55,21 +60,27 @@ def run(path: Path) -> dict[str, Any]:
 
 
 def table(entries: list[dict[str, Any]]) -> str:
-    rows = ["| bench | metric | value | baseline | ratio (bigger is better) | goal |",
-            "| --- | --- | ---: | ---: | ---: | --- |"]
+    rows = [
+        "| bench | metric | value | baseline | ratio (bigger is better) | goal |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
     for entry in entries:
         r = entry.get("result")
         if r is None:
             rows.append(f"| {entry['file']} | failed: {entry['error']} | | | | |")
             continue
-        rows.append(f"| {r['bench']} | {r['metric']} | {r['value']} | {r['baseline']} | "
-                    f"{r['ratio']} | {r.get('goal', '')} |")
+        rows.append(
+            f"| {r['bench']} | {r['metric']} | {r['value']} | {r['baseline']} | "
+            f"{r['ratio']} | {r.get('goal', '')} |"
+        )
     return "\n".join(rows)
 
 
 def write_doc(entries: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    block = (f"{BEGIN}\n_Last `make bench`: {meta['finished_at']}, {meta['cpus']} CPUs, "
-             f"Python {meta['python']}, {meta['seconds']} s in all._\n\n{table(entries)}\n{END}")
+    block = (
+        f"{BEGIN}\n_Last `make bench`: {meta['finished_at']}, {meta['cpus']} CPUs, "
+        f"Python {meta['python']}, {meta['seconds']} s in all._\n\n{table(entries)}\n{END}"
+    )
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
@@ -86,17 +97,22 @@ def main() -> int:
         paths = [p for p in paths if p.stem in names]
     started = time.monotonic()
     entries = [run(path) for path in paths]
-    meta = {"finished_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "cpus": os.cpu_count(), "python": platform.python_version(),
-            "seconds": round(time.monotonic() - started, 1)}
+    meta = {
+        "finished_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "seconds": round(time.monotonic() - started, 1),
+    }
     if names and RESULTS.exists():  # a partial run updates its benchmarks only
-        kept = [e for e in json.loads(RESULTS.read_text()).get("results", [])
-                if e.get("file") not in {p.name for p in paths}]
+        kept = [
+            e
+            for e in json.loads(RESULTS.read_text()).get("results", [])
+            if e.get("file") not in {p.name for p in paths}
+        ]
         entries = sorted(kept + entries, key=lambda e: str(e.get("file")))
     RESULTS.write_text(json.dumps({**meta, "results": entries}, indent=2) + "\n")
     write_doc(entries, meta)
-    print(f"\n{table(entries)}\n\nwrote {RESULTS.relative_to(ROOT)} and "
-          f"{DOC.relative_to(ROOT)}")
+    print(f"\n{table(entries)}\n\nwrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)}")
     return 1 if any("error" in e for e in entries) else 0
 
 

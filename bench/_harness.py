@@ -37,12 +37,23 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def result_line(bench: str, metric: str, value: float, baseline: float, ratio: float,
-                goal: str, **extra: Any) -> None:
+def result_line(
+    bench: str, metric: str, value: float, baseline: float, ratio: float, goal: str, **extra: Any
+) -> None:
     """The last line every benchmark prints (collected by ``make bench``)."""
-    print(json.dumps({"bench": bench, "metric": metric, "value": round(value, 4),
-                      "baseline": round(baseline, 4), "ratio": round(ratio, 4), "goal": goal,
-                      **extra}))
+    print(
+        json.dumps(
+            {
+                "bench": bench,
+                "metric": metric,
+                "value": round(value, 4),
+                "baseline": round(baseline, 4),
+                "ratio": round(ratio, 4),
+                "goal": goal,
+                **extra,
+            }
+        )
+    )
 
 
 def base_env(**values: str) -> dict[str, str]:
@@ -53,11 +64,13 @@ def base_env(**values: str) -> dict[str, str]:
     return env
 
 
-def start(argv: Sequence[str], env: dict[str, str], cwd: Path | None = None,
-          log: str | None = None) -> subprocess.Popen[bytes]:
+def start(
+    argv: Sequence[str], env: dict[str, str], cwd: Path | None = None, log: str | None = None
+) -> subprocess.Popen[bytes]:
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        list(argv), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -72,14 +85,43 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def worker_argv(pool: str, concurrency: int, queue: str = "general") -> list[str]:
-    return [sys.executable, "-m", "dspex_jobs", "worker", "--queue", queue, "--pool", pool,
-            "--concurrency", str(concurrency), "--loglevel", "WARNING"]
+    return [
+        sys.executable,
+        "-m",
+        "dspex_jobs",
+        "worker",
+        "--queue",
+        queue,
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        "WARNING",
+    ]
 
 
 def bare_argv(pool: str, concurrency: int, prefetch: int = 1) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "_bare_app", "worker", "-Q", "bare",
-            "-P", pool, "-c", str(concurrency), "--prefetch-multiplier", str(prefetch),
-            "--without-mingle", "--without-gossip", "-l", "WARNING"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "_bare_app",
+        "worker",
+        "-Q",
+        "bare",
+        "-P",
+        pool,
+        "-c",
+        str(concurrency),
+        "--prefetch-multiplier",
+        str(prefetch),
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "WARNING",
+    ]
 
 
 def wait_for_general(settings: Settings, workers: int = 1, timeout_s: float = 120.0) -> None:

@@ -28,8 +28,10 @@ SIGNATURE = "question -> answer"
 
 
 def rows(count: int, tag: str) -> list[dict[str, str]]:
-    return [{"question": f"Item {i} ({tag}) is in box {i % 9}. Where is item {i}?"}
-            for i in range(count)]
+    return [
+        {"question": f"Item {i} ({tag}) is in box {i % 9}. Where is item {i}?"}
+        for i in range(count)
+    ]
 
 
 def dspy_batch(lm_url: str, data: list[dict[str, str]], threads: int) -> float:
@@ -57,8 +59,7 @@ def ours(client: object, data: list[dict[str, str]]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_BATCH_ROWS",
-                                                                        "1000")))
+    parser.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_BATCH_ROWS", "1000")))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--row-threads", type=int, default=8)
@@ -70,8 +71,9 @@ def main() -> None:
 
     threads = 2 * args.row_threads
     env = {"DSPEX_BATCH_ROW_THREADS": str(args.row_threads)}
-    with LocalStack(queues=("general",), env=env,
-                    lm_server_options={"latency_ms": args.latency_ms}) as stack:
+    with LocalStack(
+        queues=("general",), env=env, lm_server_options={"latency_ms": args.latency_ms}
+    ) as stack:
         assert stack.settings is not None and stack.lm_api_base is not None
         settings = stack.settings.model_copy(update={"batch_row_threads": args.row_threads})
         with Client(settings) as client:
@@ -84,16 +86,26 @@ def main() -> None:
                 base.append(dspy_batch(stack.lm_api_base, rows(args.rows, f"d{r}"), threads))
                 mine.append(ours(client, rows(args.rows, f"o{r}")))
     b, m = statistics.median(base), statistics.median(mine)
-    print(f"batch inference, {args.rows} rows per round, {args.rounds} rounds, LM latency "
-          f"{args.latency_ms:g} ms, N={threads} calls in flight, {os.cpu_count()} CPUs\n")
+    print(
+        f"batch inference, {args.rows} rows per round, {args.rounds} rounds, LM latency "
+        f"{args.latency_ms:g} ms, N={threads} calls in flight, {os.cpu_count()} CPUs\n"
+    )
     print(f"{'path':<52}{'median rows/s':>14}")
     print(f"{'DSPy Predict.batch(num_threads=N), in process':<52}{b:>14.1f}")
     print(f"{'dspex-jobs client.batch, 1 general worker (-c2)':<52}{m:>14.1f}")
-    print(f"\nclient.batch / DSPy batch: {m / b:.2f}x (goal >= 0.8x: chunks, Redis and "
-          "result files cost little next to the LM)")
-    result_line("batch", "batch_rows_per_s", m, b, m / b,
-                "client.batch >= 0.8x DSPy Predict.batch at the same calls in flight",
-                rows=args.rows)
+    print(
+        f"\nclient.batch / DSPy batch: {m / b:.2f}x (goal >= 0.8x: chunks, Redis and "
+        "result files cost little next to the LM)"
+    )
+    result_line(
+        "batch",
+        "batch_rows_per_s",
+        m,
+        b,
+        m / b,
+        "client.batch >= 0.8x DSPy Predict.batch at the same calls in flight",
+        rows=args.rows,
+    )
 
 
 if __name__ == "__main__":

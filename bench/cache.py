@@ -58,17 +58,20 @@ def main() -> None:
     with environment(lm_latency_ms=0) as (server, lm_url):
         assert lm_url is not None
         settings = Settings.from_env(environ={}, redis_url=server.url)
-        worker = start(worker_argv("prefork", 1), worker_env(server.url, lm_url,
-                                                             DSPEX_LM_CACHE="true"))
+        worker = start(
+            worker_argv("prefork", 1), worker_env(server.url, lm_url, DSPEX_LM_CACHE="true")
+        )
         try:
             wait_for_general(settings)
             with Client(settings) as client:
+
                 def cached() -> None:
                     client.predict("question -> answer", question=QUESTION).result(timeout=30)
 
                 def uncached() -> None:
-                    client.predict("question -> answer", question=QUESTION,
-                                   lm={"cache": False}).result(timeout=30)
+                    client.predict(
+                        "question -> answer", question=QUESTION, lm={"cache": False}
+                    ).result(timeout=30)
 
                 def ping() -> None:
                     client.ping().result(timeout=30)
@@ -87,17 +90,25 @@ def main() -> None:
 
     print(f"round trip, {args.calls} calls each, prefork -c1 worker, shared LM cache on\n")
     print(f"{'job':<40}{'median ms':>11}{'p99 ms':>10}")
-    rows = (("ping (no LM, no DSPy)", ping_ms), ("Predict, answer from the cache", hit_ms),
-            ("Predict, cache=False (LM at 0 ms)", miss_ms))
+    rows = (
+        ("ping (no LM, no DSPy)", ping_ms),
+        ("Predict, answer from the cache", hit_ms),
+        ("Predict, cache=False (LM at 0 ms)", miss_ms),
+    )
     for name, values in rows:
         print(f"{name:<40}{median(values):>11.3f}{percentile(values, 0.99):>10.3f}")
     print(f"\nLM calls made by {args.calls} cached Predicts: {lm_calls_by_hits}")
     ratio = median(hit_ms) / median(ping_ms)
     print(f"cached Predict / no-LM job: {ratio:.2f}x (goal <= 1.3x)")
-    result_line("cache", "cached_predict_roundtrip_median_ms", median(hit_ms), median(ping_ms),
-                median(ping_ms) / median(hit_ms),
-                "cached Predict <= 1.3x a no-LM job (ratio >= 0.77)",
-                lm_calls_by_hits=lm_calls_by_hits)
+    result_line(
+        "cache",
+        "cached_predict_roundtrip_median_ms",
+        median(hit_ms),
+        median(ping_ms),
+        median(ping_ms) / median(hit_ms),
+        "cached Predict <= 1.3x a no-LM job (ratio >= 0.77)",
+        lm_calls_by_hits=lm_calls_by_hits,
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,13 @@ from _harness import base_env, result_line
 
 def import_s(module: str) -> float:
     """Cumulative import time of ``module`` in a fresh interpreter (seconds)."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"],
-                          env=base_env(), capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     for line in done.stderr.splitlines():
         parts = [p.strip() for p in line.split("|")]
         if len(parts) == 3 and parts[2] == module:
@@ -35,10 +40,13 @@ def import_s(module: str) -> float:
 
 def heavy_modules(module: str) -> list[str]:
     """Heavy packages that ``import module`` pulls in (should be none for dspex_jobs)."""
-    code = (f"import sys, {module}; print(' '.join(m for m in ('dspy', 'litellm', 'torch', "
-            "'sentence_transformers', 'numpy') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], env=base_env(), capture_output=True,
-                          text=True, check=True)
+    code = (
+        f"import sys, {module}; print(' '.join(m for m in ('dspy', 'litellm', 'torch', "
+        "'sentence_transformers', 'numpy') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=base_env(), capture_output=True, text=True, check=True
+    )
     return done.stdout.split()
 
 
@@ -57,9 +65,16 @@ def main() -> None:
     print(f"{'celery.app (floor)':<22}{floor:>10.3f}")
     print(f"\nheavy packages imported by dspex_jobs: {', '.join(heavy) or 'none'}")
     print(f"dspex_jobs: {ours:.3f} s (goal <= 0.1 s); dspy / dspex_jobs: {theirs / ours:.1f}x")
-    result_line("imports", "import_dspex_jobs_s", ours, theirs, theirs / ours,
-                "import dspex_jobs <= 0.1 s (and no dspy/litellm/torch)",
-                heavy_imports=heavy, celery_app_s=round(floor, 4))
+    result_line(
+        "imports",
+        "import_dspex_jobs_s",
+        ours,
+        theirs,
+        theirs / ours,
+        "import dspex_jobs <= 0.1 s (and no dspy/litellm/torch)",
+        heavy_imports=heavy,
+        celery_app_s=round(floor, 4),
+    )
 
 
 if __name__ == "__main__":

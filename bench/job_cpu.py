@@ -54,8 +54,14 @@ def run(client: Client, kind: str, texts: list[str]) -> None:
         Embeddings.from_outputs(handle.result(timeout=300).outputs)
 
 
-def measure(label: str, env: dict[str, str], args: argparse.Namespace, texts: list[str],
-            redis_pid: int, url: str) -> dict[str, dict[str, float]]:
+def measure(
+    label: str,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    texts: list[str],
+    redis_pid: int,
+    url: str,
+) -> dict[str, dict[str, float]]:
     stack = LocalStack(redis_url=url, lm="openai/none", queues=["neural"], env=env)
     stack.start(timeout_s=180)
     try:
@@ -72,22 +78,28 @@ def measure(label: str, env: dict[str, str], args: argparse.Namespace, texts: li
                     after = (process_cpu_s(worker), own_cpu_s(), process_cpu_s(redis_pid))
                     jobs = args.rounds * len(texts)
                     samples.setdefault(kind, []).append(
-                        tuple(1000 * (a - b) / jobs for a, b in zip(after, before, strict=True)))
+                        tuple(1000 * (a - b) / jobs for a, b in zip(after, before, strict=True))
+                    )
     finally:
         stack.stop()
     out = {}
     for kind, values in samples.items():
-        worker_ms, producer_ms, redis_ms = (statistics.median(v[i] for v in values)
-                                            for i in range(3))
-        out[f"{label}, {kind}"] = {"worker": worker_ms, "producer": producer_ms,
-                                   "redis": redis_ms,
-                                   "total": worker_ms + producer_ms + redis_ms}
+        worker_ms, producer_ms, redis_ms = (
+            statistics.median(v[i] for v in values) for i in range(3)
+        )
+        out[f"{label}, {kind}"] = {
+            "worker": worker_ms,
+            "producer": producer_ms,
+            "redis": redis_ms,
+            "total": worker_ms + producer_ms + redis_ms,
+        }
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=64, help="concurrent one-text jobs")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
@@ -99,22 +111,38 @@ def main() -> None:
         assert server.process is not None
         base = f"redis://127.0.0.1:{server.port}"
         rows.update(measure("micro-batched", {}, args, texts, server.process.pid, f"{base}/0"))
-        rows.update(measure("one at a time", {"DSPEX_NEURAL_MAX_BATCH": "1"}, args, texts,
-                            server.process.pid, f"{base}/1"))
+        rows.update(
+            measure(
+                "one at a time",
+                {"DSPEX_NEURAL_MAX_BATCH": "1"},
+                args,
+                texts,
+                server.process.pid,
+                f"{base}/1",
+            )
+        )
     print(f"CPU ms per job, median of {args.repeats} x {args.rounds} rounds of {args.jobs} jobs\n")
     print(f"{'worker, jobs':<28}{'worker':>9}{'producer':>10}{'redis':>8}{'total':>8}")
     for name, row in rows.items():
-        print(f"{name:<28}{row['worker']:>9.2f}{row['producer']:>10.2f}{row['redis']:>8.2f}"
-              f"{row['total']:>8.2f}")
+        print(
+            f"{name:<28}{row['worker']:>9.2f}{row['producer']:>10.2f}{row['redis']:>8.2f}"
+            f"{row['total']:>8.2f}"
+        )
     ping = rows["micro-batched, ping"]["total"]
     batched = rows["micro-batched, embed"]["total"]
-    print(json.dumps({
-        "bench": "job_cpu", "metric": "embed_job_cpu_ms_microbatched",
-        "value": round(batched, 3), "baseline": round(rows["one at a time, embed"]["total"], 3),
-        "ratio": round(rows["one at a time, embed"]["total"] / batched, 3),
-        "goal": "report: per-job CPU outside the model (ping) against the model's",
-        "secondary": {"metric": "ping_job_cpu_ms", "value": round(ping, 3)},
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "job_cpu",
+                "metric": "embed_job_cpu_ms_microbatched",
+                "value": round(batched, 3),
+                "baseline": round(rows["one at a time, embed"]["total"], 3),
+                "ratio": round(rows["one at a time, embed"]["total"] / batched, 3),
+                "goal": "report: per-job CPU outside the model (ping) against the model's",
+                "secondary": {"metric": "ping_job_cpu_ms", "value": round(ping, 3)},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -93,19 +93,29 @@ def compare(args: argparse.Namespace) -> None:
             for w in workers:
                 stop(w)
     cpus = os.cpu_count() or 1
-    print(f"LM-bound throughput, {args.jobs} Predict calls per round, {args.rounds} rounds, "
-          f"LM latency {args.latency_ms:g} ms, N={args.threads}, {cpus} CPUs\n")
+    print(
+        f"LM-bound throughput, {args.jobs} Predict calls per round, {args.rounds} rounds, "
+        f"LM latency {args.latency_ms:g} ms, N={args.threads}, {cpus} CPUs\n"
+    )
     print(f"{'path':<44}{'median calls/s':>16}")
     print(f"{'DSPy Predict.batch(num_threads=N)':<44}{median(base):>16.1f}")
     print(f"{'dspex-jobs, 1 general worker (threads -cN)':<44}{median(one):>16.1f}")
     print(f"{'dspex-jobs, 2 general workers':<44}{median(two):>16.1f}")
-    print(f"\none worker / DSPy batch: {median(one) / median(base):.2f}x (goal >= 0.9x); "
-          f"two workers / one: {median(two) / median(one):.2f}x (goal close to 2x while "
-          "CPU allows)")
-    result_line("lm_throughput", "predict_jobs_per_s_1_worker", median(one), median(base),
-                median(one) / median(base), "one worker >= 0.9x DSPy batch at the same N",
-                two_workers_per_s=round(median(two), 2),
-                two_over_one=round(median(two) / median(one), 3))
+    print(
+        f"\none worker / DSPy batch: {median(one) / median(base):.2f}x (goal >= 0.9x); "
+        f"two workers / one: {median(two) / median(one):.2f}x (goal close to 2x while "
+        "CPU allows)"
+    )
+    result_line(
+        "lm_throughput",
+        "predict_jobs_per_s_1_worker",
+        median(one),
+        median(base),
+        median(one) / median(base),
+        "one worker >= 0.9x DSPy batch at the same N",
+        two_workers_per_s=round(median(two), 2),
+        two_over_one=round(median(two) / median(one), 3),
+    )
 
 
 POOLS = (("prefork", 2), ("prefork", 8), ("threads", 8), ("threads", 16), ("threads", 32))
@@ -122,23 +132,32 @@ def pools(args: argparse.Namespace) -> None:
             try:
                 wait_for_general(settings)
                 ours(settings, concurrency, "warm")
-                rates = [ours(settings, args.jobs, f"{pool}{concurrency}{r}")
-                         for r in range(args.rounds)]
+                rates = [
+                    ours(settings, args.jobs, f"{pool}{concurrency}{r}") for r in range(args.rounds)
+                ]
             finally:
                 stop(worker)
             time.sleep(1.0)  # the stopped worker's heartbeat expires before the next starts
             rows.append((pool, concurrency, median(rates)))
-    print(f"general pool choices, {args.jobs} Predict jobs per round, LM latency "
-          f"{args.latency_ms:g} ms, {os.cpu_count()} CPUs\n")
+    print(
+        f"general pool choices, {args.jobs} Predict jobs per round, LM latency "
+        f"{args.latency_ms:g} ms, {os.cpu_count()} CPUs\n"
+    )
     print(f"{'pool':<10}{'concurrency':>12}{'jobs/s':>10}{'ideal':>8}")
     ideal = 1000.0 / max(args.latency_ms, 1.0)
     for pool, concurrency, rate in rows:
         print(f"{pool:<10}{concurrency:>12}{rate:>10.1f}{concurrency * ideal:>8.0f}")
     best = max(rows, key=lambda row: row[2])
     base = rows[0][2]
-    result_line("lm_pools", "best_general_pool_jobs_per_s", best[2], base, best[2] / base,
-                "the chosen pool beats prefork -c2 (the old default)",
-                best=f"{best[0]} -c{best[1]}")
+    result_line(
+        "lm_pools",
+        "best_general_pool_jobs_per_s",
+        best[2],
+        base,
+        best[2] / base,
+        "the chosen pool beats prefork -c2 (the old default)",
+        best=f"{best[0]} -c{best[1]}",
+    )
 
 
 def main() -> None:

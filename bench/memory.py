@@ -54,16 +54,19 @@ def run(client: Client, first: int, count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int,
-                        default=int(os.environ.get("BENCH_MEMORY_JOBS", "5000")))
+    parser.add_argument(
+        "--jobs", type=int, default=int(os.environ.get("BENCH_MEMORY_JOBS", "5000"))
+    )
     parser.add_argument("--early", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
 
     with environment(lm_latency_ms=0) as (server, lm_url):
         settings = Settings.from_env(environ={}, redis_url=server.url)
-        worker = start(worker_argv("threads", args.concurrency),
-                       worker_env(server.url, lm_url, DSPEX_LM_CACHE="true"))
+        worker = start(
+            worker_argv("threads", args.concurrency),
+            worker_env(server.url, lm_url, DSPEX_LM_CACHE="true"),
+        )
         try:
             wait_for_general(settings)
             with Client(settings) as client:
@@ -76,16 +79,24 @@ def main() -> None:
             stop(worker)
 
     mib = 1024 * 1024
-    print(f"worker RSS, threads -c{args.concurrency}, {args.jobs} jobs "
-          f"({SIGNATURES} signatures, {QUESTIONS} questions, 1 in 10 a ping)\n")
+    print(
+        f"worker RSS, threads -c{args.concurrency}, {args.jobs} jobs "
+        f"({SIGNATURES} signatures, {QUESTIONS} questions, 1 in 10 a ping)\n"
+    )
     print(f"{'after':<16}{'RSS MiB':>10}")
     print(f"{args.early:<16}{early / mib:>10.1f}")
     print(f"{args.jobs:<16}{late / mib:>10.1f}")
     print(f"\ngrowth: {(late - early) / mib:+.1f} MiB ({late / early:.3f}x); caches at the end:")
     for name, size in sorted(caches.items()):
         print(f"  {name:<24}{size['size']:>6} / {size['max']}")
-    result_line("memory", f"worker_rss_mib_after_{args.jobs}", late / mib, early / mib,
-                early / late, "RSS after 5,000 jobs <= 1.1x RSS after 100 (ratio >= 0.91)")
+    result_line(
+        "memory",
+        f"worker_rss_mib_after_{args.jobs}",
+        late / mib,
+        early / mib,
+        early / late,
+        "RSS after 5,000 jobs <= 1.1x RSS after 100 (ratio >= 0.91)",
+    )
 
 
 if __name__ == "__main__":

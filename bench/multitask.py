@@ -23,8 +23,12 @@ from dspex_jobs.embedded import EmbeddedRedis
 from dspex_jobs.keys import Keys
 from dspex_jobs.multitask import SessionGate
 
-PAYLOAD = {"id": "x", "kind": "predict", "signature": "question -> answer",
-           "inputs": {"question": "q" * 200}}
+PAYLOAD = {
+    "id": "x",
+    "kind": "predict",
+    "signature": "question -> answer",
+    "inputs": {"question": "q" * 200},
+}
 
 
 def two_pings_us(client: redis.Redis, n: int) -> float:
@@ -38,8 +42,7 @@ def two_pings_us(client: redis.Redis, n: int) -> float:
 def gate_us(gate: SessionGate, n: int, offset: int) -> float:
     started = time.perf_counter()
     for i in range(offset, offset + n):
-        gate.admit("s", f"j{i}", "enqueue", task="dspex.predict", queue="general",
-                   payload=PAYLOAD)
+        gate.admit("s", f"j{i}", "enqueue", task="dspex.predict", queue="general", payload=PAYLOAD)
         gate.release("s", f"j{i}")
     return (time.perf_counter() - started) / n * 1e6
 
@@ -61,8 +64,9 @@ def main() -> None:
     base, value = min(pings), min(gates)
     print(f"{'two PINGs (the floor of two round trips)':<46}{base:>8.0f} us")
     print(f"{'admit + release of one session job':<46}{value:>8.0f} us")
-    result_line("multitask", "admit+release per session job (us)", value, base, base / value,
-                ">= 0.5")
+    result_line(
+        "multitask", "admit+release per session job (us)", value, base, base / value, ">= 0.5"
+    )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,7 @@ GOAL_OVERHEAD_S = 0.010
 
 def parallel_of(k: int) -> Pipeline:
     """k Predict steps at once, each writing its own field (no merge needed)."""
-    steps = [Dspy("Predict", signature=f"question -> answer_{i}", name=f"lm_{i}")
-             for i in range(k)]
+    steps = [Dspy("Predict", signature=f"question -> answer_{i}", name=f"lm_{i}") for i in range(k)]
     return Pipeline([Parallel(steps)] if k > 1 else steps, name=f"parallel_{k}")
 
 
@@ -69,16 +68,30 @@ def measure(client: Client, ks: list[int], rounds: int) -> dict[str, list[float]
             client.run(pipeline, question="warm up").result(timeout=60)
     for n in range(rounds):
         question = f"Which round is this? Round {n}."
-        record("one Predict job (no pipeline)", timed(lambda q=question: client.predict(
-            "question -> answer", question=q).result(timeout=60)))
-        record(f"{ks[-1]} Predict jobs at once (no pipeline)",
-               timed(lambda q=question: [h.result(timeout=60) for h in [
-                   client.predict(f"question -> answer_{i}", question=q)
-                   for i in range(ks[-1])]]))
+        record(
+            "one Predict job (no pipeline)",
+            timed(
+                lambda q=question: client.predict("question -> answer", question=q).result(
+                    timeout=60
+                )
+            ),
+        )
+        record(
+            f"{ks[-1]} Predict jobs at once (no pipeline)",
+            timed(
+                lambda q=question: [
+                    h.result(timeout=60)
+                    for h in [
+                        client.predict(f"question -> answer_{i}", question=q) for i in range(ks[-1])
+                    ]
+                ]
+            ),
+        )
         for k, pipeline in pipelines.items():
-            record(f"pipeline, {k} parallel LM step{'s' if k > 1 else ''}",
-                   timed(lambda p=pipeline, q=question: client.run(p, question=q)
-                         .result(timeout=60)))
+            record(
+                f"pipeline, {k} parallel LM step{'s' if k > 1 else ''}",
+                timed(lambda p=pipeline, q=question: client.run(p, question=q).result(timeout=60)),
+            )
     return seconds
 
 
@@ -93,46 +106,66 @@ def main() -> None:
     latency_s = args.latency_ms / 1000
     goal_s = GOAL_FACTOR * latency_s + GOAL_OVERHEAD_S
     worker_args = ["--concurrency", str(args.concurrency), "--pool", args.pool]
-    with LocalStack(queues=["general"], worker_args={"general": worker_args},
-                    lm_server_options={"latency_ms": args.latency_ms}) as stack:
+    with LocalStack(
+        queues=["general"],
+        worker_args={"general": worker_args},
+        lm_server_options={"latency_ms": args.latency_ms},
+    ) as stack:
         assert stack.settings is not None
         with Client(stack.settings) as client:
             seconds = measure(client, ks, args.rounds)
 
     load = os.getloadavg()[0]
-    print(f"parallel LM steps, LM latency L = {args.latency_ms:.0f} ms, general worker "
-          f"{args.pool} x{args.concurrency}, median of {args.rounds} interleaved rounds")
-    print(f"({os.cpu_count()} CPUs, 1-minute load average {load:.2f} at the end); "
-          f"goal: at most {GOAL_FACTOR}·L + {GOAL_OVERHEAD_S * 1000:.0f} ms = "
-          f"{goal_s * 1000:.0f} ms\n")
+    print(
+        f"parallel LM steps, LM latency L = {args.latency_ms:.0f} ms, general worker "
+        f"{args.pool} x{args.concurrency}, median of {args.rounds} interleaved rounds"
+    )
+    print(
+        f"({os.cpu_count()} CPUs, 1-minute load average {load:.2f} at the end); "
+        f"goal: at most {GOAL_FACTOR}·L + {GOAL_OVERHEAD_S * 1000:.0f} ms = "
+        f"{goal_s * 1000:.0f} ms\n"
+    )
     print(f"{'case':<40}{'median ms':>10}{'best ms':>9}{'x L':>7}  goal")
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     for name, values in seconds.items():
         median = medians[name]
         verdict = "met" if median <= goal_s else "NOT met"
-        print(f"{name:<40}{median * 1000:>10.1f}{min(values) * 1000:>9.1f}"
-              f"{median / latency_s:>7.2f}  {verdict}")
+        print(
+            f"{name:<40}{median * 1000:>10.1f}{min(values) * 1000:>9.1f}"
+            f"{median / latency_s:>7.2f}  {verdict}"
+        )
     widest = f"pipeline, {ks[-1]} parallel LM steps"
     single = "one Predict job (no pipeline)"
     jobs = f"{ks[-1]} Predict jobs at once (no pipeline)"
     wall = medians[widest]
-    print(f"\n{ks[-1]} parallel steps / one plain LM job: {wall / medians[single]:.2f}x; "
-          f"overhead over L: {(wall - latency_s) * 1000:.0f} ms; over {ks[-1]} plain jobs at "
-          f"once: {(wall - medians[jobs]) * 1000:+.0f} ms")
-    print(json.dumps({
-        "bench": "pipeline", "metric": f"parallel_{ks[-1]}_lm_steps_wall_ms",
-        "value": round(wall * 1000, 1), "baseline": round(args.latency_ms, 1),
-        "ratio": round(wall / latency_s, 3),
-        "goal": f"<= {GOAL_FACTOR}*L + {GOAL_OVERHEAD_S * 1000:.0f} ms "
+    print(
+        f"\n{ks[-1]} parallel steps / one plain LM job: {wall / medians[single]:.2f}x; "
+        f"overhead over L: {(wall - latency_s) * 1000:.0f} ms; over {ks[-1]} plain jobs at "
+        f"once: {(wall - medians[jobs]) * 1000:+.0f} ms"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "pipeline",
+                "metric": f"parallel_{ks[-1]}_lm_steps_wall_ms",
+                "value": round(wall * 1000, 1),
+                "baseline": round(args.latency_ms, 1),
+                "ratio": round(wall / latency_s, 3),
+                "goal": f"<= {GOAL_FACTOR}*L + {GOAL_OVERHEAD_S * 1000:.0f} ms "
                 f"({goal_s * 1000:.0f} ms)",
-        "met": wall <= goal_s, "concurrency": args.concurrency, "pool": args.pool,
-        "secondary": {
-            "metric": f"{ks[-1]}_predict_jobs_at_once_wall_ms",
-            "value": round(medians[jobs] * 1000, 1), "baseline": round(args.latency_ms, 1),
-            "ratio": round(medians[jobs] / latency_s, 3),
-            "one_predict_job_wall_ms": round(medians[single] * 1000, 1),
-        },
-    }))
+                "met": wall <= goal_s,
+                "concurrency": args.concurrency,
+                "pool": args.pool,
+                "secondary": {
+                    "metric": f"{ks[-1]}_predict_jobs_at_once_wall_ms",
+                    "value": round(medians[jobs] * 1000, 1),
+                    "baseline": round(args.latency_ms, 1),
+                    "ratio": round(medians[jobs] / latency_s, 3),
+                    "one_predict_job_wall_ms": round(medians[single] * 1000, 1),
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

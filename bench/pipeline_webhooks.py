@@ -39,26 +39,41 @@ def constant(value: object) -> object:
 
 
 default_registry().register("bench.constant", constant, replace=True)
-PLAN = Pipeline([Native("bench.constant", name="a", outputs=["x"], value=1),
-                 Native("bench.constant", name="b", outputs=["y"], inputs={"value": "x"}),
-                 Native("bench.constant", name="c", outputs=["z"], inputs={"value": "y"})],
-                name="bench").plan()
+PLAN = Pipeline(
+    [
+        Native("bench.constant", name="a", outputs=["x"], value=1),
+        Native("bench.constant", name="b", outputs=["y"], inputs={"value": "x"}),
+        Native("bench.constant", name="c", outputs=["z"], inputs={"value": "y"}),
+    ],
+    name="bench",
+).plan()
 
 
-def one_round(store: RunStore, app: object, runs: int, webhook: str | None,
-              ttl_s: int) -> float:
+def one_round(store: RunStore, app: object, runs: int, webhook: str | None, ttl_s: int) -> float:
     """Mean ms to end one run."""
     ids = [new_job_id() for _ in range(runs)]
     for run_id in ids:
         store.create(run_id, PLAN, {}, trace_id=run_id, deadline_at=None, webhook=webhook)
-        store.record(run_id, "c", {"name": "c", "state": "done",
-                                   "usage": {"m": {"prompt_tokens": 10}}},
-                     {"x": 1, "y": 1, "z": 1, "a": {"x": 1}, "b": {"y": 1}, "c": {"z": 1}})
+        store.record(
+            run_id,
+            "c",
+            {"name": "c", "state": "done", "usage": {"m": {"prompt_tokens": 10}}},
+            {"x": 1, "y": 1, "z": 1, "a": {"x": 1}, "b": {"y": 1}, "c": {"z": 1}},
+        )
     started = time.perf_counter()
     for run_id in ids:
-        end_run(store, app, run_id, {"status": "succeeded"},  # type: ignore[arg-type]
-                pipeline="bench", trace_id=run_id, created_at=time.time(), webhook=webhook,
-                record_ttl_s=ttl_s, plan=PLAN)
+        end_run(
+            store,
+            app,
+            run_id,
+            {"status": "succeeded"},  # type: ignore[arg-type]
+            pipeline="bench",
+            trace_id=run_id,
+            created_at=time.time(),
+            webhook=webhook,
+            record_ttl_s=ttl_s,
+            plan=PLAN,
+        )
     return (time.perf_counter() - started) * 1000 / runs
 
 
@@ -68,8 +83,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with EmbeddedRedis() as server:
-        settings = Settings.from_env(environ={}, redis_url=server.url,
-                                     webhook_allowed_hosts=("127.0.0.1",))
+        settings = Settings.from_env(
+            environ={}, redis_url=server.url, webhook_allowed_hosts=("127.0.0.1",)
+        )
         app = make_app(settings)
         import redis
 
@@ -87,9 +103,15 @@ def main() -> None:
     print(f"{'':<40}{'ms per run end':>16}")
     print(f"{'no webhook (HSETNX)':<40}{base:>16.3f}")
     print(f"{'with a webhook (WATCH/MULTI + send)':<40}{value:>16.3f}")
-    result_line("pipeline_webhooks", "ms to end a run, with a webhook vs without", value,
-                base, value / base, "added ms per run << one step's LM call",
-                added_ms_per_run=round(value - base, 3))
+    result_line(
+        "pipeline_webhooks",
+        "ms to end a run, with a webhook vs without",
+        value,
+        base,
+        value / base,
+        "added ms per run << one step's LM call",
+        added_ms_per_run=round(value - base, 3),
+    )
 
 
 if __name__ == "__main__":

@@ -51,30 +51,45 @@ from dspex_jobs.protocol import CONTENT_TYPE, EncodeOptions, register_serializer
 from dspex_jobs.settings import Settings
 
 BUDGET_BYTES = 256 * 1024 * 1024
-GOAL = ("auto >= 5x faster and >= 3x smaller than JSON on the 1 MB table; "
-        "small job not more than 5% slower than JSON")
+GOAL = (
+    "auto >= 5x faster and >= 3x smaller than JSON on the 1 MB table; "
+    "small job not more than 5% slower than JSON"
+)
 
 
 # -- payloads --------------------------------------------------------------------------------
 
+
 def small_job() -> dict[str, Any]:
     """A typical question-answering job: about 1 KB of JSON."""
-    context = ["The sky appears blue because molecules scatter short wavelengths more.",
-               "Rayleigh scattering is inversely proportional to the fourth power of "
-               "wavelength.", "At sunset light travels through more air, so reds dominate.",
-               "Clouds are white because droplets scatter all wavelengths about equally."]
-    return _job("question: str, context: list[str] -> answer: str, confidence: float",
-                {"question": "Why is the sky blue during the day?", "context": context * 2})
+    context = [
+        "The sky appears blue because molecules scatter short wavelengths more.",
+        "Rayleigh scattering is inversely proportional to the fourth power of wavelength.",
+        "At sunset light travels through more air, so reds dominate.",
+        "Clouds are white because droplets scatter all wavelengths about equally.",
+    ]
+    return _job(
+        "question: str, context: list[str] -> answer: str, confidence: float",
+        {"question": "Why is the sky blue during the day?", "context": context * 2},
+    )
 
 
 def table_job(rows_n: int = 10_000) -> dict[str, Any]:
     """10,000 rows of mixed columns (int, str, float, str, bool): about 1 MB of JSON."""
     rng = random.Random(7)
     labels = ["positive", "negative", "neutral", "mixed"]
-    rows = [{"id": i, "text": "".join(rng.choice(string.ascii_lowercase + "  ")
-                                      for _ in range(rng.randint(6, 18))),
-             "score": rng.random(), "label": rng.choice(labels), "ok": rng.random() < 0.9}
-            for i in range(rows_n)]
+    rows = [
+        {
+            "id": i,
+            "text": "".join(
+                rng.choice(string.ascii_lowercase + "  ") for _ in range(rng.randint(6, 18))
+            ),
+            "score": rng.random(),
+            "label": rng.choice(labels),
+            "ok": rng.random() < 0.9,
+        }
+        for i in range(rows_n)
+    ]
     return _job("rows: list[dict] -> summary: str", {"rows": rows})
 
 
@@ -89,8 +104,11 @@ def matrix_job() -> tuple[dict[str, Any], dict[str, Any]]:
 def text_job() -> dict[str, Any]:
     """A long, repetitive document: about 1 MB of text."""
     rng = random.Random(7)
-    sentences = [f"Clause {i}: the supplier shall deliver the goods within {i % 30 + 1} days "
-                 f"of the purchase order, subject to section {i % 12 + 1}." for i in range(40)]
+    sentences = [
+        f"Clause {i}: the supplier shall deliver the goods within {i % 30 + 1} days "
+        f"of the purchase order, subject to section {i % 12 + 1}."
+        for i in range(40)
+    ]
     text = " ".join(rng.choice(sentences) for _ in range(9_300))
     return _job("document: str -> summary: str", {"document": text})
 
@@ -102,6 +120,7 @@ def _job(signature: str, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the transport, as kombu does it ----------------------------------------------------------
+
 
 @dataclass
 class Mode:
@@ -146,11 +165,19 @@ class Transport:
     def encode(self, task_message: Any, mode: Mode) -> str:
         headers = dict(task_message.headers)
         body, content_type, content_encoding = self.producer._prepare(
-            task_message.body, serializer=mode.serializer, compression=mode.compression,
-            headers=headers)
+            task_message.body,
+            serializer=mode.serializer,
+            compression=mode.compression,
+            headers=headers,
+        )
         message = self.channel.prepare_message(
-            body, 0, content_type, content_encoding, headers,
-            {**task_message.properties, "delivery_info": {}})
+            body,
+            0,
+            content_type,
+            content_encoding,
+            headers,
+            {**task_message.properties, "delivery_info": {}},
+        )
         self.channel._inplace_augment_message(message, "", "general")
         return str(kombu_json_dumps(message))
 
@@ -188,8 +215,9 @@ def wire_bytes_on_redis(app: Celery, url: str, wire: dict[str, Any]) -> int:
     return len(raw or b"")
 
 
-def run_case(transport: Transport, messages: dict[str, Any], modes: list[Mode],
-             repeats: int, budget_s: float) -> dict[str, Result]:
+def run_case(
+    transport: Transport, messages: dict[str, Any], modes: list[Mode], repeats: int, budget_s: float
+) -> dict[str, Result]:
     """Median-ready samples of every mode, interleaved (both orders) so noise hits all alike.
 
     A mode stops sampling once it has used ``budget_s`` (the JSON baselines of the matrix
@@ -199,8 +227,7 @@ def run_case(transport: Transport, messages: dict[str, Any], modes: list[Mode],
     spent_s = dict.fromkeys(results, 0.0)
     for mode in modes:  # warm up (imports, caches) and record the size
         result = results[mode.name]
-        elapsed_ms, cpu_ms, result.wire_bytes = measure(transport, _message(messages, mode),
-                                                        mode)
+        elapsed_ms, cpu_ms, result.wire_bytes = measure(transport, _message(messages, mode), mode)
         if elapsed_ms > 500:
             result.times_ms.append(elapsed_ms)
             result.cpu_ms.append(cpu_ms)
@@ -225,16 +252,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     args = parser.parse_args()
 
-    forced = {codec: {"none": register_serializer(EncodeOptions(codec=codec, compression="none")),
-                      "zstd": register_serializer(EncodeOptions(codec=codec))}
-              for codec in ("json", "msgpack", "arrow")}
-    modes = [Mode("json (kombu)", "json", json_baseline=True),
-             Mode("json (kombu)+zlib", "json", "zlib", json_baseline=True)]
+    forced = {
+        codec: {
+            "none": register_serializer(EncodeOptions(codec=codec, compression="none")),
+            "zstd": register_serializer(EncodeOptions(codec=codec)),
+        }
+        for codec in ("json", "msgpack", "arrow")
+    }
+    modes = [
+        Mode("json (kombu)", "json", json_baseline=True),
+        Mode("json (kombu)+zlib", "json", "zlib", json_baseline=True),
+    ]
     for codec in ("json", "msgpack", "arrow"):
         modes.append(Mode(f"dspex-{codec}", forced[codec]["none"]))
         modes.append(Mode(f"dspex-{codec}+zstd", forced[codec]["zstd"]))
-    modes.append(Mode("dspex-auto, uncompressed",
-                      register_serializer(EncodeOptions(compression="none"))))
+    modes.append(
+        Mode("dspex-auto, uncompressed", register_serializer(EncodeOptions(compression="none")))
+    )
     modes.append(Mode("dspex-auto", "dspex"))
 
     matrix_native, matrix_lists = matrix_job()
@@ -245,34 +279,46 @@ def main() -> None:
         ("1 MB repetitive text", text_job(), text_job(), 40),
     ]
     quick = 5 if args.quick else 1
-    print("payloads (JSON body of the job envelope): " + ", ".join(
-        f"{label} {len(json.dumps(as_json)):,} B" for label, _, as_json, _ in cases
-        if "matrix" not in label) + ", matrix 15,360,000 B of float32 (79 MB as JSON)\n")
+    print(
+        "payloads (JSON body of the job envelope): "
+        + ", ".join(
+            f"{label} {len(json.dumps(as_json)):,} B"
+            for label, _, as_json, _ in cases
+            if "matrix" not in label
+        )
+        + ", matrix 15,360,000 B of float32 (79 MB as JSON)\n"
+    )
 
     with EmbeddedRedis() as server:
         # The JSON matrix is 79 MB: over the default 64 MiB decompression budget that kombu's
         # (bounded) zlib gets too, so the bench raises it.
-        app = make_app(Settings.from_env(environ={}, redis_url=server.url,
-                                         max_decompressed_bytes=BUDGET_BYTES))
+        app = make_app(
+            Settings.from_env(environ={}, redis_url=server.url, max_decompressed_bytes=BUDGET_BYTES)
+        )
         transport = Transport(app, server.url)
         table: list[tuple[str, str, Figures]] = []
         summary: dict[str, dict[str, Figures]] = {}
         checked: list[str] = []
         try:
             for label, native, as_json, repeats in cases:
-                messages = {"native": transport.message(native),
-                            "json": transport.message(as_json)}
-                results = run_case(transport, messages, modes, max(3, repeats // quick),
-                                   budget_s=10.0 / quick)
+                messages = {"native": transport.message(native), "json": transport.message(as_json)}
+                results = run_case(
+                    transport, messages, modes, max(3, repeats // quick), budget_s=10.0 / quick
+                )
                 summary[label] = {}
                 for mode in modes:
                     result = results[mode.name]
-                    figures = Figures(statistics.median(result.times_ms), min(result.times_ms),
-                                      statistics.median(result.cpu_ms), result.wire_bytes)
+                    figures = Figures(
+                        statistics.median(result.times_ms),
+                        min(result.times_ms),
+                        statistics.median(result.cpu_ms),
+                        result.wire_bytes,
+                    )
                     table.append((label, mode.name, figures))
                     summary[label][mode.name] = figures
-                checked.append(_check_on_redis(app, server.url, label, native, as_json,
-                                               summary[label]))
+                checked.append(
+                    _check_on_redis(app, server.url, label, native, as_json, summary[label])
+                )
         finally:
             transport.close()
 
@@ -282,32 +328,48 @@ def main() -> None:
     _print_verdict(summary)
 
 
-def _check_on_redis(app: Celery, url: str, label: str, native: dict[str, Any],
-                    as_json: dict[str, Any], sizes: dict[str, Figures]) -> str:
-    json_app = make_app(Settings.from_env(environ={}, redis_url=url,
-                                          max_decompressed_bytes=BUDGET_BYTES))
+def _check_on_redis(
+    app: Celery,
+    url: str,
+    label: str,
+    native: dict[str, Any],
+    as_json: dict[str, Any],
+    sizes: dict[str, Figures],
+) -> str:
+    json_app = make_app(
+        Settings.from_env(environ={}, redis_url=url, max_decompressed_bytes=BUDGET_BYTES)
+    )
     json_app.conf.task_serializer = "json"
     real_json = wire_bytes_on_redis(json_app, url, as_json)
     real_auto = wire_bytes_on_redis(app, url, native)
-    return (f"  on redis-server, {label}: json {real_json:,} B "
-            f"(table {sizes['json (kombu)'].wire_bytes:,}), auto {real_auto:,} B "
-            f"(table {sizes['dspex-auto'].wire_bytes:,})")
+    return (
+        f"  on redis-server, {label}: json {real_json:,} B "
+        f"(table {sizes['json (kombu)'].wire_bytes:,}), auto {real_auto:,} B "
+        f"(table {sizes['dspex-auto'].wire_bytes:,})"
+    )
 
 
-def _print_table(table: list[tuple[str, str, Figures]],
-                 summary: dict[str, dict[str, Figures]]) -> None:
-    print("encode + decode of one Celery task message through kombu's Redis transport steps "
-          "(base64 body, JSON envelope); wall ms (median of interleaved runs, and the "
-          "fastest), CPU ms (median), bytes LPUSHed\n")
-    print(f"{'payload':<30}{'mode':<26}{'median ms':>11}{'min ms':>10}{'CPU ms':>10}"
-          f"{'wire bytes':>14}{'JSON/this time':>16}{'JSON/this CPU':>15}{'JSON/this size':>16}")
+def _print_table(
+    table: list[tuple[str, str, Figures]], summary: dict[str, dict[str, Figures]]
+) -> None:
+    print(
+        "encode + decode of one Celery task message through kombu's Redis transport steps "
+        "(base64 body, JSON envelope); wall ms (median of interleaved runs, and the "
+        "fastest), CPU ms (median), bytes LPUSHed\n"
+    )
+    print(
+        f"{'payload':<30}{'mode':<26}{'median ms':>11}{'min ms':>10}{'CPU ms':>10}"
+        f"{'wire bytes':>14}{'JSON/this time':>16}{'JSON/this CPU':>15}{'JSON/this size':>16}"
+    )
     for label, mode, figures in table:
         base = summary[label]["json (kombu)"]
-        print(f"{label:<30}{mode:<26}{figures.median_ms:>11.3f}{figures.min_ms:>10.3f}"
-              f"{figures.cpu_ms:>10.3f}{figures.wire_bytes:>14,}"
-              f"{base.median_ms / figures.median_ms:>15.2f}x"
-              f"{base.cpu_ms / figures.cpu_ms:>14.2f}x"
-              f"{base.wire_bytes / figures.wire_bytes:>15.2f}x")
+        print(
+            f"{label:<30}{mode:<26}{figures.median_ms:>11.3f}{figures.min_ms:>10.3f}"
+            f"{figures.cpu_ms:>10.3f}{figures.wire_bytes:>14,}"
+            f"{base.median_ms / figures.median_ms:>15.2f}x"
+            f"{base.cpu_ms / figures.cpu_ms:>14.2f}x"
+            f"{base.wire_bytes / figures.wire_bytes:>15.2f}x"
+        )
     print()
 
 
@@ -315,32 +377,51 @@ def _print_verdict(summary: dict[str, dict[str, Figures]]) -> None:
     print("\nJSON (kombu) / dspex-auto:")
     for label, modes in summary.items():
         base, auto = modes["json (kombu)"], modes["dspex-auto"]
-        print(f"  {label:<30} time {base.median_ms / auto.median_ms:7.2f}x   "
-              f"CPU {base.cpu_ms / auto.cpu_ms:7.2f}x   "
-              f"size {base.wire_bytes / auto.wire_bytes:7.2f}x")
-    table_base, table = summary["1 MB job, 10,000 rows"]["json (kombu)"], \
-        summary["1 MB job, 10,000 rows"]["dspex-auto"]
-    small_base, small = summary["small job (1 KB)"]["json (kombu)"], \
-        summary["small job (1 KB)"]["dspex-auto"]
+        print(
+            f"  {label:<30} time {base.median_ms / auto.median_ms:7.2f}x   "
+            f"CPU {base.cpu_ms / auto.cpu_ms:7.2f}x   "
+            f"size {base.wire_bytes / auto.wire_bytes:7.2f}x"
+        )
+    table_base, table = (
+        summary["1 MB job, 10,000 rows"]["json (kombu)"],
+        summary["1 MB job, 10,000 rows"]["dspex-auto"],
+    )
+    small_base, small = (
+        summary["small job (1 KB)"]["json (kombu)"],
+        summary["small job (1 KB)"]["dspex-auto"],
+    )
     time_ratio = table_base.median_ms / table.median_ms
     cpu_ratio = table_base.cpu_ms / table.cpu_ms
     size_ratio = table_base.wire_bytes / table.wire_bytes
     small_ratio = small_base.median_ms / small.median_ms
     small_cpu_ratio = small_base.cpu_ms / small.cpu_ms
-    for clock, ratio, small_clock in (("wall clock", time_ratio, small_ratio),
-                                      ("CPU time", cpu_ratio, small_cpu_ratio)):
+    for clock, ratio, small_clock in (
+        ("wall clock", time_ratio, small_ratio),
+        ("CPU time", cpu_ratio, small_cpu_ratio),
+    ):
         met = ratio >= 5 and size_ratio >= 3 and small_clock >= 1 / 1.05
-        print(f"goal ({GOAL}), {clock}: {'met' if met else 'NOT met'} "
-              f"(table {ratio:.2f}x, size {size_ratio:.2f}x, small {small_clock:.2f}x)")
-    print(json.dumps({
-        "bench": "protocol", "metric": "table_1mb_encode_decode_ms",
-        "value": round(table.median_ms, 3), "baseline": round(table_base.median_ms, 3),
-        "ratio": round(time_ratio, 3), "goal": GOAL,
-        "cpu_value": round(table.cpu_ms, 3), "cpu_baseline": round(table_base.cpu_ms, 3),
-        "cpu_ratio": round(cpu_ratio, 3),
-        "size_ratio": round(size_ratio, 3), "small_time_ratio": round(small_ratio, 3),
-        "small_cpu_ratio": round(small_cpu_ratio, 3),
-    }))
+        print(
+            f"goal ({GOAL}), {clock}: {'met' if met else 'NOT met'} "
+            f"(table {ratio:.2f}x, size {size_ratio:.2f}x, small {small_clock:.2f}x)"
+        )
+    print(
+        json.dumps(
+            {
+                "bench": "protocol",
+                "metric": "table_1mb_encode_decode_ms",
+                "value": round(table.median_ms, 3),
+                "baseline": round(table_base.median_ms, 3),
+                "ratio": round(time_ratio, 3),
+                "goal": GOAL,
+                "cpu_value": round(table.cpu_ms, 3),
+                "cpu_baseline": round(table_base.cpu_ms, 3),
+                "cpu_ratio": round(cpu_ratio, 3),
+                "size_ratio": round(size_ratio, 3),
+                "small_time_ratio": round(small_ratio, 3),
+                "small_cpu_ratio": round(small_cpu_ratio, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

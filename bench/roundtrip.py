@@ -36,8 +36,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -81,11 +87,44 @@ def main() -> None:
         settings = Settings.from_env(environ={}, redis_url=server.url)
         env = {k: v for k, v in os.environ.items() if not k.startswith("DSPEX_")}
         env.update(DSPEX_REDIS_URL=server.url, BENCH_REDIS_URL=server.url)
-        ours = start([sys.executable, "-m", "dspex_jobs", "worker", "--queue", "general",
-                      "--pool", "prefork", "--concurrency", "1", "--loglevel", "WARNING"], env)
-        bare = start([sys.executable, "-m", "celery", "-A", "_bare_app", "worker", "-Q", "bare",
-                      "-P", "prefork", "-c", "1", "--without-mingle", "-l", "WARNING"], env,
-                     cwd=HERE)
+        ours = start(
+            [
+                sys.executable,
+                "-m",
+                "dspex_jobs",
+                "worker",
+                "--queue",
+                "general",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "WARNING",
+            ],
+            env,
+        )
+        bare = start(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "_bare_app",
+                "worker",
+                "-Q",
+                "bare",
+                "-P",
+                "prefork",
+                "-c",
+                "1",
+                "--without-mingle",
+                "-l",
+                "WARNING",
+            ],
+            env,
+            cwd=HERE,
+        )
         try:
             deadline = time.monotonic() + 120
             while not check_health(settings, ("general",)).ok:
@@ -114,21 +153,33 @@ def main() -> None:
             stop(ours)
             stop(bare)
 
-    rows = [("dspex-jobs Client.ping()", ours_ms), ("bare Celery no-op task", bare_ms),
-            ("raw Redis LPUSH/BRPOP echo", raw_ms)]
+    rows = [
+        ("dspex-jobs Client.ping()", ours_ms),
+        ("bare Celery no-op task", bare_ms),
+        ("raw Redis LPUSH/BRPOP echo", raw_ms),
+    ]
     print(f"round trip, {args.calls} calls each, prefork -c1 workers, one redis-server\n")
     print(f"{'path':<30}{'median ms':>11}{'p99 ms':>10}")
     for name, values in rows:
         print(f"{name:<30}{statistics.median(values):>11.3f}{percentile(values, 0.99):>10.3f}")
     ours_med, bare_med = statistics.median(ours_ms), statistics.median(bare_ms)
-    print(f"\nours / bare: median {ours_med / bare_med:.2f}x, "
-          f"p99 {percentile(ours_ms, 0.99) / percentile(bare_ms, 0.99):.2f}x "
-          f"(goal: median <= 1.2x)")
-    print(json.dumps({
-        "bench": "roundtrip", "metric": "ping_roundtrip_median_ms", "value": round(ours_med, 4),
-        "baseline": round(bare_med, 4), "ratio": round(bare_med / ours_med, 4),
-        "goal": "ours <= 1.2x bare Celery (ratio >= 0.83)",
-    }))
+    print(
+        f"\nours / bare: median {ours_med / bare_med:.2f}x, "
+        f"p99 {percentile(ours_ms, 0.99) / percentile(bare_ms, 0.99):.2f}x "
+        f"(goal: median <= 1.2x)"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "roundtrip",
+                "metric": "ping_roundtrip_median_ms",
+                "value": round(ours_med, 4),
+                "baseline": round(bare_med, 4),
+                "ratio": round(bare_med / ours_med, 4),
+                "goal": "ours <= 1.2x bare Celery (ratio >= 0.83)",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -160,11 +160,15 @@ def main() -> None:
     for name, value in results.items():
         print(f"{name:<24}{value:>10.3f}{value / direct:>10.1f}")
     decision = results["route warm + handler"]
-    print(f"\nrouted call overhead over direct: {results['call'] - direct:.2f} us "
-          f"({results['call + handler'] - direct:.2f} us with a handler attached)")
-    print(f"goal: a routing decision under {GOAL_US:.0f} us: "
-          f"{'met' if decision < GOAL_US else 'NOT met'} ({decision:.2f} us); the seed's bar "
-          f"was {SEED_BAR_US / 1000:.0f} ms ({SEED_BAR_US / decision:,.0f}x under it)")
+    print(
+        f"\nrouted call overhead over direct: {results['call'] - direct:.2f} us "
+        f"({results['call + handler'] - direct:.2f} us with a handler attached)"
+    )
+    print(
+        f"goal: a routing decision under {GOAL_US:.0f} us: "
+        f"{'met' if decision < GOAL_US else 'NOT met'} ({decision:.2f} us); the seed's bar "
+        f"was {SEED_BAR_US / 1000:.0f} ms ({SEED_BAR_US / decision:,.0f}x under it)"
+    )
     print(json.dumps({
         "bench": "router", "metric": "route_decision_with_handler_median_us",
         "value": round(decision, 3), "baseline": round(direct, 3),

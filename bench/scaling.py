@@ -75,17 +75,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
     parser.add_argument("--latency-ms", type=float, default=250.0)
     parser.add_argument("--per-worker", type=int, default=2, help="jobs in flight per worker")
-    parser.add_argument("--jobs-per-worker", type=int, default=24,
-                        help="jobs per measurement = this x workers (a few seconds each)")
+    parser.add_argument(
+        "--jobs-per-worker",
+        type=int,
+        default=24,
+        help="jobs per measurement = this x workers (a few seconds each)",
+    )
     args = parser.parse_args()
 
     with environment(lm_latency_ms=args.latency_ms) as (server, lm_url):
-        settings = Settings.from_env(environ={}, redis_url=server.url,
-                                     lm="openai/extractive-minilm", lm_api_base=lm_url,
-                                     lm_api_key="local")
+        settings = Settings.from_env(
+            environ={},
+            redis_url=server.url,
+            lm="openai/extractive-minilm",
+            lm_api_base=lm_url,
+            lm_api_key="local",
+        )
         env = worker_env(server.url, lm_url)
-        workers = [start([*worker_argv("threads", args.per_worker),
-                          "--hostname", f"scale{i}@%h"], env) for i in range(max(COUNTS))]
+        workers = [
+            start([*worker_argv("threads", args.per_worker), "--hostname", f"scale{i}@%h"], env)
+            for i in range(max(COUNTS))
+        ]
         try:
             wait_for_general(settings, workers=max(COUNTS))
             names = worker_names(settings)
@@ -103,21 +113,33 @@ def main() -> None:
                 stop(proc)
 
     base = median(rates[1])
-    print(f"LM-bound throughput, LM latency {args.latency_ms:.0f} ms, {args.per_worker} jobs in "
-          f"flight per worker process, {args.rounds} interleaved rounds, {os.cpu_count()} CPUs\n")
+    print(
+        f"LM-bound throughput, LM latency {args.latency_ms:.0f} ms, {args.per_worker} jobs in "
+        f"flight per worker process, {args.rounds} interleaved rounds, {os.cpu_count()} CPUs\n"
+    )
     print(f"{'workers':>8}{'jobs/s (median)':>17}{'linear':>9}{'efficiency':>12}   rounds")
     efficiency = {}
     for k in COUNTS:
         rate = median(rates[k])
         efficiency[k] = rate / (k * base)
-        print(f"{k:>8}{rate:>17.2f}{k * base:>9.2f}{efficiency[k]:>12.2f}   "
-              + ", ".join(f"{r:.2f}" for r in rates[k]))
-    print(f"\nideal per worker: {args.per_worker / (args.latency_ms / 1000):.2f} jobs/s "
-          f"({args.per_worker} in flight / {args.latency_ms:.0f} ms)")
-    result_line("scaling", "efficiency_2_workers", efficiency[2], 1.0, efficiency[2],
-                "efficiency >= 0.8 at 2 workers (throughput(2) / 2 x throughput(1))",
-                efficiency_4_workers=round(efficiency[4], 4),
-                jobs_per_s={str(k): round(median(rates[k]), 3) for k in COUNTS})
+        print(
+            f"{k:>8}{rate:>17.2f}{k * base:>9.2f}{efficiency[k]:>12.2f}   "
+            + ", ".join(f"{r:.2f}" for r in rates[k])
+        )
+    print(
+        f"\nideal per worker: {args.per_worker / (args.latency_ms / 1000):.2f} jobs/s "
+        f"({args.per_worker} in flight / {args.latency_ms:.0f} ms)"
+    )
+    result_line(
+        "scaling",
+        "efficiency_2_workers",
+        efficiency[2],
+        1.0,
+        efficiency[2],
+        "efficiency >= 0.8 at 2 workers (throughput(2) / 2 x throughput(1))",
+        efficiency_4_workers=round(efficiency[4], 4),
+        jobs_per_s={str(k): round(median(rates[k]), 3) for k in COUNTS},
+    )
 
 
 if __name__ == "__main__":

@@ -46,10 +46,23 @@ def free_port() -> int:
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "dspex_jobs", "worker", "--queue", "general", "--pool",
-            "prefork", "--concurrency", "1", "--loglevel", "INFO"]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "dspex_jobs",
+        "worker",
+        "--queue",
+        "general",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "1",
+        "--loglevel",
+        "INFO",
+    ]
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -62,8 +75,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def emit_cost_ns(calls: int = 200_000) -> tuple[float, float]:
     """ns per emit of dspex.job.stop: nobody listening, then the metrics handler attached."""
-    metadata = {"job_id": "j", "kind": "ping", "queue": "general", "trace_id": "t",
-                "status": "succeeded"}
+    metadata = {
+        "job_id": "j",
+        "kind": "ping",
+        "queue": "general",
+        "trace_id": "t",
+        "status": "succeeded",
+    }
     measurements = {"duration_s": 0.001, "queue_wait_s": 0.001}
     prometheus.uninstall()
     t = time.perf_counter()
@@ -89,16 +107,24 @@ def main() -> None:
         url_off, url_on = f"{server.url.rsplit('/', 1)[0]}/1", f"{server.url.rsplit('/', 1)[0]}/2"
         base = {k: v for k, v in os.environ.items() if not k.startswith("DSPEX_")}
         off = start_worker({**base, "DSPEX_REDIS_URL": url_off})
-        on = start_worker({**base, "DSPEX_REDIS_URL": url_on,
-                           "DSPEX_METRICS_PORT": str(free_port()), "DSPEX_LOG_FORMAT": "json",
-                           "DSPEX_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/alerts",
-                           "DSPEX_ALERT_MIN_JOBS": "1000000"})
+        on = start_worker(
+            {
+                **base,
+                "DSPEX_REDIS_URL": url_on,
+                "DSPEX_METRICS_PORT": str(free_port()),
+                "DSPEX_LOG_FORMAT": "json",
+                "DSPEX_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/alerts",
+                "DSPEX_ALERT_MIN_JOBS": "1000000",
+            }
+        )
         try:
             settings_off = Settings.from_env(environ={}, redis_url=url_off)
             settings_on = Settings.from_env(environ={}, redis_url=url_on)
             deadline = time.monotonic() + 120
-            while not (check_health(settings_off, ("general",)).ok
-                       and check_health(settings_on, ("general",)).ok):
+            while not (
+                check_health(settings_off, ("general",)).ok
+                and check_health(settings_on, ("general",)).ok
+            ):
                 if time.monotonic() > deadline:
                     sys.exit("the workers did not start")
                 time.sleep(0.2)
@@ -123,19 +149,30 @@ def main() -> None:
     print(f"ping round trip, {args.calls} calls each, prefork -c1 workers, one redis-server\n")
     print(f"{'telemetry':<12}{'median ms':>11}{'p90 ms':>10}{'p99 ms':>10}")
     for name, values in (("on", on_ms), ("off", off_ms)):
-        print(f"{name:<12}{statistics.median(values):>11.3f}{percentile(values, 0.9):>10.3f}"
-              f"{percentile(values, 0.99):>10.3f}")
+        print(
+            f"{name:<12}{statistics.median(values):>11.3f}{percentile(values, 0.9):>10.3f}"
+            f"{percentile(values, 0.99):>10.3f}"
+        )
     on_med, off_med = statistics.median(on_ms), statistics.median(off_ms)
     print(f"\non / off: median {on_med / off_med:.3f}x (goal: <= 1.05x)")
-    print(f"emit(dspex.job.stop): {emit_off_ns:.0f} ns with no handler, "
-          f"{emit_on_ns:.0f} ns with the Prometheus handler")
-    print(json.dumps({
-        "bench": "telemetry", "metric": "ping_roundtrip_median_ms_telemetry_on",
-        "value": round(on_med, 4), "baseline": round(off_med, 4),
-        "ratio": round(off_med / on_med, 4), "emit_ns_off": round(emit_off_ns, 1),
-        "emit_ns_metrics": round(emit_on_ns, 1),
-        "goal": "telemetry on <= 1.05x off (ratio >= 0.95)",
-    }))
+    print(
+        f"emit(dspex.job.stop): {emit_off_ns:.0f} ns with no handler, "
+        f"{emit_on_ns:.0f} ns with the Prometheus handler"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "telemetry",
+                "metric": "ping_roundtrip_median_ms_telemetry_on",
+                "value": round(on_med, 4),
+                "baseline": round(off_med, 4),
+                "ratio": round(off_med / on_med, 4),
+                "emit_ns_off": round(emit_off_ns, 1),
+                "emit_ns_metrics": round(emit_on_ns, 1),
+                "goal": "telemetry on <= 1.05x off (ratio >= 0.95)",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

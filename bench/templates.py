@@ -44,7 +44,10 @@ FIVE_FIELDS = (
     "Question: {{ question }}"
 )
 FIVE_VALUES: dict[str, Any] = {
-    "audience": "curious", "topic": "physics", "tone": "friendly", "language": "English",
+    "audience": "curious",
+    "topic": "physics",
+    "tone": "friendly",
+    "language": "English",
     "question": "Why is the sky blue?",
 }
 FORMAT_TEXT = FIVE_FIELDS.replace("{{ ", "{").replace(" }}", "}")
@@ -55,7 +58,9 @@ WITH_LOOP = (
     "{% if style %}Style: {{ style }}.{% endif %}\nQuestion: {{ question }}"
 )
 LOOP_VALUES: dict[str, Any] = {
-    "language": "English", "style": "brief", "question": "Why is the sky blue?",
+    "language": "English",
+    "style": "brief",
+    "question": "Why is the sky blue?",
     "passages": [f"  Passage number {i} about Rayleigh scattering.  " for i in range(5)],
 }
 
@@ -88,8 +93,10 @@ def cases(source: str, values: dict[str, Any]) -> dict[str, tuple[Callable[[], o
     found: dict[str, tuple[Callable[[], object], int]] = {
         "cached render": (lambda: compiled.render(values), 5000),
         "compile hit + render": (lambda: Template.compile(source).render(values), 5000),
-        "build each time": (lambda: Template(
-            source, *compile_source(source), frozenset()).render(values), 50),
+        "build each time": (
+            lambda: Template(source, *compile_source(source), frozenset()).render(values),
+            50,
+        ),
         "jinja2 plain (reference)": (lambda: plain.render(values), 5000),
         "jinja2 sandboxed (reference)": (lambda: sandboxed.render(values), 5000),
     }
@@ -126,12 +133,18 @@ def main() -> None:
         other = f"{loop[name]:>14.2f}" if name in loop else f"{'-':>14}"
         print(f"{name:<30}{value:>10.2f}{other}")
     cached, built = five["cached render"], five["build each time"]
-    print(f"\ncached render vs build each time: {built / cached:.0f}x faster (5 fields), "
-          f"{loop['build each time'] / loop['cached render']:.0f}x (loop)")
-    print(f"sandbox and limits cost vs plain jinja2: "
-          f"{cached - five['jinja2 plain (reference)']:+.2f} us (5 fields)")
-    print(f"goal: cached render of 5 fields under {GOAL_US:.0f} us: "
-          f"{'met' if cached < GOAL_US else 'NOT met'} ({cached:.2f} us)")
+    print(
+        f"\ncached render vs build each time: {built / cached:.0f}x faster (5 fields), "
+        f"{loop['build each time'] / loop['cached render']:.0f}x (loop)"
+    )
+    print(
+        f"sandbox and limits cost vs plain jinja2: "
+        f"{cached - five['jinja2 plain (reference)']:+.2f} us (5 fields)"
+    )
+    print(
+        f"goal: cached render of 5 fields under {GOAL_US:.0f} us: "
+        f"{'met' if cached < GOAL_US else 'NOT met'} ({cached:.2f} us)"
+    )
     print(json.dumps({
         "bench": "templates", "metric": "cached_render_5_fields_median_us",
         "value": round(cached, 3), "baseline": round(built, 1),

@@ -62,8 +62,10 @@ def main() -> None:
     with environment() as (server, _):
         settings = Settings.from_env(environ={}, redis_url=server.url)
         env = worker_env(server.url, None, BENCH_REDIS_URL=server.url)
-        workers = [start(worker_argv(args.pool, args.concurrency), env),
-                   start(bare_argv(args.pool, args.concurrency), env, cwd=HERE)]
+        workers = [
+            start(worker_argv(args.pool, args.concurrency), env),
+            start(bare_argv(args.pool, args.concurrency), env, cwd=HERE),
+        ]
         try:
             wait_for_general(settings)
             os.environ["BENCH_REDIS_URL"] = server.url
@@ -81,15 +83,23 @@ def main() -> None:
             for worker in workers:
                 stop(worker)
 
-    print(f"no-LM throughput, bursts of {args.jobs}, {args.rounds} rounds, {args.pool} "
-          f"-c{args.concurrency}, prefetch 1, one redis-server\n")
+    print(
+        f"no-LM throughput, bursts of {args.jobs}, {args.rounds} rounds, {args.pool} "
+        f"-c{args.concurrency}, prefetch 1, one redis-server\n"
+    )
     print(f"{'path':<32}{'median jobs/s':>15}{'best':>9}")
     print(f"{'dspex-jobs ping jobs':<32}{median(mine):>15.1f}{max(mine):>9.1f}")
     print(f"{'bare Celery no-op tasks':<32}{median(theirs):>15.1f}{max(theirs):>9.1f}")
     ratio = median(mine) / median(theirs)
     print(f"\nours / bare: {ratio:.2f}x (goal >= 0.85x)")
-    result_line("throughput", "noop_jobs_per_s", median(mine), median(theirs), ratio,
-                "ours >= 0.85x bare Celery")
+    result_line(
+        "throughput",
+        "noop_jobs_per_s",
+        median(mine),
+        median(theirs),
+        ratio,
+        "ours >= 0.85x bare Celery",
+    )
 
 
 if __name__ == "__main__":

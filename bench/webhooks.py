@@ -101,12 +101,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     receiver, dead = Receiver(), Receiver()
-    env = {"DSPEX_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "DSPEX_WEBHOOK_SECRET": "bench",
-           "DSPEX_WEBHOOK_TIMEOUT_S": "1", "DSPEX_WEBHOOK_HOST_CONCURRENCY": "4"}
-    with EmbeddedRedis() as redis_server, LocalStack(
-        redis_url=redis_server.url, lm="openai/none", lm_api_base="http://127.0.0.1:9/v1",
-        queues=["general", "webhooks"], env=env,
-    ) as stack:
+    env = {
+        "DSPEX_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "DSPEX_WEBHOOK_SECRET": "bench",
+        "DSPEX_WEBHOOK_TIMEOUT_S": "1",
+        "DSPEX_WEBHOOK_HOST_CONCURRENCY": "4",
+    }
+    with (
+        EmbeddedRedis() as redis_server,
+        LocalStack(
+            redis_url=redis_server.url,
+            lm="openai/none",
+            lm_api_base="http://127.0.0.1:9/v1",
+            queues=["general", "webhooks"],
+            env=env,
+        ) as stack,
+    ):
         assert stack.settings is not None
         settings = stack.settings.model_copy(update={"webhook_allowed_hosts": ("127.0.0.1",)})
         with Client(settings) as client:
@@ -127,8 +137,13 @@ def main() -> None:
                 quiet += latencies_ms(receiver, finished)
             # A dead endpoint takes 40 webhooks; healthy ones keep flowing beside them.
             for i in range(40):
-                enqueue_webhook(client.app, dead.url + "/hang", {"event": "bench.hang"},
-                                delivery_id=f"hang-{i}", kind="bench")
+                enqueue_webhook(
+                    client.app,
+                    dead.url + "/hang",
+                    {"event": "bench.hang"},
+                    delivery_id=f"hang-{i}",
+                    kind="bench",
+                )
             time.sleep(0.5)
             _, finished = burst(client, args.jobs, receiver.url + "/ok")
             loaded = latencies_ms(receiver, finished)
@@ -139,17 +154,28 @@ def main() -> None:
     print(f"{'ping jobs/s, no webhook (best of rounds)':<48}{base:>10.1f}")
     print(f"{'ping jobs/s, with a webhook (deliveries paused)':<48}{value:>10.1f}")
     print(f"{'ping jobs/s, with a webhook (delivering beside)':<48}{shared:>10.1f}")
-    print(f"{'delivery latency p50 / p95 (ms)':<48}{statistics.median(quiet):>10.1f}"
-          f"{percentile(quiet, 0.95):>10.1f}")
-    print(f"{'... with 40 hanging on a dead endpoint':<48}{statistics.median(loaded):>10.1f}"
-          f"{percentile(loaded, 0.95):>10.1f}")
-    result_line("webhooks", "ping jobs/s with a webhook (job path only) vs without", value,
-                base, value / base, ">= 0.8", beside_jobs_per_s=round(shared, 1),
-                added_ms_per_job=round((1 / value - 1 / base) * 1000, 2),
-                delivery_p50_ms=round(statistics.median(quiet), 1),
-                delivery_p95_ms=round(percentile(quiet, 0.95), 1),
-                dead_endpoint_p50_ms=round(statistics.median(loaded), 1),
-                dead_endpoint_p95_ms=round(percentile(loaded, 0.95), 1))
+    print(
+        f"{'delivery latency p50 / p95 (ms)':<48}{statistics.median(quiet):>10.1f}"
+        f"{percentile(quiet, 0.95):>10.1f}"
+    )
+    print(
+        f"{'... with 40 hanging on a dead endpoint':<48}{statistics.median(loaded):>10.1f}"
+        f"{percentile(loaded, 0.95):>10.1f}"
+    )
+    result_line(
+        "webhooks",
+        "ping jobs/s with a webhook (job path only) vs without",
+        value,
+        base,
+        value / base,
+        ">= 0.8",
+        beside_jobs_per_s=round(shared, 1),
+        added_ms_per_job=round((1 / value - 1 / base) * 1000, 2),
+        delivery_p50_ms=round(statistics.median(quiet), 1),
+        delivery_p95_ms=round(percentile(quiet, 0.95), 1),
+        dead_endpoint_p50_ms=round(statistics.median(loaded), 1),
+        dead_endpoint_p95_ms=round(percentile(loaded, 0.95), 1),
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,12 @@ def make_app(settings: Settings, *, name: str = "dspex_jobs") -> Celery:
     """
     # Broker and backend URLs, TLS and Sentinel options come from the one connection factory.
     redis_config = celery_redis_config(settings)
-    app = Celery(name, broker=redis_config["broker_url"], backend=redis_config["result_backend"],
-                 set_as_current=False)
+    app = Celery(
+        name,
+        broker=redis_config["broker_url"],
+        backend=redis_config["result_backend"],
+        set_as_current=False,
+    )
     app.conf.update(_config(settings))
     # kombu's Redis channels share one client each instead of building one per command
     # (dspex_jobs.kombu_redis): CPU off every submit, ack and event flush.
@@ -75,8 +79,10 @@ def settings_of(app: Celery) -> Settings:
 
 
 def _config(settings: Settings) -> dict[str, Any]:
-    serializer = register_serializer(EncodeOptions.from_settings(settings),
-                                     max_decompressed_bytes=settings.max_decompressed_bytes)
+    serializer = register_serializer(
+        EncodeOptions.from_settings(settings),
+        max_decompressed_bytes=settings.max_decompressed_bytes,
+    )
     redis_config = celery_redis_config(settings)
     return {
         **redis_config,
@@ -109,8 +115,10 @@ def _config(settings: Settings) -> dict[str, Any]:
         "worker_direct": True,
         # Periodic maintenance (run `celery -A dspex_jobs.celery_app beat`).
         "beat_schedule": {
-            "dspex-session-cleanup": {"task": "dspex.sessions.cleanup",
-                                      "schedule": SESSION_CLEANUP_INTERVAL_S},
+            "dspex-session-cleanup": {
+                "task": "dspex.sessions.cleanup",
+                "schedule": SESSION_CLEANUP_INTERVAL_S,
+            },
             # Named nightly optimizations (DSPEX_NIGHTLY_OPTIMIZATIONS; none when unset).
             **nightly_beat_entries(settings),
         },

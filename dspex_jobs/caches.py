@@ -51,7 +51,9 @@ def cache_sizes(runtime: Any | None = None) -> dict[str, dict[str, int]]:
         if mapping is not None:
             report[name] = {"size": len(mapping), "max": int(getattr(module, bound, 0))}
     if runtime is not None:
-        report["runtime.modules"] = {"size": len(runtime.modules),
-                                     "max": int(runtime.modules.max_entries)}
+        report["runtime.modules"] = {
+            "size": len(runtime.modules),
+            "max": int(runtime.modules.max_entries),
+        }
         report["runtime.lms"] = {"size": len(runtime.lms), "max": int(runtime.lms.max_entries)}
     return report

@@ -48,16 +48,36 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--queue", "-q", type=click.Choice(WORKER_QUEUES), required=True,
-              help="The workload queue to consume (or 'webhooks': webhook deliveries).")
-@click.option("--concurrency", "-c", type=int, default=None,
-              help="Pool size (default: DSPEX_<QUEUE>_CONCURRENCY).")
-@click.option("--pool", "-P", type=click.Choice(["prefork", "threads", "solo"]), default=None,
-              help="Override the queue's pool type.")
+@click.option(
+    "--queue",
+    "-q",
+    type=click.Choice(WORKER_QUEUES),
+    required=True,
+    help="The workload queue to consume (or 'webhooks': webhook deliveries).",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=int,
+    default=None,
+    help="Pool size (default: DSPEX_<QUEUE>_CONCURRENCY).",
+)
+@click.option(
+    "--pool",
+    "-P",
+    type=click.Choice(["prefork", "threads", "solo"]),
+    default=None,
+    help="Override the queue's pool type.",
+)
 @click.option("--hostname", "-n", default=None, help="Worker name (default: <queue>@<host>).")
 @click.option("--loglevel", "-l", default=None, help="Log level (default: DSPEX_LOG_LEVEL).")
-def worker(queue: str, concurrency: int | None, pool: str | None, hostname: str | None,
-           loglevel: str | None) -> None:
+def worker(
+    queue: str,
+    concurrency: int | None,
+    pool: str | None,
+    hostname: str | None,
+    loglevel: str | None,
+) -> None:
     """Start a worker pool for one workload queue."""
     from dspex_jobs.app import make_app
     from dspex_jobs.pools import profile_for
@@ -66,14 +86,21 @@ def worker(queue: str, concurrency: int | None, pool: str | None, hostname: str 
     settings = _settings()
     app = make_app(settings)
     install_worker_hooks(app, warm_runtime=queue != "webhooks")  # deliveries need no DSPy
-    argv = profile_for(queue).worker_argv(settings, concurrency=concurrency, pool=pool,
-                                          hostname=hostname, loglevel=loglevel)
+    argv = profile_for(queue).worker_argv(
+        settings, concurrency=concurrency, pool=pool, hostname=hostname, loglevel=loglevel
+    )
     app.worker_main(argv=argv)
 
 
 @main.command()
-@click.option("--queue", "-q", "queues", type=click.Choice(WORKER_QUEUES), multiple=True,
-              help="Queues that must have a live worker (default: all).")
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    type=click.Choice(WORKER_QUEUES),
+    multiple=True,
+    help="Queues that must have a live worker (default: all).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def health(queues: tuple[str, ...], as_json: bool) -> None:
     """Check Redis, queue depths and live workers; exit 1 if anything is down."""
@@ -85,8 +112,14 @@ def health(queues: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command("scaling-metrics")
-@click.option("--queue", "-q", "queues", type=click.Choice(WORKER_QUEUES), multiple=True,
-              help="Queues to report (default: all).")
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    type=click.Choice(WORKER_QUEUES),
+    multiple=True,
+    help="Queues to report (default: all).",
+)
 @click.option("--serve", is_flag=True, help="Serve /metrics.json over HTTP (for KEDA).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface for --serve.")
 @click.option("--port", type=int, default=9809, show_default=True, help="Port for --serve.")
@@ -123,11 +156,21 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 @main.command()
 @click.argument("signature")
-@click.option("--input", "-i", "pairs", multiple=True,
-              help="NAME=VALUE (VALUE is JSON when it parses as JSON, else text).")
+@click.option(
+    "--input",
+    "-i",
+    "pairs",
+    multiple=True,
+    help="NAME=VALUE (VALUE is JSON when it parses as JSON, else text).",
+)
 @click.option("--cot", is_flag=True, help="Use ChainOfThought instead of Predict.")
-@click.option("--timeout", type=float, default=120.0, show_default=True,
-              help="Seconds to wait for the result.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the result.",
+)
 def predict(signature: str, pairs: tuple[str, ...], cot: bool, timeout: float) -> None:
     """Submit a Predict (or ChainOfThought) job and print its outputs as JSON."""
     from dspex_jobs.client import Client
@@ -138,20 +181,38 @@ def predict(signature: str, pairs: tuple[str, ...], cot: bool, timeout: float) -
             result = client.submit(kind, signature, _parse_inputs(pairs)).result(timeout=timeout)
     except DSPexError as exc:
         raise click.ClickException(f"[{exc.code}] {exc}") from None
-    click.echo(json.dumps({"job_id": result.job_id, "outputs": result.outputs,
-                           "usage": result.usage}, indent=2))
+    click.echo(
+        json.dumps(
+            {"job_id": result.job_id, "outputs": result.outputs, "usage": result.usage}, indent=2
+        )
+    )
 
 
 @main.command("run")
 @click.argument("pipeline", type=click.Path(exists=True, dir_okay=False))
-@click.option("--input", "-i", "pairs", multiple=True,
-              help="NAME=VALUE (VALUE is JSON when it parses as JSON, else text).")
-@click.option("--timeout", type=float, default=300.0, show_default=True,
-              help="Seconds to wait for the run to end.")
-@click.option("--status", "show_status", is_flag=True,
-              help="Print the steps' table (state, queue, time) to stderr at the end.")
-def run_pipeline_command(pipeline: str, pairs: tuple[str, ...], timeout: float,
-                         show_status: bool) -> None:
+@click.option(
+    "--input",
+    "-i",
+    "pairs",
+    multiple=True,
+    help="NAME=VALUE (VALUE is JSON when it parses as JSON, else text).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for the run to end.",
+)
+@click.option(
+    "--status",
+    "show_status",
+    is_flag=True,
+    help="Print the steps' table (state, queue, time) to stderr at the end.",
+)
+def run_pipeline_command(
+    pipeline: str, pairs: tuple[str, ...], timeout: float, show_status: bool
+) -> None:
     """Run a pipeline document (.yaml or .json) and print its context as JSON.
 
     Exits 1 when the run fails, naming the step and its error.
@@ -168,14 +229,16 @@ def run_pipeline_command(pipeline: str, pairs: tuple[str, ...], timeout: float,
                     click.echo(handle.status().render(), err=True)
     except DSPexError as exc:
         raise click.ClickException(f"[{exc.code}] {exc}") from None
-    click.echo(json.dumps({"run_id": result.run_id, "context": result.context}, indent=2,
-                          default=str))
+    click.echo(
+        json.dumps({"run_id": result.run_id, "context": result.context}, indent=2, default=str)
+    )
 
 
 @main.command()
 @click.argument("job_id")
-@click.option("--follow", "-f", is_flag=True,
-              help="Follow an optimization's progress bar until it ends.")
+@click.option(
+    "--follow", "-f", is_flag=True, help="Follow an optimization's progress bar until it ends."
+)
 def status(job_id: str, follow: bool) -> None:
     """Print a job's status."""
     from dspex_jobs.client import Client
@@ -195,11 +258,20 @@ def status(job_id: str, follow: bool) -> None:
 
 @main.command()
 @click.argument("job_id")
-@click.option("--after", default="0-0", show_default=True,
-              help="Resume after this chunk id (printed with --ids).")
+@click.option(
+    "--after",
+    default="0-0",
+    show_default=True,
+    help="Resume after this chunk id (printed with --ids).",
+)
 @click.option("--ids", is_flag=True, help="Print each chunk's id, to resume from later.")
-@click.option("--timeout", type=float, default=300.0, show_default=True,
-              help="Give up after this many seconds without new data.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Give up after this many seconds without new data.",
+)
 def stream(job_id: str, after: str, ids: bool, timeout: float) -> None:
     """Print a streaming job's output as it arrives, then its final outputs as JSON."""
     from dspex_jobs.client import Client
@@ -238,8 +310,10 @@ def sessions_ls() -> None:
         for state in rows:
             worker = client.sessions.binding(state.id) or "-"
             idle_s = time.time() - state.updated_at
-            click.echo(f"{state.id:<34}{len(state.history):>6}{len(state.vars):>6}  "
-                       f"{idle_s:>7.0f}  {worker}")
+            click.echo(
+                f"{state.id:<34}{len(state.history):>6}{len(state.vars):>6}  "
+                f"{idle_s:>7.0f}  {worker}"
+            )
 
 
 @sessions.command("show")
@@ -278,8 +352,9 @@ def breakers(as_json: bool) -> None:
     from dspex_jobs.resilience.breaker import BreakerConfig, CircuitBreaker
 
     settings = _settings()
-    states = CircuitBreaker(redis_client(settings), Keys(settings.key_prefix),
-                            BreakerConfig()).states()
+    states = CircuitBreaker(
+        redis_client(settings), Keys(settings.key_prefix), BreakerConfig()
+    ).states()
     if as_json:
         click.echo(json.dumps(states, indent=2))
         return
@@ -312,8 +387,10 @@ def dlq_ls(limit: int) -> None:
     for letter in _dead_letters().list(limit):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter["failed_at"]))
         error = letter["error"]
-        click.echo(f"{when:<20}{letter['job_id']:<34}{letter['attempt']:>8}  "
-                   f"[{error['code']}] {error['message'][:80]}")
+        click.echo(
+            f"{when:<20}{letter['job_id']:<34}{letter['attempt']:>8}  "
+            f"[{error['code']}] {error['message'][:80]}"
+        )
 
 
 @dlq.command("show")
@@ -358,8 +435,12 @@ def _lm_cache_store() -> Any:
     from dspex_jobs.lmcache import LMCacheStore
 
     settings = _settings()
-    return LMCacheStore(redis_client(settings), Keys(settings.key_prefix),
-                        settings.lm_cache_ttl_s, settings.lm_cache_max_entries)
+    return LMCacheStore(
+        redis_client(settings),
+        Keys(settings.key_prefix),
+        settings.lm_cache_ttl_s,
+        settings.lm_cache_max_entries,
+    )
 
 
 @lm_cache.command("stats")
@@ -393,8 +474,14 @@ def _lm_server_options(command: Callable[..., None]) -> Callable[..., None]:
 
     for spec in reversed(option_specs()):
         default = LM_SERVER_DEFAULT_PORT if spec.field == "port" else spec.default
-        command = click.option(spec.flag, spec.field, type=spec.type, default=default,
-                               show_default=default is not None, help=spec.help)(command)
+        command = click.option(
+            spec.flag,
+            spec.field,
+            type=spec.type,
+            default=default,
+            show_default=default is not None,
+            help=spec.help,
+        )(command)
     return command
 
 

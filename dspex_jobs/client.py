@@ -135,8 +135,7 @@ class JobHandle:
             DSPexError: The job failed (raised after the chunks that preceded the failure).
         """
         key = self._store.keys.stream(self.id)
-        for event in stream_events(self._store.client, key, after_id=after_id,
-                                   timeout_s=timeout):
+        for event in stream_events(self._store.client, key, after_id=after_id, timeout_s=timeout):
             if isinstance(event, StreamEnd):
                 event.raise_for_error(self.id)
             yield event
@@ -149,8 +148,9 @@ class JobHandle:
 
         client = async_redis_client(self._client.settings)
         try:
-            async for event in astream_events(client, self._store.keys.stream(self.id),
-                                              after_id=after_id, timeout_s=timeout):
+            async for event in astream_events(
+                client, self._store.keys.stream(self.id), after_id=after_id, timeout_s=timeout
+            ):
                 if isinstance(event, StreamEnd):
                     event.raise_for_error(self.id)
                 yield event
@@ -177,9 +177,12 @@ class Client:
         self._redis = redis_client(self.settings)
         self._keys = Keys(self.settings.key_prefix)
         self._store = ResultStore(self._redis, self._keys, self.settings.result_ttl_s)
-        self.sessions = SessionStore(self._redis, self._keys,
-                                     max_history=self.settings.session_max_history,
-                                     max_state_bytes=self.settings.session_max_state_bytes)
+        self.sessions = SessionStore(
+            self._redis,
+            self._keys,
+            max_history=self.settings.session_max_history,
+            max_state_bytes=self.settings.session_max_state_bytes,
+        )
         self._gate = SessionGate(self._redis, self._keys, self.settings.result_ttl_s)
         if self.settings.sentry_dsn is not None:  # errors and traces from producers too
             from dspex_jobs.telemetry.sentry import init_sentry
@@ -258,28 +261,47 @@ class Client:
             options = LMOptions(**{**state.lm.overrides(), **options.overrides()})
             defaults = state.vars
         deadline_at = None if deadline_s is None else time.time() + deadline_s
-        job = self._build(kind, signature, inputs, defaults, template, instructions=instructions,
-                          lm=options, queue=queue, stream=stream, session_id=session,
-                          deadline_at=deadline_at, correlation_id=correlation_id,
-                          trace_id=trace_id, program=program, webhook=webhook)
+        job = self._build(
+            kind,
+            signature,
+            inputs,
+            defaults,
+            template,
+            instructions=instructions,
+            lm=options,
+            queue=queue,
+            stream=stream,
+            session_id=session,
+            deadline_at=deadline_at,
+            correlation_id=correlation_id,
+            trace_id=trace_id,
+            program=program,
+            webhook=webhook,
+        )
         wire = self._encode(job)
         if idempotency_key is not None:
             first = self._claim_idempotency_key(idempotency_key, job.id)
             if first != job.id:
                 return JobHandle(first, self, job.kind)
-        if session is not None and not self._admit(job, wire, strategy, state.affinity,
-                                                   idempotency_key):
+        if session is not None and not self._admit(
+            job, wire, strategy, state.affinity, idempotency_key
+        ):
             job_events.submitted(job, 0)
             return JobHandle(job.id, self, job.kind)  # waits in Redis for the session
         try:
-            self.app.send_task(job.kind.task_name, args=(wire,), task_id=job.id,
-                               # A kombu Queue routes to a worker's direct queue (sessions).
-                               queue=route or job.target_queue,  # type: ignore[arg-type]
-                               # What Flower shows instead of the raw envelope.
-                               argsrepr=task_summary(job), kwargsrepr="{}",
-                               # Results live in our store: no per-job subscription to the
-                               # Celery backend (which would retry for 20 s on a bad login).
-                               ignore_result=True)
+            self.app.send_task(
+                job.kind.task_name,
+                args=(wire,),
+                task_id=job.id,
+                # A kombu Queue routes to a worker's direct queue (sessions).
+                queue=route or job.target_queue,  # type: ignore[arg-type]
+                # What Flower shows instead of the raw envelope.
+                argsrepr=task_summary(job),
+                kwargsrepr="{}",
+                # Results live in our store: no per-job subscription to the
+                # Celery backend (which would retry for 20 s on a bad login).
+                ignore_result=True,
+            )
         except _REDIS_DOWN as exc:  # typed: RedisAuthError, RedisTLSError, BrokerUnavailable
             if session is not None:
                 with contextlib.suppress(*_REDIS_DOWN):
@@ -289,10 +311,18 @@ class Client:
         return JobHandle(job.id, self, job.kind)
 
     def predict(
-        self, signature: str | None = None, /, *, inputs: Mapping[str, Any] | None = None,
-        instructions: str | None = None, template: str | None = None,
-        lm: LMOptions | Mapping[str, Any] | None = None, stream: bool = False,
-        program: str | None = None, webhook: str | None = None, **input_values: Any,
+        self,
+        signature: str | None = None,
+        /,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        instructions: str | None = None,
+        template: str | None = None,
+        lm: LMOptions | Mapping[str, Any] | None = None,
+        stream: bool = False,
+        program: str | None = None,
+        webhook: str | None = None,
+        **input_values: Any,
     ) -> JobHandle:
         """Run ``dspy.Predict(signature)`` on the inputs (keywords, or ``inputs=``).
 
@@ -302,24 +332,54 @@ class Client:
         """
         if program is not None:
             if signature is not None or template is not None or instructions is not None:
-                raise ValidationError("pass a signature or a program, not both (a program "
-                                      "carries its own signature)", field="program")
-            return self.submit(JobKind.PROGRAM, None, {**(inputs or {}), **input_values},
-                               lm=lm, stream=stream, program=program, webhook=webhook)
-        return self.submit(JobKind.PREDICT, signature, {**(inputs or {}), **input_values},
-                           instructions=instructions, template=template, lm=lm, stream=stream,
-                           webhook=webhook)
+                raise ValidationError(
+                    "pass a signature or a program, not both (a program carries its own signature)",
+                    field="program",
+                )
+            return self.submit(
+                JobKind.PROGRAM,
+                None,
+                {**(inputs or {}), **input_values},
+                lm=lm,
+                stream=stream,
+                program=program,
+                webhook=webhook,
+            )
+        return self.submit(
+            JobKind.PREDICT,
+            signature,
+            {**(inputs or {}), **input_values},
+            instructions=instructions,
+            template=template,
+            lm=lm,
+            stream=stream,
+            webhook=webhook,
+        )
 
     def chain_of_thought(
-        self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
-        instructions: str | None = None, template: str | None = None,
-        lm: LMOptions | Mapping[str, Any] | None = None, stream: bool = False,
-        webhook: str | None = None, **input_values: Any,
+        self,
+        signature: str,
+        /,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        instructions: str | None = None,
+        template: str | None = None,
+        lm: LMOptions | Mapping[str, Any] | None = None,
+        stream: bool = False,
+        webhook: str | None = None,
+        **input_values: Any,
     ) -> JobHandle:
         """Run ``dspy.ChainOfThought(signature)``; the outputs gain a ``reasoning`` field."""
-        return self.submit(JobKind.CHAIN_OF_THOUGHT, signature,
-                           {**(inputs or {}), **input_values}, instructions=instructions,
-                           template=template, lm=lm, stream=stream, webhook=webhook)
+        return self.submit(
+            JobKind.CHAIN_OF_THOUGHT,
+            signature,
+            {**(inputs or {}), **input_values},
+            instructions=instructions,
+            template=template,
+            lm=lm,
+            stream=stream,
+            webhook=webhook,
+        )
 
     @property
     def programs(self) -> ProgramRegistry:
@@ -328,8 +388,16 @@ class Client:
 
         return ProgramRegistry(self._redis, self._keys, self.settings.program_max_bytes)
 
-    def optimize(self, *, program: Any, optimizer: str, trainset: Any, valset: Any = None,
-                 metric: str = "exact_match", **options: Any) -> OptimizeHandle:
+    def optimize(
+        self,
+        *,
+        program: Any,
+        optimizer: str,
+        trainset: Any,
+        valset: Any = None,
+        metric: str = "exact_match",
+        **options: Any,
+    ) -> OptimizeHandle:
         """Optimize a program on the ``optimizer`` queue; the result is a new registry version.
 
         Example::
@@ -346,8 +414,15 @@ class Client:
         """
         from dspex_jobs.optimize.handle import submit_optimize
 
-        return submit_optimize(self, program=program, optimizer=optimizer, trainset=trainset,
-                               valset=valset, metric=metric, **options)
+        return submit_optimize(
+            self,
+            program=program,
+            optimizer=optimizer,
+            trainset=trainset,
+            valset=valset,
+            metric=metric,
+            **options,
+        )
 
     def optimization(self, job_id: str) -> OptimizeHandle:
         """A handle to an optimization submitted earlier."""
@@ -368,7 +443,10 @@ class Client:
         return self.submit(JobKind.PING, queue=queue)
 
     def embed(
-        self, texts: Sequence[str], *, normalize: bool = False,
+        self,
+        texts: Sequence[str],
+        *,
+        normalize: bool = False,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
     ) -> Embeddings:
         """Embed ``texts`` on a neural worker and wait: float32 vectors, one per text.
@@ -392,9 +470,15 @@ class Client:
         return JobHandle(job_id, self)
 
     def run(
-        self, pipeline: Pipeline | Mapping[str, Any] | str | Path, /, *,
-        inputs: Mapping[str, Any] | None = None, timeout_s: float | None = None,
-        trace_id: str | None = None, webhook: str | None = None, **input_values: Any,
+        self,
+        pipeline: Pipeline | Mapping[str, Any] | str | Path,
+        /,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        trace_id: str | None = None,
+        webhook: str | None = None,
+        **input_values: Any,
     ) -> PipelineHandle:
         """Run a pipeline (a :class:`~dspex_jobs.pipeline.Pipeline`, its document, or the
         path of a ``.yaml``/``.json`` file) on the inputs (keywords, or ``inputs=``).
@@ -406,8 +490,14 @@ class Client:
         """
         from dspex_jobs.pipeline.submit import run_pipeline
 
-        return run_pipeline(self, pipeline, {**(inputs or {}), **input_values},
-                            timeout_s=timeout_s, trace_id=trace_id, webhook=webhook)
+        return run_pipeline(
+            self,
+            pipeline,
+            {**(inputs or {}), **input_values},
+            timeout_s=timeout_s,
+            trace_id=trace_id,
+            webhook=webhook,
+        )
 
     def pipeline_run(self, run_id: str) -> PipelineHandle:
         """A handle to a pipeline run started earlier (by any producer)."""
@@ -416,8 +506,12 @@ class Client:
         return PipelineHandle(run_id, self)
 
     def session(
-        self, *, ttl_s: int | None = None, affinity: Affinity = "hint",
-        lm: LMOptions | Mapping[str, Any] | None = None, vars: Mapping[str, Any] | None = None,
+        self,
+        *,
+        ttl_s: int | None = None,
+        affinity: Affinity = "hint",
+        lm: LMOptions | Mapping[str, Any] | None = None,
+        vars: Mapping[str, Any] | None = None,
     ) -> Session:
         """Start a session: its jobs share history, variables and LM settings.
 
@@ -429,10 +523,12 @@ class Client:
             vars: Initial variables.
         """
         if affinity not in ("hint", "strict"):
-            raise ValidationError(f"affinity must be 'hint' or 'strict', not {affinity!r}",
-                                  field="affinity")
-        state = self.sessions.create(ttl_s or self.settings.session_ttl_s, affinity,
-                                     _lm_options(lm), vars)
+            raise ValidationError(
+                f"affinity must be 'hint' or 'strict', not {affinity!r}", field="affinity"
+            )
+        state = self.sessions.create(
+            ttl_s or self.settings.session_ttl_s, affinity, _lm_options(lm), vars
+        )
         return Session(self, state)
 
     def get_session(self, session_id: str) -> Session:
@@ -457,16 +553,23 @@ class Client:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _admit(self, job: Job, wire: Any, strategy: Multitask, affinity: str,
-               idempotency_key: str | None) -> bool:
+    def _admit(
+        self, job: Job, wire: Any, strategy: Multitask, affinity: str, idempotency_key: str | None
+    ) -> bool:
         """Whether a session job is sent now; otherwise it waits in Redis for the session
         (``enqueue``, ``interrupt``, ``rollback``) or :class:`SessionBusy` is raised."""
         assert job.session_id is not None
         payload = wire if isinstance(wire, dict) else job.to_wire()  # JSON, for Redis
         try:
-            admission = self._gate.admit(job.session_id, job.id, strategy,
-                                         task=job.kind.task_name, queue=job.target_queue,
-                                         payload=payload, affinity=affinity)
+            admission = self._gate.admit(
+                job.session_id,
+                job.id,
+                strategy,
+                task=job.kind.task_name,
+                queue=job.target_queue,
+                payload=payload,
+                affinity=affinity,
+            )
         except _REDIS_DOWN as exc:
             raise broker_error(exc, self.settings, "cannot admit a session job") from exc
         if admission.decision == "busy":
@@ -475,8 +578,10 @@ class Client:
             raise SessionBusy(
                 f"session {job.session_id} is running job {admission.running}; "
                 "multitask='reject' refuses a second job (submit later, or use 'enqueue', "
-                "'interrupt' or 'rollback')", session_id=job.session_id,
-                running_job_id=admission.running)
+                "'interrupt' or 'rollback')",
+                session_id=job.session_id,
+                running_job_id=admission.running,
+            )
         return admission.decision == "run"
 
     def _claim_idempotency_key(self, key: str, job_id: str) -> str:
@@ -501,7 +606,8 @@ class Client:
                 raise SessionWorkerUnavailable(
                     f"session {session_id} is bound to {worker}, which has no heartbeat; "
                     "strict affinity never moves a session (use affinity='hint' to allow it)",
-                    session_id=session_id, worker=worker,
+                    session_id=session_id,
+                    worker=worker,
                 )
             return state, None  # gone: the next worker rebinds and carries on from Redis
         direct = worker_direct(worker)
@@ -510,19 +616,26 @@ class Client:
         return state, direct
 
     def _build(
-        self, kind: JobKind | str, signature: str | None, inputs: Mapping[str, Any] | None,
-        defaults: Mapping[str, Any], template: str | None = None, **options: Any,
+        self,
+        kind: JobKind | str,
+        signature: str | None,
+        inputs: Mapping[str, Any] | None,
+        defaults: Mapping[str, Any],
+        template: str | None = None,
+        **options: Any,
     ) -> Job:
         job_kind = _job_kind(kind)
         queue = options.get("queue")
         if queue is not None and queue not in QUEUES:
-            raise ValidationError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}",
-                                  field="queue")
+            raise ValidationError(
+                f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}", field="queue"
+            )
         values: dict[str, Any] = dict(inputs or {})
         if job_kind.uses_signature:
             if not signature:
-                raise ValidationError(f"a {job_kind.value} job needs a signature",
-                                      field="signature")
+                raise ValidationError(
+                    f"a {job_kind.value} job needs a signature", field="signature"
+                )
             parsed = Signature.parse(signature, instructions=options.get("instructions"))
             if defaults or options.get("session_id"):
                 # Inputs the worker fills from the session are validated, not sent.
@@ -537,13 +650,13 @@ class Client:
         elif job_kind in _PROGRAM_KINDS:  # registered programs: dspex_jobs.programs.submit
             from dspex_jobs.programs.submit import check_program_job
 
-            values = check_program_job(self, job_kind, signature, options.get("program"),
-                                       values)
+            values = check_program_job(self, job_kind, signature, options.get("program"), values)
         elif job_kind.queue == "neural":  # texts, not a signature: dspex_jobs.neural.limits
             values = check_neural_job(job_kind, signature, values, self.settings)
         elif signature or values:
-            raise ValidationError(f"a {job_kind.value} job takes no signature or inputs",
-                                  field="inputs")
+            raise ValidationError(
+                f"a {job_kind.value} job takes no signature or inputs", field="inputs"
+            )
         if options.get("trace_id") is None:
             options.pop("trace_id", None)  # a fresh one
         try:
@@ -566,13 +679,19 @@ class Client:
             raise PayloadTooLarge(
                 f"job is {size} bytes encoded, over the limit of "
                 f"{self.settings.max_payload_bytes} (DSPEX_MAX_PAYLOAD_BYTES)",
-                size=size, limit=self.settings.max_payload_bytes,
+                size=size,
+                limit=self.settings.max_payload_bytes,
             )
         if frame.info.size_bytes > self.settings.claim_check_threshold_bytes:
             try:
-                return check_in(self._redis, self._keys.payload(job.id), frame,
-                                ttl_s=self.settings.result_ttl_s, id=job.id,
-                                kind=job.kind.value)
+                return check_in(
+                    self._redis,
+                    self._keys.payload(job.id),
+                    frame,
+                    ttl_s=self.settings.result_ttl_s,
+                    id=job.id,
+                    kind=job.kind.value,
+                )
             except _REDIS_DOWN as exc:
                 raise BrokerUnavailable(
                     f"cannot store job {job.id} in {self.settings.redacted_redis_url()}: {exc}"
@@ -581,8 +700,9 @@ class Client:
         return frame if is_dspex_serializer(self.app.conf.task_serializer) else wire
 
 
-def _render(template: str, values: Mapping[str, Any], signature: Signature,
-            options: Mapping[str, Any]) -> str:
+def _render(
+    template: str, values: Mapping[str, Any], signature: Signature, options: Mapping[str, Any]
+) -> str:
     """A job's instructions from its template (a TemplateError enqueues nothing)."""
     if options.get("instructions") is not None:
         raise ValidationError("pass instructions or a template, not both", field="template")
@@ -607,8 +727,9 @@ def _job_kind(kind: JobKind | str) -> JobKind:
         return JobKind(kind)
     except ValueError:
         known = ", ".join(k.value for k in JobKind)
-        raise UnknownJobKind(f"unknown job kind {kind!r}; expected one of {known}",
-                             field="kind") from None
+        raise UnknownJobKind(
+            f"unknown job kind {kind!r}; expected one of {known}", field="kind"
+        ) from None
 
 
 def _lm_options(lm: LMOptions | Mapping[str, Any] | None) -> LMOptions:

@@ -74,8 +74,7 @@ REDIS_DOWN: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutErr
 HEALTH_CHECK_INTERVAL_S = 25
 """A pooled connection idle this long is PINGed before use (NAT and LB idle timeouts)."""
 
-_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
-              "none": ssl.CERT_NONE}
+_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
 _per_process: dict[tuple[int, RedisTarget], redis.Redis] = {}
 
@@ -120,15 +119,19 @@ class RedisTarget:
 
     def socket_options(self) -> dict[str, Any]:
         """Timeouts and keep-alive, the same for every client."""
-        return {"socket_timeout": self.socket_timeout_s,
-                "socket_connect_timeout": self.socket_timeout_s,
-                "socket_keepalive": self.scheme != "unix",
-                "health_check_interval": HEALTH_CHECK_INTERVAL_S}
+        return {
+            "socket_timeout": self.socket_timeout_s,
+            "socket_connect_timeout": self.socket_timeout_s,
+            "socket_keepalive": self.scheme != "unix",
+            "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        }
 
     def sentinel_options(self) -> dict[str, Any]:
         """Keywords for the connections to the Sentinels themselves."""
-        options: dict[str, Any] = {"socket_timeout": self.socket_timeout_s,
-                                   "socket_connect_timeout": self.socket_timeout_s}
+        options: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout_s,
+            "socket_connect_timeout": self.socket_timeout_s,
+        }
         if self.sentinel_password:
             options["password"] = self.sentinel_password
         if self.tls:
@@ -154,22 +157,29 @@ def redis_target(settings: Settings) -> RedisTarget:
         first = urlsplit(url)
     query = dict(q.split("=", 1) for q in first.query.split("&") if "=" in q)
     db_text = first.path.strip("/") if scheme != "unix" else query.get("db", "0")
-    password = (settings.redis_password.get_secret_value() if settings.redis_password
-                else unquote(first.password) if first.password else None)
+    password = (
+        settings.redis_password.get_secret_value()
+        if settings.redis_password
+        else unquote(first.password)
+        if first.password
+        else None
+    )
     return RedisTarget(
         scheme=scheme,
         host=first.hostname if scheme != "unix" else None,
         port=first.port if scheme != "unix" else None,
         db=int(db_text or 0),
         path=first.path if scheme == "unix" else None,
-        username=settings.redis_username or (unquote(first.username) if first.username
-                                             else None),
+        username=settings.redis_username or (unquote(first.username) if first.username else None),
         password=password,
         tls=settings.redis_uses_tls,
         sentinels=tuple(sentinels),
         master=settings.redis_sentinel_master,
-        sentinel_password=(settings.redis_sentinel_password.get_secret_value()
-                           if settings.redis_sentinel_password else None),
+        sentinel_password=(
+            settings.redis_sentinel_password.get_secret_value()
+            if settings.redis_sentinel_password
+            else None
+        ),
         ca_file=settings.redis_tls_ca_file,
         cert_file=settings.redis_tls_cert_file,
         key_file=settings.redis_tls_key_file,
@@ -200,18 +210,27 @@ def redis_client(settings: Settings) -> redis.Redis:
 
         ssl_kwargs = {"ssl": True, **target.ssl_options()} if target.tls else {}
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(target.sentinels), sentinel_kwargs=target.sentinel_options(),
-            **kwargs, **ssl_kwargs)
+            list(target.sentinels),
+            sentinel_kwargs=target.sentinel_options(),
+            **kwargs,
+            **ssl_kwargs,
+        )
         assert target.master is not None  # Settings refuses sentinel:// without it
         primary: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-            target.master, redis_class=redis.Redis)
+            target.master, redis_class=redis.Redis
+        )
         return primary
     if target.scheme == "unix":
         kwargs.pop("socket_keepalive", None)
         kwargs.pop("socket_connect_timeout", None)
         return redis.Redis(unix_socket_path=target.path, **kwargs)
-    return redis.Redis(host=target.host or "127.0.0.1", port=target.port or 6379,
-                       ssl=target.tls, **target.ssl_options(), **kwargs)
+    return redis.Redis(
+        host=target.host or "127.0.0.1",
+        port=target.port or 6379,
+        ssl=target.tls,
+        **target.ssl_options(),
+        **kwargs,
+    )
 
 
 def async_redis_client(settings: Settings) -> aioredis.Redis:
@@ -223,8 +242,11 @@ def async_redis_client(settings: Settings) -> aioredis.Redis:
 
         ssl_kwargs = {"ssl": True, **target.ssl_options()} if target.tls else {}
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(target.sentinels), sentinel_kwargs=target.sentinel_options(),
-            **kwargs, **ssl_kwargs)
+            list(target.sentinels),
+            sentinel_kwargs=target.sentinel_options(),
+            **kwargs,
+            **ssl_kwargs,
+        )
         assert target.master is not None
         primary: aioredis.Redis = sentinel.master_for(target.master, redis_class=aioredis.Redis)
         return primary
@@ -232,8 +254,13 @@ def async_redis_client(settings: Settings) -> aioredis.Redis:
         kwargs.pop("socket_keepalive", None)
         kwargs.pop("socket_connect_timeout", None)
         return aioredis.Redis(unix_socket_path=target.path, **kwargs)
-    return aioredis.Redis(host=target.host or "127.0.0.1", port=target.port or 6379,
-                          ssl=target.tls, **target.ssl_options(), **kwargs)
+    return aioredis.Redis(
+        host=target.host or "127.0.0.1",
+        port=target.port or 6379,
+        ssl=target.tls,
+        **target.ssl_options(),
+        **kwargs,
+    )
 
 
 def process_redis(settings: Settings) -> redis.Redis:
@@ -272,9 +299,11 @@ def celery_redis_config(settings: Settings) -> dict[str, Any]:
         # One normalised URL per Sentinel, each naming the database: kombu reads it from
         # the first, Celery's result backend from each.
         url = ";".join(
-            _with_credentials(f"sentinel://{host}:{port}/{target.db}", target) if i == 0
+            _with_credentials(f"sentinel://{host}:{port}/{target.db}", target)
+            if i == 0
             else f"sentinel://{host}:{port}/{target.db}"
-            for i, (host, port) in enumerate(target.sentinels))
+            for i, (host, port) in enumerate(target.sentinels)
+        )
     else:
         url = _with_credentials(settings.redis_url, target)
     config: dict[str, Any] = {
@@ -290,8 +319,7 @@ def celery_redis_config(settings: Settings) -> dict[str, Any]:
         config["broker_use_ssl"] = target.ssl_options()
         config["redis_backend_use_ssl"] = target.ssl_options()
     if target.sentinels:
-        sentinel = {"master_name": target.master,
-                    "sentinel_kwargs": target.sentinel_options()}
+        sentinel = {"master_name": target.master, "sentinel_kwargs": target.sentinel_options()}
         config["broker_transport_options"].update(sentinel)
         config["result_backend_transport_options"] = dict(sentinel)
     return config
@@ -303,8 +331,9 @@ def broker_error(exc: BaseException, settings: Settings, doing: str) -> BrokerUn
     :class:`BrokerUnavailable`; the message says what was being done and what to check."""
     message = f"{doing}: {describe_redis_error(exc, settings)}"
     kind = _classify(exc, settings)
-    cls = {"auth": RedisAuthError, "sentinel_auth": RedisAuthError,
-           "tls": RedisTLSError}.get(kind, BrokerUnavailable)
+    cls = {"auth": RedisAuthError, "sentinel_auth": RedisAuthError, "tls": RedisTLSError}.get(
+        kind, BrokerUnavailable
+    )
     return cls(message)
 
 
@@ -316,13 +345,18 @@ def _classify(exc: BaseException, settings: Settings) -> str:
         text = str(current)
         if isinstance(current, MasterNotFoundError):  # one line per Sentinel it asked
             return "sentinel_auth" if "AuthenticationError" in text else "no_master"
-        if isinstance(current, AuthenticationError) or "NOAUTH" in text or (
-                "WRONGPASS" in text) or "invalid password" in text:
+        if (
+            isinstance(current, AuthenticationError)
+            or "NOAUTH" in text
+            or ("WRONGPASS" in text)
+            or "invalid password" in text
+        ):
             return "auth"
         if "SSL" in text or "certificate" in text or "TLS" in text:
             return "tls"
-        if not settings.redis_uses_tls and ("Connection reset" in text
-                                            or "Connection closed by server" in text):
+        if not settings.redis_uses_tls and (
+            "Connection reset" in text or "Connection closed by server" in text
+        ):
             # A TLS-only server drops a plain-text client, but so does a server that goes
             # away (a failover): only a server that completes a handshake is "tls".
             return "tls" if _speaks_tls(redis_target(settings)) else "down"
@@ -338,8 +372,10 @@ def _speaks_tls(target: RedisTarget, timeout_s: float = 1.0) -> bool:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # a probe: nothing is sent over it
     try:
-        with socket.create_connection((target.host, target.port or 6379), timeout_s) as raw, \
-                context.wrap_socket(raw, server_hostname=target.host):
+        with (
+            socket.create_connection((target.host, target.port or 6379), timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=target.host),
+        ):
             return True
     except OSError:
         return False
@@ -354,21 +390,28 @@ def describe_redis_error(exc: BaseException, settings: Settings) -> str:
     text = str(exc) or type(exc).__name__
     kind = _classify(exc, settings)
     if kind == "sentinel_auth":
-        return (f"the Sentinels at {where} refused the password; check "
-                "DSPEX_REDIS_SENTINEL_PASSWORD")
+        return f"the Sentinels at {where} refused the password; check DSPEX_REDIS_SENTINEL_PASSWORD"
     if kind == "no_master":
-        return (f"no Sentinel at {where} answered with a primary for "
-                f"{settings.redis_sentinel_master!r}; check DSPEX_REDIS_SENTINEL_MASTER, the "
-                "Sentinel addresses and, with TLS, DSPEX_REDIS_TLS / DSPEX_REDIS_TLS_CA_FILE")
+        return (
+            f"no Sentinel at {where} answered with a primary for "
+            f"{settings.redis_sentinel_master!r}; check DSPEX_REDIS_SENTINEL_MASTER, the "
+            "Sentinel addresses and, with TLS, DSPEX_REDIS_TLS / DSPEX_REDIS_TLS_CA_FILE"
+        )
     if kind == "auth":
-        return (f"Redis at {where} refused the credentials ({text}); check "
-                "DSPEX_REDIS_USERNAME / DSPEX_REDIS_PASSWORD")
+        return (
+            f"Redis at {where} refused the credentials ({text}); check "
+            "DSPEX_REDIS_USERNAME / DSPEX_REDIS_PASSWORD"
+        )
     if kind == "tls" and settings.redis_uses_tls:
-        return (f"TLS to Redis at {where} failed ({text}); check DSPEX_REDIS_TLS_CA_FILE "
-                "and that the server speaks TLS on that port")
+        return (
+            f"TLS to Redis at {where} failed ({text}); check DSPEX_REDIS_TLS_CA_FILE "
+            "and that the server speaks TLS on that port"
+        )
     if kind == "tls":
-        return (f"Redis at {where} closed the connection ({text}); if it only accepts TLS, "
-                "use a rediss:// URL")
+        return (
+            f"Redis at {where} closed the connection ({text}); if it only accepts TLS, "
+            "use a rediss:// URL"
+        )
     return f"cannot reach Redis at {where}: {text}"
 
 

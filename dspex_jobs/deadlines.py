@@ -32,8 +32,12 @@ CANCEL_POLL_S = 0.5
 
 
 def run_bounded(
-    work: Callable[[], T], *, job_id: str, limit_s: float | None = None,
-    deadline_at: float | None = None, cancelled: Callable[[], bool] | None = None,
+    work: Callable[[], T],
+    *,
+    job_id: str,
+    limit_s: float | None = None,
+    deadline_at: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
     poll_s: float = CANCEL_POLL_S,
 ) -> T:
     """Run ``work`` and return its value, unless a bound passes first.
@@ -81,19 +85,25 @@ def run_bounded(
         if end is not None and time.monotonic() >= end:
             raise _timed_out(job_id, limit_s, deadline_at, time.monotonic() - started)
         if cancelled is not None and cancelled():
-            raise JobCancelled(f"job {job_id} was cancelled while it ran; its outputs will be "
-                               "discarded", job_id=job_id)
+            raise JobCancelled(
+                f"job {job_id} was cancelled while it ran; its outputs will be discarded",
+                job_id=job_id,
+            )
     if "error" in box:
         raise box["error"]
     value: T = box["value"]
     return value
 
 
-def _timed_out(job_id: str, limit_s: float | None, deadline_at: float | None,
-               ran_s: float) -> DeadlineExceeded:
+def _timed_out(
+    job_id: str, limit_s: float | None, deadline_at: float | None, ran_s: float
+) -> DeadlineExceeded:
     if deadline_at is not None and time.time() >= deadline_at:
         why = "reached its deadline"
     else:
         why = f"ran past the worker's time limit of {limit_s:g} s"
-    return DeadlineExceeded(f"job {job_id} {why} after running {ran_s:.1f} s; it was stopped "
-                            "and its outputs, if they come, are discarded", job_id=job_id)
+    return DeadlineExceeded(
+        f"job {job_id} {why} after running {ran_s:.1f} s; it was stopped "
+        "and its outputs, if they come, are discarded",
+        job_id=job_id,
+    )

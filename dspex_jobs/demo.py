@@ -42,15 +42,26 @@ def run_demo() -> int:
     print("dspex-jobs demo: starting", _describe(redis_url, lm), flush=True)
     started = time.perf_counter()
     # Your Redis's TLS, ACL and Sentinel settings reach the demo's workers too.
-    security = {name: getattr(env, name) for name in env.model_fields_set
-                if name.startswith("redis_") and name != "redis_url"} if redis_url else {}
-    with LocalStack(redis_url=redis_url, lm=lm, lm_api_base=env.lm_api_base,
-                    queues=QUEUES, settings=security) as stack:
+    security = (
+        {
+            name: getattr(env, name)
+            for name in env.model_fields_set
+            if name.startswith("redis_") and name != "redis_url"
+        }
+        if redis_url
+        else {}
+    )
+    with LocalStack(
+        redis_url=redis_url, lm=lm, lm_api_base=env.lm_api_base, queues=QUEUES, settings=security
+    ) as stack:
         assert stack.settings is not None
-        print(f"ready in {time.perf_counter() - started:.1f} s: redis "
-              f"{stack.settings.redacted_redis_url()}, "
-              f"LM {stack.settings.lm} at {stack.settings.lm_api_base or 'provider default'}, "
-              f"workers on {', '.join(QUEUES)}\n", flush=True)
+        print(
+            f"ready in {time.perf_counter() - started:.1f} s: redis "
+            f"{stack.settings.redacted_redis_url()}, "
+            f"LM {stack.settings.lm} at {stack.settings.lm_api_base or 'provider default'}, "
+            f"workers on {', '.join(QUEUES)}\n",
+            flush=True,
+        )
         with Client(stack.settings) as client:
             handles = [
                 client.predict(DEMO_SIGNATURE, **DEMO_INPUTS),
@@ -76,8 +87,7 @@ def _describe(redis_url: str | None, lm: str | None) -> str:
 
 def render(results: list[JobResult]) -> str:
     """A readable table of each job's inputs, outputs, timings and usage."""
-    lines = [f"signature: {DEMO_SIGNATURE}", f"question:  {DEMO_INPUTS['question']}",
-             "context:"]
+    lines = [f"signature: {DEMO_SIGNATURE}", f"question:  {DEMO_INPUTS['question']}", "context:"]
     lines += [f"  - {c}" for c in DEMO_INPUTS["context"]]
     for result in results:
         lines.append("")
@@ -88,10 +98,14 @@ def render(results: list[JobResult]) -> str:
             lines.append(f"  {name:<11} {wrapped[0]}")
             lines.extend(wrapped[1:])
         t = result.timings
-        lines.append(f"  {'timings':<11} queued {t.queued_s * 1000:.1f} ms, "
-                     f"run {t.run_s * 1000:.1f} ms, total {t.total_s * 1000:.1f} ms")
+        lines.append(
+            f"  {'timings':<11} queued {t.queued_s * 1000:.1f} ms, "
+            f"run {t.run_s * 1000:.1f} ms, total {t.total_s * 1000:.1f} ms"
+        )
         for model, usage in result.usage.items() or [("(none reported)", {})]:
-            lines.append(f"  {'tokens':<11} {model}: prompt {usage.get('prompt_tokens', 0)}, "
-                         f"completion {usage.get('completion_tokens', 0)}, "
-                         f"total {usage.get('total_tokens', 0)}")
+            lines.append(
+                f"  {'tokens':<11} {model}: prompt {usage.get('prompt_tokens', 0)}, "
+                f"completion {usage.get('completion_tokens', 0)}, "
+                f"total {usage.get('total_tokens', 0)}"
+            )
     return "\n".join(lines)

@@ -346,7 +346,10 @@ class LMRateLimited(LMError):
     retryable = True
 
     def __init__(
-        self, message: str = "", job_id: str | None = None, retry_after_s: float | None = None,
+        self,
+        message: str = "",
+        job_id: str | None = None,
+        retry_after_s: float | None = None,
         **details: Any,
     ) -> None:
         super().__init__(message, job_id=job_id, retry_after_s=retry_after_s, **details)
@@ -469,7 +472,10 @@ class TemplateError(ValidationError):
     code = "template_error"
 
     def __init__(
-        self, message: str = "", line: int | None = None, column: int | None = None,
+        self,
+        message: str = "",
+        line: int | None = None,
+        column: int | None = None,
         **details: Any,
     ) -> None:
         super().__init__(message, line=line, column=column, **details)

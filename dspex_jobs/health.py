@@ -66,10 +66,16 @@ class HealthReport:
         ``queues.<name>.in_flight``; its redis trigger reads the queue list itself)."""
         return {
             "ok": self.redis_ok,
-            "queues": {q.name: {"depth": q.depth, "in_flight": q.in_flight,
-                                "running": q.running, "workers": len(q.workers),
-                                "demand": q.depth + q.in_flight}
-                       for q in self.queues},
+            "queues": {
+                q.name: {
+                    "depth": q.depth,
+                    "in_flight": q.in_flight,
+                    "running": q.running,
+                    "workers": len(q.workers),
+                    "demand": q.depth + q.in_flight,
+                }
+                for q in self.queues
+            },
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,8 +94,10 @@ class HealthReport:
         lines += [f"     {'queue':<10}{'depth':>7}{'in flight':>10}  workers"]
         for q in self.queues:
             mark = "ok  " if q.ok else "FAIL"
-            alive = ", ".join(f"{w} ({q.devices[w]})" if w in q.devices else w
-                              for w in q.workers) or "none alive"
+            alive = (
+                ", ".join(f"{w} ({q.devices[w]})" if w in q.devices else w for w in q.workers)
+                or "none alive"
+            )
             lines.append(f"{mark} {q.name:<10}{q.depth:>7}{q.in_flight:>10}  {alive}")
         return "\n".join(lines)
 
@@ -115,12 +123,16 @@ def check_health(settings: Settings, queues: tuple[str, ...] = QUEUES) -> Health
         report = []
         for name in queues:
             mine = [w for w in workers if name in w.get("queues", [])]
-            report.append(QueueHealth(
-                name, queue_depth(client, name), sorted(w["name"] for w in mine),
-                {w["name"]: str(w["device"]) for w in mine if "device" in w},
-                in_flight=sum(int(w.get("reserved", 0)) for w in mine),
-                running=sum(int(w.get("active", 0)) for w in mine),
-            ))
+            report.append(
+                QueueHealth(
+                    name,
+                    queue_depth(client, name),
+                    sorted(w["name"] for w in mine),
+                    {w["name"]: str(w["device"]) for w in mine if "device" in w},
+                    in_flight=sum(int(w.get("reserved", 0)) for w in mine),
+                    running=sum(int(w.get("active", 0)) for w in mine),
+                )
+            )
         return HealthReport(url, True, latency_ms, report)
     except Exception as exc:  # the reason, never the password (describe_redis_error)
         return HealthReport(url, False, None, [], error=describe_redis_error(exc, settings))

@@ -64,8 +64,7 @@ _QUEUE_OF_KIND = {
     JobKind.OPTIMIZE: "optimizer",
 }
 
-_NO_SIGNATURE = frozenset({JobKind.PING, JobKind.PROGRAM, JobKind.PROGRAM_BATCH,
-                           JobKind.OPTIMIZE})
+_NO_SIGNATURE = frozenset({JobKind.PING, JobKind.PROGRAM, JobKind.PROGRAM_BATCH, JobKind.OPTIMIZE})
 """Kinds whose signature is not in the envelope: registered programs carry their own
 (:mod:`dspex_jobs.programs`)."""
 
@@ -111,11 +110,15 @@ class Job(BaseModel):
     stream: bool = False
     session_id: str | None = Field(None, max_length=128)
     webhook: str | None = Field(
-        None, max_length=2048, description="POSTed a signed JSON body when the job ends "
+        None,
+        max_length=2048,
+        description="POSTed a signed JSON body when the job ends "
         "(dspex_jobs.webhooks); checked against the allowlist by producer and worker.",
     )
     program: str | None = Field(
-        None, max_length=200, description="A registered program (``qa@3``, ``qa@production``) "
+        None,
+        max_length=200,
+        description="A registered program (``qa@3``, ``qa@production``) "
         "for program and program_batch jobs (dspex_jobs.programs).",
     )
     attempt: int = Field(1, ge=1, description="1 for the first run; re-scheduled runs count up.")

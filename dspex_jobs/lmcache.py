@@ -81,9 +81,14 @@ class LMCacheStats:
 
     def as_dict(self) -> dict[str, float]:
         """JSON-able, for the CLI and health output."""
-        return {"hits": self.hits, "misses": self.misses, "writes": self.writes,
-                "evictions": self.evictions, "entries": self.entries,
-                "hit_rate": round(self.hit_rate, 4)}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "writes": self.writes,
+            "evictions": self.evictions,
+            "entries": self.entries,
+            "hit_rate": round(self.hit_rate, 4),
+        }
 
 
 class LMCacheStore:
@@ -106,16 +111,26 @@ class LMCacheStore:
 
     def get(self, digest: str) -> bytes | None:
         """The stored response for a key digest, counting a hit or a miss."""
-        value = self._get(keys=[self.keys.lm_cache_entry(digest), self.keys.lm_cache_index(),
-                                self.keys.lm_cache_stats()],
-                          args=[_now_ms()])
+        value = self._get(
+            keys=[
+                self.keys.lm_cache_entry(digest),
+                self.keys.lm_cache_index(),
+                self.keys.lm_cache_stats(),
+            ],
+            args=[_now_ms()],
+        )
         return cast("bytes | None", value)
 
     def put(self, digest: str, value: bytes) -> int:
         """Store a response; returns how many old entries were evicted to stay in bounds."""
-        evicted = self._put(keys=[self.keys.lm_cache_entry(digest), self.keys.lm_cache_index(),
-                                  self.keys.lm_cache_stats()],
-                            args=[value, self.ttl_ms, _now_ms(), self.max_entries])
+        evicted = self._put(
+            keys=[
+                self.keys.lm_cache_entry(digest),
+                self.keys.lm_cache_index(),
+                self.keys.lm_cache_stats(),
+            ],
+            args=[value, self.ttl_ms, _now_ms(), self.max_entries],
+        )
         return int(cast(Any, evicted))
 
     def stats(self) -> LMCacheStats:
@@ -124,10 +139,16 @@ class LMCacheStore:
         pipe.hgetall(self.keys.lm_cache_stats())
         pipe.zcard(self.keys.lm_cache_index())
         counters, entries = pipe.execute()
-        values = {k.decode() if isinstance(k, bytes) else str(k): int(v)
-                  for k, v in counters.items()}
-        return LMCacheStats(values.get("hits", 0), values.get("misses", 0),
-                            values.get("writes", 0), values.get("evictions", 0), int(entries))
+        values = {
+            k.decode() if isinstance(k, bytes) else str(k): int(v) for k, v in counters.items()
+        }
+        return LMCacheStats(
+            values.get("hits", 0),
+            values.get("misses", 0),
+            values.get("writes", 0),
+            values.get("evictions", 0),
+            int(entries),
+        )
 
     def clear(self) -> int:
         """Delete every entry, the index and the counters; returns how many entries went."""

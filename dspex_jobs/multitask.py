@@ -39,8 +39,17 @@ from dspex_jobs.errors import JobCancelled, ValidationError
 from dspex_jobs.keys import Keys
 from dspex_jobs.sessions import SessionState, SessionStore
 
-__all__ = ["MULTITASK_STRATEGIES", "STOP_MODES", "Admission", "CancelWatch", "Multitask",
-           "SessionGate", "Stopped", "check_multitask", "settle_stopped"]
+__all__ = [
+    "MULTITASK_STRATEGIES",
+    "STOP_MODES",
+    "Admission",
+    "CancelWatch",
+    "Multitask",
+    "SessionGate",
+    "Stopped",
+    "check_multitask",
+    "settle_stopped",
+]
 
 Multitask = Literal["enqueue", "reject", "interrupt", "rollback"]
 MULTITASK_STRATEGIES: tuple[str, ...] = ("enqueue", "reject", "interrupt", "rollback")
@@ -116,8 +125,10 @@ def check_multitask(value: str) -> Multitask:
         ValidationError: Not one of :data:`MULTITASK_STRATEGIES` (``field="multitask"``).
     """
     if value not in MULTITASK_STRATEGIES:
-        raise ValidationError(f"multitask must be one of {', '.join(MULTITASK_STRATEGIES)}, "
-                              f"not {value!r}", field="multitask")
+        raise ValidationError(
+            f"multitask must be one of {', '.join(MULTITASK_STRATEGIES)}, not {value!r}",
+            field="multitask",
+        )
     return value  # type: ignore[return-value]
 
 
@@ -131,28 +142,42 @@ class SessionGate:
         self._admit = client.register_script(_ADMIT)
         self._release = client.register_script(_RELEASE)
 
-    def admit(self, session_id: str, job_id: str, strategy: Multitask, *, task: str,
-              queue: str, payload: Mapping[str, Any], affinity: str = "hint") -> Admission:
+    def admit(
+        self,
+        session_id: str,
+        job_id: str,
+        strategy: Multitask,
+        *,
+        task: str,
+        queue: str,
+        payload: Mapping[str, Any],
+        affinity: str = "hint",
+    ) -> Admission:
         """Decide, atomically, whether the job runs now, waits, or is refused.
 
         ``payload`` is the task argument to send later if the job has to wait.
         """
-        member = json.dumps({"task": task, "queue": queue, "payload": dict(payload)},
-                            sort_keys=True)
+        member = json.dumps(
+            {"task": task, "queue": queue, "payload": dict(payload)}, sort_keys=True
+        )
         entry = json.dumps({"id": job_id, "member": member, "affinity": affinity})
         decision, running = self._admit(
             keys=[self.keys.session_active(session_id), self.keys.session_pending(session_id)],
-            args=[job_id, strategy, entry, self.ttl_s, self.keys.result(""),
-                  self.keys.cancel("")])
+            args=[job_id, strategy, entry, self.ttl_s, self.keys.result(""), self.keys.cancel("")],
+        )
         return Admission(_text(decision), _text(running))  # type: ignore[arg-type]
 
     def release(self, session_id: str, job_id: str) -> Pending | None:
         """The job ended: the next waiting job, now the session's running one (send it, then
         call :meth:`sent`), or ``None``. A no-op unless ``job_id`` is the running job."""
         raw = self._release(
-            keys=[self.keys.session_active(session_id), self.keys.session_pending(session_id),
-                  self.keys.delayed()],
-            args=[job_id, self.ttl_s, time.time() + RELEASE_GRACE_S])
+            keys=[
+                self.keys.session_active(session_id),
+                self.keys.session_pending(session_id),
+                self.keys.delayed(),
+            ],
+            args=[job_id, self.ttl_s, time.time() + RELEASE_GRACE_S],
+        )
         if not raw:
             return None
         entry = json.loads(raw)
@@ -174,9 +199,14 @@ class SessionGate:
 
     def forget(self, session_id: str, job_id: str) -> None:
         """Undo an admission whose job was never sent (the broker refused it)."""
-        self._release(keys=[self.keys.session_active(session_id),
-                            self.keys.session_pending(session_id), self.keys.delayed()],
-                      args=[job_id, self.ttl_s, time.time()])
+        self._release(
+            keys=[
+                self.keys.session_active(session_id),
+                self.keys.session_pending(session_id),
+                self.keys.delayed(),
+            ],
+            args=[job_id, self.ttl_s, time.time()],
+        )
 
 
 class Stopped(BaseException):
@@ -193,11 +223,11 @@ class Stopped(BaseException):
 
 
 class CancelWatch:
-    """Reads a running job's stop flag, at most every ``interval_s``; wraps chunk callbacks.
-    """
+    """Reads a running job's stop flag, at most every ``interval_s``; wraps chunk callbacks."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, job_id: str,
-                 interval_s: float = 0.1) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, job_id: str, interval_s: float = 0.1
+    ) -> None:
         self.client = client
         self.key = keys.cancel(job_id)
         self.interval_s = interval_s
@@ -210,9 +240,9 @@ class CancelWatch:
         mode = None if value is None else _text(value)
         return mode if mode in STOP_MODES else None
 
-    def wrap(self, on_chunk: Callable[[str, str, bool], None]
-             ) -> Callable[[str, str, bool], None]:
+    def wrap(self, on_chunk: Callable[[str, str, bool], None]) -> Callable[[str, str, bool], None]:
         """``on_chunk`` that also keeps the text so far and stops the job when flagged."""
+
         def chunk(field: str, text: str, is_last: bool) -> None:
             on_chunk(field, text, is_last)
             self.partial[field] = self.partial.get(field, "") + text
@@ -226,29 +256,43 @@ class CancelWatch:
         return chunk
 
 
-def settle_stopped(sessions: SessionStore, job_id: str, session_id: str,
-                   inputs: Mapping[str, Any], before: SessionState, mode: str,
-                   partial: Mapping[str, Any]) -> JobCancelled:
+def settle_stopped(
+    sessions: SessionStore,
+    job_id: str,
+    session_id: str,
+    inputs: Mapping[str, Any],
+    before: SessionState,
+    mode: str,
+    partial: Mapping[str, Any],
+) -> JobCancelled:
     """Apply a stop to the session and say how the job ended.
 
     ``interrupt`` records the job's partial turn (the session as the job left it);
     ``rollback`` puts back history, variables and LM options from ``before``.
     """
     if mode == "rollback":
+
         def restore(state: SessionState) -> None:
             state.history = list(before.history)
             state.vars = dict(before.vars)
             state.lm = before.lm
 
         sessions.update(session_id, restore)
-        return JobCancelled(f"job {job_id} was rolled back by a newer job of session "
-                            f"{session_id}; the session is as it was before it",
-                            job_id=job_id, multitask="rollback")
+        return JobCancelled(
+            f"job {job_id} was rolled back by a newer job of session "
+            f"{session_id}; the session is as it was before it",
+            job_id=job_id,
+            multitask="rollback",
+        )
     if partial:
         sessions.record_turn(session_id, inputs, partial)
-    return JobCancelled(f"job {job_id} was interrupted by a newer job of session "
-                        f"{session_id}; its partial outputs are kept", job_id=job_id,
-                        multitask="interrupt", outputs=dict(partial))
+    return JobCancelled(
+        f"job {job_id} was interrupted by a newer job of session "
+        f"{session_id}; its partial outputs are kept",
+        job_id=job_id,
+        multitask="interrupt",
+        outputs=dict(partial),
+    )
 
 
 def _text(value: bytes | str) -> str:

@@ -67,14 +67,20 @@ class PoolProfile:
         """Arguments for ``app.worker_main`` (the same as ``celery worker`` takes)."""
         argv = [
             "worker",
-            "--queues", self.queue,
-            "--pool", pool or self.pool,
-            "--concurrency", str(concurrency or settings.concurrency_for(self.queue)),
-            "--prefetch-multiplier", str(self.prefetch_multiplier),
+            "--queues",
+            self.queue,
+            "--pool",
+            pool or self.pool,
+            "--concurrency",
+            str(concurrency or settings.concurrency_for(self.queue)),
+            "--prefetch-multiplier",
+            str(self.prefetch_multiplier),
             # Unique per process, so two pools of one queue on a host never share a name
             # (or a direct queue, which session affinity routes to).
-            "--hostname", hostname or f"{self.queue}-{os.getpid()}@%h",
-            "--loglevel", loglevel or settings.log_level,
+            "--hostname",
+            hostname or f"{self.queue}-{os.getpid()}@%h",
+            "--loglevel",
+            loglevel or settings.log_level,
             "--task-events",
             "--without-mingle",
         ]
@@ -92,8 +98,10 @@ class PoolProfile:
         settings (``DSPEX_OPTIMIZER_SOFT_TIME_LIMIT_S``, ``..._HARD_TIME_LIMIT_S``), the
         rest from the profile."""
         if self.queue == "optimizer":
-            return (settings.optimizer_soft_time_limit_s or None,
-                    settings.optimizer_hard_time_limit_s)
+            return (
+                settings.optimizer_soft_time_limit_s or None,
+                settings.optimizer_hard_time_limit_s,
+            )
         return self.soft_time_limit_s, self.time_limit_s
 
 

@@ -33,8 +33,7 @@ METRICS_PORT = 9809
 logger = logging.getLogger("dspex_jobs.scaling")
 
 
-def queue_metrics(settings: Settings,
-                  queues: tuple[str, ...] = WORKER_QUEUES) -> dict[str, Any]:
+def queue_metrics(settings: Settings, queues: tuple[str, ...] = WORKER_QUEUES) -> dict[str, Any]:
     """``{"ok": bool, "queues": {name: {"depth", "in_flight", "running", "workers",
     "demand"}}}``; ``demand`` (depth + in flight) is what a queue needs workers for."""
     report = check_health(settings, queues)
@@ -63,8 +62,9 @@ class MetricsServer:
         port: TCP port (0 picks a free one; read :attr:`port` after :meth:`start`).
     """
 
-    def __init__(self, settings: Settings, host: str = "127.0.0.1",
-                 port: int = METRICS_PORT) -> None:
+    def __init__(
+        self, settings: Settings, host: str = "127.0.0.1", port: int = METRICS_PORT
+    ) -> None:
         settings_ = settings
 
         class Handler(BaseHTTPRequestHandler):

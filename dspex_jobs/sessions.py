@@ -54,8 +54,9 @@ class SessionState(BaseModel):
 class SessionStore:
     """Reads and writes sessions and their worker bindings."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, *, max_history: int,
-                 max_state_bytes: int) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, *, max_history: int, max_state_bytes: int
+    ) -> None:
         self.client = client
         self.keys = keys
         self.max_history = max_history
@@ -63,11 +64,21 @@ class SessionStore:
 
     # -- state -----------------------------------------------------------------------------
 
-    def create(self, ttl_s: int, affinity: Affinity = "hint",
-               lm: LMOptions | None = None, vars: Mapping[str, Any] | None = None) -> SessionState:
+    def create(
+        self,
+        ttl_s: int,
+        affinity: Affinity = "hint",
+        lm: LMOptions | None = None,
+        vars: Mapping[str, Any] | None = None,
+    ) -> SessionState:
         """Start a new session."""
-        state = SessionState(id=uuid.uuid4().hex, ttl_s=ttl_s, affinity=affinity,
-                             lm=lm or LMOptions(), vars=dict(vars or {}))
+        state = SessionState(
+            id=uuid.uuid4().hex,
+            ttl_s=ttl_s,
+            affinity=affinity,
+            lm=lm or LMOptions(),
+            vars=dict(vars or {}),
+        )
         self.client.set(self.keys.session(state.id), self._dump(state), ex=ttl_s)
         return state
 
@@ -97,11 +108,12 @@ class SessionStore:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
                     raw = pipe.get(key)
                     if raw is None:
-                        raise SessionNotFound(f"session {session_id} ended or expired",
-                                              session_id=session_id)
+                        raise SessionNotFound(
+                            f"session {session_id} ended or expired", session_id=session_id
+                        )
                     state = SessionState.model_validate_json(raw)
                     change(state)
-                    del state.history[:-self.max_history]  # oldest first, when over the limit
+                    del state.history[: -self.max_history]  # oldest first, when over the limit
                     state.version += 1
                     state.updated_at = time.time()
                     pipe.multi()
@@ -111,9 +123,11 @@ class SessionStore:
                 except redis.WatchError:
                     continue
 
-    def record_turn(self, session_id: str, inputs: Mapping[str, Any],
-                    outputs: Mapping[str, Any]) -> SessionState:
+    def record_turn(
+        self, session_id: str, inputs: Mapping[str, Any], outputs: Mapping[str, Any]
+    ) -> SessionState:
         """Append one job's inputs and outputs to the history; outputs become variables."""
+
         def change(state: SessionState) -> None:
             state.history.append({**inputs, **outputs})
             state.vars.update(outputs)
@@ -181,10 +195,11 @@ class SessionStore:
             raise SessionStateTooLarge(
                 f"session {state.id} would be {len(raw)} bytes, over the limit of "
                 f"{self.max_state_bytes} (DSPEX_SESSION_MAX_STATE_BYTES); store large values "
-                "elsewhere or end the session", size=len(raw), limit=self.max_state_bytes,
+                "elsewhere or end the session",
+                size=len(raw),
+                limit=self.max_state_bytes,
             )
         return raw
-
 
 
 def _text(value: bytes | str) -> str:
@@ -205,30 +220,62 @@ class Session:
         self.id = state.id
         self.affinity = state.affinity
 
-    def predict(self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
-                instructions: str | None = None, lm: LMOptions | Mapping[str, Any] | None = None,
-                stream: bool = False, multitask: str = "enqueue", webhook: str | None = None,
-                **input_values: Any) -> JobHandle:
+    def predict(
+        self,
+        signature: str,
+        /,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        instructions: str | None = None,
+        lm: LMOptions | Mapping[str, Any] | None = None,
+        stream: bool = False,
+        multitask: str = "enqueue",
+        webhook: str | None = None,
+        **input_values: Any,
+    ) -> JobHandle:
         """``Client.predict`` within this session.
 
         ``multitask`` says what happens if the session is running a job: ``enqueue``
         (default), ``reject``, ``interrupt`` or ``rollback`` (:mod:`dspex_jobs.multitask`).
         """
-        return self.client.submit("predict", signature, {**(inputs or {}), **input_values},
-                                  instructions=instructions, lm=lm, stream=stream,
-                                  session=self.id, multitask=multitask, webhook=webhook)
+        return self.client.submit(
+            "predict",
+            signature,
+            {**(inputs or {}), **input_values},
+            instructions=instructions,
+            lm=lm,
+            stream=stream,
+            session=self.id,
+            multitask=multitask,
+            webhook=webhook,
+        )
 
-    def chain_of_thought(self, signature: str, /, *, inputs: Mapping[str, Any] | None = None,
-                         instructions: str | None = None,
-                         lm: LMOptions | Mapping[str, Any] | None = None, stream: bool = False,
-                         multitask: str = "enqueue", webhook: str | None = None,
-                         **input_values: Any) -> JobHandle:
+    def chain_of_thought(
+        self,
+        signature: str,
+        /,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        instructions: str | None = None,
+        lm: LMOptions | Mapping[str, Any] | None = None,
+        stream: bool = False,
+        multitask: str = "enqueue",
+        webhook: str | None = None,
+        **input_values: Any,
+    ) -> JobHandle:
         """``Client.chain_of_thought`` within this session (``multitask`` as in
         :meth:`predict`)."""
-        return self.client.submit("chain_of_thought", signature,
-                                  {**(inputs or {}), **input_values}, instructions=instructions,
-                                  lm=lm, stream=stream, session=self.id, multitask=multitask,
-                                  webhook=webhook)
+        return self.client.submit(
+            "chain_of_thought",
+            signature,
+            {**(inputs or {}), **input_values},
+            instructions=instructions,
+            lm=lm,
+            stream=stream,
+            session=self.id,
+            multitask=multitask,
+            webhook=webhook,
+        )
 
     def state(self) -> SessionState:
         """The session's current state (and a TTL refresh)."""

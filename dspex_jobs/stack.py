@@ -46,7 +46,10 @@ class WorkerProcess:
     """
 
     def __init__(
-        self, queue: str, env: Mapping[str, str], args: Sequence[str] = (),
+        self,
+        queue: str,
+        env: Mapping[str, str],
+        args: Sequence[str] = (),
         log_path: str | None = None,
     ) -> None:
         self.queue = queue
@@ -59,8 +62,13 @@ class WorkerProcess:
         """Start the worker (it is ready once its heartbeat appears: see :meth:`LocalStack`)."""
         argv = [sys.executable, "-m", "dspex_jobs", "worker", "--queue", self.queue, *self.args]
         with open(self.log_path, "ab") as log:  # argv: this interpreter, our module, no shell
-            self.process = subprocess.Popen(argv, env=self.env, stdout=log,  # nosec B603
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                argv,
+                env=self.env,
+                stdout=log,  # nosec B603
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     @property
@@ -106,8 +114,9 @@ def settings_env(settings: Settings, names: Sequence[str]) -> dict[str, str]:
         elif isinstance(value, bool):
             value = "true" if value else "false"
         elif isinstance(value, tuple):
-            value = ",".join("=".join(map(str, v)) if isinstance(v, tuple) else str(v)
-                             for v in value)
+            value = ",".join(
+                "=".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in value
+            )
         env[f"DSPEX_{name.upper()}"] = str(value)
     return env
 
@@ -177,8 +186,11 @@ class LocalStack:
             self.lm_server = LMServerProcess(LMServerConfig(**self.lm_server_options)).start()
             self.lm = "openai/extractive-minilm"
             self.lm_api_base = self.lm_server.url
-        values: dict[str, Any] = {**self.settings_values, "redis_url": self.redis_url,
-                                  "lm": self.lm}
+        values: dict[str, Any] = {
+            **self.settings_values,
+            "redis_url": self.redis_url,
+            "lm": self.lm,
+        }
         if self.lm_api_base:
             values["lm_api_base"] = self.lm_api_base
         self.settings = Settings.from_env(environ={}, **values)
@@ -254,7 +266,9 @@ class LocalStack:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()

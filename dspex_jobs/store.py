@@ -32,16 +32,21 @@ class ResultStore:
         self.keys = keys
         self.result_ttl_s = result_ttl_s
 
-    def begin(self, job_id: str, worker: str, attempt: int, lease_token: str,
-              lease_ttl_ms: int) -> tuple[bool, bool, float]:
+    def begin(
+        self, job_id: str, worker: str, attempt: int, lease_token: str, lease_ttl_ms: int
+    ) -> tuple[bool, bool, float]:
         """Record that ``worker`` starts the job and try to take its lease.
 
         One round trip, since this is on every job's path. Returns whether the job already
         finished, whether it was cancelled, and 0 if the lease was taken, else the seconds
         until the current holder's lease lapses (see :mod:`dspex_jobs.resilience.lease`).
         """
-        state = {"status": JobStatus.RUNNING.value, "worker": worker, "attempt": attempt,
-                 "at": time.time()}
+        state = {
+            "status": JobStatus.RUNNING.value,
+            "worker": worker,
+            "attempt": attempt,
+            "at": time.time(),
+        }
         lease = self.keys.lease(job_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.exists(self.keys.result(job_id))

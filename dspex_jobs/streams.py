@@ -20,8 +20,14 @@ import redis.asyncio as aioredis
 from dspex_jobs.errors import DSPexError, JobTimeout
 from dspex_jobs.results import JobErrorInfo
 
-__all__ = ["StreamChunk", "StreamEnd", "StreamEvent", "StreamWriter", "astream_events",
-           "stream_events"]
+__all__ = [
+    "StreamChunk",
+    "StreamEnd",
+    "StreamEvent",
+    "StreamWriter",
+    "astream_events",
+    "stream_events",
+]
 
 STREAM_MAXLEN = 10_000
 """Entries kept per job stream (approximate trimming); far more than any answer's chunks."""
@@ -69,9 +75,12 @@ class StreamWriter:
     def chunk(self, field_name: str, text: str, is_last: bool) -> None:
         """Append one chunk; the stream's TTL is set with the first."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(self.key, {"type": "chunk", "field": field_name, "text": text,
-                             "last": "1" if is_last else "0"},
-                  maxlen=STREAM_MAXLEN, approximate=True)
+        pipe.xadd(
+            self.key,
+            {"type": "chunk", "field": field_name, "text": text, "last": "1" if is_last else "0"},
+            maxlen=STREAM_MAXLEN,
+            approximate=True,
+        )
         if self.chunks_written == 0:
             pipe.expire(self.key, self.ttl_s)
         pipe.execute()
@@ -81,8 +90,12 @@ class StreamWriter:
         """Append the end record: the outputs, or the error."""
         error_json = JobErrorInfo.from_error(error).model_dump_json() if error else ""
         pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(self.key, {"type": "end", "outputs": json.dumps(outputs), "error": error_json},
-                  maxlen=STREAM_MAXLEN, approximate=True)
+        pipe.xadd(
+            self.key,
+            {"type": "end", "outputs": json.dumps(outputs), "error": error_json},
+            maxlen=STREAM_MAXLEN,
+            approximate=True,
+        )
         pipe.expire(self.key, self.ttl_s)
         pipe.execute()
 

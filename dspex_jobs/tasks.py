@@ -76,8 +76,7 @@ def register_tasks(app: Celery) -> None:
     register_schedule_tasks(app)  # dspex.optimize.nightly, sent by celery beat
     register_webhook_tasks(app)  # dspex.webhook.deliver, on the webhooks queue
 
-    def on_failure(sender: Any = None, exception: Any = None, args: Any = None,
-                   **_: Any) -> None:
+    def on_failure(sender: Any = None, exception: Any = None, args: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is app and isinstance(exception, TimeLimitExceeded):
             settle_hard_time_limit(sender, args, exception)
 
@@ -111,8 +110,10 @@ def run_job(task: Task[Any, Any], payload: Any) -> dict[str, Any] | None:
     except REDIS_DOWN as exc:
         # Redis went away mid-job: nothing about the job itself is wrong. Wait for Redis,
         # then put the message back rather than let Celery acknowledge a failure.
-        logger.warning("Redis unavailable while running a job (%s); requeueing it once "
-                       "Redis answers again", exc)
+        logger.warning(
+            "Redis unavailable while running a job (%s); requeueing it once Redis answers again",
+            exc,
+        )
         wait_for_redis(ctx.store.client, timeout_s=ctx.settings.visibility_timeout_s)
         raise Reject(f"Redis unavailable: {exc}", requeue=True) from exc
 
@@ -124,17 +125,23 @@ def _run_job(task: Task[Any, Any], ctx: Any, payload: Any) -> dict[str, Any] | N
         return None
     # Every log line and event of this job carries its ids (dspex_jobs.telemetry.context).
     labels = {"job_id": job.id, "kind": job.kind.value, "queue": job.target_queue}
-    with job_context(trace_id=job.trace_id, **labels), \
-            job_span(job.kind.task_name, job.trace_id, labels):  # OpenTelemetry, if installed
+    with (
+        job_context(trace_id=job.trace_id, **labels),
+        job_span(job.kind.task_name, job.trace_id, labels),
+    ):  # OpenTelemetry, if installed
         return _run_decoded(task, ctx, job, started_at)
 
 
 def _run_decoded(
-    task: Task[Any, Any], ctx: Any, job: Job, started_at: float,
+    task: Task[Any, Any],
+    ctx: Any,
+    job: Job,
+    started_at: float,
 ) -> dict[str, Any] | None:
     run = _Run(task, ctx, job, started_at)
     finished, cancelled, held_for_s = ctx.store.begin(
-        job.id, run.worker, run.attempt, ctx.leases.token, ctx.leases.ttl_ms)
+        job.id, run.worker, run.attempt, ctx.leases.token, ctx.leases.ttl_ms
+    )
     if finished:
         # A redelivered copy (acks_late) of a job that already finished: never run it twice.
         logger.info("job %s already finished; dropped a redelivered copy", job.id)
@@ -182,8 +189,10 @@ def _run_leased(task: Task[Any, Any], ctx: Any, job: Job, run: _Run) -> dict[str
         run.fail(error)
         raise
     except SoftTimeLimitExceeded as exc:  # the pool's soft limit (prefork); not retried
-        stopped = DeadlineExceeded(f"job {job.id} ran past its worker's soft time limit "
-                                   f"and was stopped: {exc}", job_id=job.id)
+        stopped = DeadlineExceeded(
+            f"job {job.id} ran past its worker's soft time limit and was stopped: {exc}",
+            job_id=job.id,
+        )
         run.fail(stopped)
         raise stopped from exc
     except Exception as exc:  # anything unclassified is a permanent failure of this job
@@ -192,12 +201,20 @@ def _run_leased(task: Task[Any, Any], ctx: Any, job: Job, run: _Run) -> dict[str
         run.fail(failure)
         raise failure from exc
     if ctx.cancel_requested(job.id):
-        run.finish(error=JobCancelled(f"job {job.id} was cancelled while it ran; its "
-                                      "outputs were discarded", job_id=job.id))
+        run.finish(
+            error=JobCancelled(
+                f"job {job.id} was cancelled while it ran; its outputs were discarded",
+                job_id=job.id,
+            )
+        )
         return None
     run.finish(outputs=outcome.outputs, usage=outcome.usage, model=outcome.model)
-    return {"job_id": job.id, "status": "succeeded", "outputs": sorted(outcome.outputs),
-            "trace_id": job.trace_id}
+    return {
+        "job_id": job.id,
+        "status": "succeeded",
+        "outputs": sorted(outcome.outputs),
+        "trace_id": job.trace_id,
+    }
 
 
 class _Run:
@@ -224,14 +241,23 @@ class _Run:
 
     def fail(self, error: DSPexError) -> None:
         """A permanent failure, or retries exhausted: store it and keep a dead letter."""
-        self.ctx.dead_letters.record(self.job.to_wire(), str(self.task.name),
-                                     self.job.target_queue, error, traceback.format_exc(),
-                                     self.worker, self.attempt)
+        self.ctx.dead_letters.record(
+            self.job.to_wire(),
+            str(self.task.name),
+            self.job.target_queue,
+            error,
+            traceback.format_exc(),
+            self.worker,
+            self.attempt,
+        )
         self.finish(error=error)
 
     def finish(
-        self, *, outputs: dict[str, Any] | None = None,
-        usage: dict[str, dict[str, Any]] | None = None, model: str | None = None,
+        self,
+        *,
+        outputs: dict[str, Any] | None = None,
+        usage: dict[str, dict[str, Any]] | None = None,
+        model: str | None = None,
         error: DSPexError | None = None,
     ) -> None:
         """Store the result (and end the job's stream) so the producer wakes."""
@@ -252,8 +278,9 @@ class _Run:
             outputs=outputs,
             error=JobErrorInfo.from_error(error) if error else None,
             usage=usage or {},
-            timings=Timings(created_at=job.created_at, started_at=self.started_at,
-                            finished_at=time.time()),
+            timings=Timings(
+                created_at=job.created_at, started_at=self.started_at, finished_at=time.time()
+            ),
             worker=self.worker,
             attempt=self.attempt,
             model=model,
@@ -261,16 +288,17 @@ class _Run:
             trace_id=job.trace_id,
         )
         # Recorded before the result, sent after it: a finished job never loses its webhook.
-        webhook = _after_finish("record the webhook of", job, schedule_job_webhook,
-                                self.task.app, job, result)
+        webhook = _after_finish(
+            "record the webhook of", job, schedule_job_webhook, self.task.app, job, result
+        )
         self.ctx.store.save(result)
         # Both also sit in the delayed set (dspex_jobs.webhooks.store, .multitask), so a
         # failure here delays them; it must never fail a job whose result is stored.
         _after_finish("send the webhook of", job, send_scheduled, self.task.app, webhook)
         _after_finish("release the session of", job, self.release_session)
-        job_events.finished(job, self.worker, self.attempt, self.started_at, status.value,
-                            error, model)
-
+        job_events.finished(
+            job, self.worker, self.attempt, self.started_at, status.value, error, model
+        )
 
     def release_session(self) -> None:
         """Hand the job's session to its next waiting job (dspex_jobs.multitask)."""
@@ -282,9 +310,13 @@ class _Run:
         message = nxt.message()
         # Strict affinity keeps the session on this worker, which is bound to it.
         queue = worker_direct(self.worker) if nxt.affinity == "strict" else message["queue"]
-        self.task.app.send_task(message["task"], args=(message["payload"],), task_id=nxt.id,
-                                queue=queue,  # type: ignore[arg-type]  # a Queue routes too
-                                ignore_result=True)  # results live in our store
+        self.task.app.send_task(
+            message["task"],
+            args=(message["payload"],),
+            task_id=nxt.id,
+            queue=queue,  # type: ignore[arg-type]  # a Queue routes too
+            ignore_result=True,
+        )  # results live in our store
         self.ctx.gate.sent(nxt)
 
 
@@ -307,17 +339,24 @@ def settle_hard_time_limit(task: Task[Any, Any], args: Any, exc: BaseException) 
             return
         state = ctx.store.state(job.id) or {}
         limit_s = exc.args[0] if exc.args else None  # Celery passes the limit in seconds
-        message = (f"job {job.id} ran past its worker's hard time limit ({limit_s} s); its "
-                   "pool process was killed and nothing was stored")
-        error: DSPexError = OptimizeTimeLimit(message, job_id=job.id, time_limit_s=limit_s) \
-            if job.kind is JobKind.OPTIMIZE else DeadlineExceeded(message, job_id=job.id)
+        message = (
+            f"job {job.id} ran past its worker's hard time limit ({limit_s} s); its "
+            "pool process was killed and nothing was stored"
+        )
+        error: DSPexError = (
+            OptimizeTimeLimit(message, job_id=job.id, time_limit_s=limit_s)
+            if job.kind is JobKind.OPTIMIZE
+            else DeadlineExceeded(message, job_id=job.id)
+        )
         run = _Run(task, ctx, job, float(state.get("at") or time.time()))
         run.attempt = int(state.get("attempt") or run.attempt)
         run.worker = str(state.get("worker") or run.worker)
         run.fail(error)
     except Exception:  # never let the handler take the worker's main process down
-        logger.exception("could not store the hard time limit failure of task %s",
-                         getattr(task.request, "id", None))
+        logger.exception(
+            "could not store the hard time limit failure of task %s",
+            getattr(task.request, "id", None),
+        )
 
 
 def _after_finish(what: str, job: Job, step: Any, *args: Any) -> Any:
@@ -334,15 +373,20 @@ def _after_finish(what: str, job: Job, step: Any, *args: Any) -> Any:
 def _decode(payload: Any, ctx: Any) -> Job | None:
     if is_claim(payload):  # a large job waits in Redis (dspex_jobs.protocol, claim checks)
         try:
-            payload = check_out(ctx.store.client, payload, key_prefix=ctx.keys.payload(""),
-                                max_payload_bytes=ctx.settings.max_payload_bytes,
-                                max_decompressed_bytes=ctx.settings.max_decompressed_bytes)
+            payload = check_out(
+                ctx.store.client,
+                payload,
+                key_prefix=ctx.keys.payload(""),
+                max_payload_bytes=ctx.settings.max_payload_bytes,
+                max_decompressed_bytes=ctx.settings.max_decompressed_bytes,
+            )
         except PayloadError as error:
             logger.error("dropped job %r: [%s] %s", payload.get("id"), error.code, error.message)
             return None
     if not isinstance(payload, dict):
-        logger.error("dropped a malformed message: expected a job envelope, got %s",
-                     type(payload).__name__)
+        logger.error(
+            "dropped a malformed message: expected a job envelope, got %s", type(payload).__name__
+        )
         return None
     try:
         return Job.model_validate(payload)

@@ -72,20 +72,36 @@ class WorkerContext:
         self.keys = Keys(settings.key_prefix)
         self.store = ResultStore(process_redis(settings), self.keys, settings.result_ttl_s)
         client = process_redis(settings)
-        self.sessions = SessionStore(client, self.keys,
-                                     max_history=settings.session_max_history,
-                                     max_state_bytes=settings.session_max_state_bytes)
+        self.sessions = SessionStore(
+            client,
+            self.keys,
+            max_history=settings.session_max_history,
+            max_state_bytes=settings.session_max_state_bytes,
+        )
         self.delayed = DelayedJobs(client, self.keys)
         self.gate = SessionGate(client, self.keys, settings.result_ttl_s)
         self.dead_letters = DeadLetters(client, self.keys)
-        self.leases = LeaseKeeper(client, self.keys, settings.lease_ttl_s,
-                                  token=f"{socket.gethostname()}:{os.getpid()}:{id(self)}")
+        self.leases = LeaseKeeper(
+            client,
+            self.keys,
+            settings.lease_ttl_s,
+            token=f"{socket.gethostname()}:{os.getpid()}:{id(self)}",
+        )
         self.guard = LMGuard(
-            CircuitBreaker(client, self.keys, BreakerConfig(
-                settings.breaker_failure_threshold, settings.breaker_window_s,
-                settings.breaker_open_s)),
-            RateLimiter(client, self.keys, RateLimits(settings.lm_requests_per_minute,
-                                                      settings.lm_tokens_per_minute)),
+            CircuitBreaker(
+                client,
+                self.keys,
+                BreakerConfig(
+                    settings.breaker_failure_threshold,
+                    settings.breaker_window_s,
+                    settings.breaker_open_s,
+                ),
+            ),
+            RateLimiter(
+                client,
+                self.keys,
+                RateLimits(settings.lm_requests_per_minute, settings.lm_tokens_per_minute),
+            ),
         )
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.time_limit_s: float | None = None
@@ -115,8 +131,9 @@ class WorkerContext:
             from dspex_jobs.caches import cache_sizes
 
             # The sizes of this process's caches ride along (docs/caching.md).
-            return RunOutcome({"pong": True, "pid": os.getpid(),
-                               "caches": cache_sizes(self._runtime)}, {}, None)
+            return RunOutcome(
+                {"pong": True, "pid": os.getpid(), "caches": cache_sizes(self._runtime)}, {}, None
+            )
         if job.kind.queue == "neural":  # embeddings and vector indexes: no DSPy, no LM
             from dspex_jobs.neural.service import run_neural_job
 
@@ -129,22 +146,25 @@ class WorkerContext:
         if job.session_id is None:
             return self._bounded(job, lambda: self.runtime().run(job, on_chunk))
         state = self.sessions.require(job.session_id)
-        previous = self.sessions.binding(job.session_id) if _binding_heard() \
-            else worker
+        previous = self.sessions.binding(job.session_id) if _binding_heard() else worker
         self.sessions.bind(job.session_id, worker)
         session_bound(job.session_id, worker, previous)
         # A newer job of the session may interrupt or roll this one back (multitask).
         watch = CancelWatch(self.store.client, self.keys, job.id)
         try:
-            outcome = self._bounded(job, lambda: self.runtime().run(
-                job, watch.wrap(on_chunk) if on_chunk else None, state))
+            outcome = self._bounded(
+                job,
+                lambda: self.runtime().run(job, watch.wrap(on_chunk) if on_chunk else None, state),
+            )
         except Stopped as stop:  # mid-stream: what was streamed is the partial output
-            raise settle_stopped(self.sessions, job.id, job.session_id, job.inputs, state,
-                                 stop.mode, stop.partial) from None
+            raise settle_stopped(
+                self.sessions, job.id, job.session_id, job.inputs, state, stop.mode, stop.partial
+            ) from None
         mode = watch.mode()
         if mode is not None:  # flagged during a call that does not stream
-            raise settle_stopped(self.sessions, job.id, job.session_id, job.inputs, state,
-                                 mode, outcome.outputs)
+            raise settle_stopped(
+                self.sessions, job.id, job.session_id, job.inputs, state, mode, outcome.outputs
+            )
         self.sessions.record_turn(job.session_id, job.inputs, outcome.outputs)
         return outcome
 
@@ -155,20 +175,23 @@ class WorkerContext:
             return work()
         from dspex_jobs.deadlines import run_bounded
 
-        return run_bounded(work, job_id=job.id, limit_s=self.time_limit_s,
-                           deadline_at=job.deadline_at,
-                           cancelled=lambda: self.cancel_requested(job.id))
+        return run_bounded(
+            work,
+            job_id=job.id,
+            limit_s=self.time_limit_s,
+            deadline_at=job.deadline_at,
+            cancelled=lambda: self.cancel_requested(job.id),
+        )
 
     def stream_writer(self, job_id: str) -> StreamWriter:
         """Where a streaming job's chunks and end record go."""
-        return StreamWriter(self.store.client, self.keys.stream(job_id),
-                            self.settings.result_ttl_s)
+        return StreamWriter(self.store.client, self.keys.stream(job_id), self.settings.result_ttl_s)
 
     def retry_delay_s(self, attempt: int, error: DSPexError) -> float:
-        """Exponential backoff with full jitter, and never less than the provider's Retry-After.
-        """
-        backoff = min(self.settings.retry_backoff_max_s,
-                      self.settings.retry_backoff_s * 2 ** (attempt - 1))
+        """Exponential backoff with full jitter, and never less than the provider's Retry-After."""
+        backoff = min(
+            self.settings.retry_backoff_max_s, self.settings.retry_backoff_s * 2 ** (attempt - 1)
+        )
         delay = random.uniform(0, backoff)
         if isinstance(error, LMRateLimited) and error.retry_after_s:
             delay = max(delay, error.retry_after_s)
@@ -189,8 +212,10 @@ class WorkerContext:
             return JobCancelled(f"job {job.id} was cancelled before it started", job_id=job.id)
         if job.deadline_at is not None and time.time() > job.deadline_at:
             late_s = time.time() - job.deadline_at
-            return DeadlineExceeded(f"job {job.id} reached a worker {late_s:.1f} s after its "
-                                    "deadline; it was not run", job_id=job.id)
+            return DeadlineExceeded(
+                f"job {job.id} reached a worker {late_s:.1f} s after its deadline; it was not run",
+                job_id=job.id,
+            )
         return None
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -303,8 +328,7 @@ class Heartbeat(bootsteps.StartStopStep):
         def beat() -> None:
             while True:
                 try:
-                    client.set(key, json.dumps({**record, "at": time.time(), **_load()}),
-                               px=ttl_ms)
+                    client.set(key, json.dumps({**record, "at": time.time(), **_load()}), px=ttl_ms)
                     delayed.release_due(parent.app)  # parked retries and rate-limited jobs
                 except Exception as exc:  # Redis away for a moment: health will notice
                     logger.warning("heartbeat failed: %s", exc)

@@ -96,6 +96,12 @@ def inprocess_worker(settings: Settings, *, concurrency: int = 2) -> Iterator[ob
     flusher.close()
     app = make_app(settings)
     install_worker_hooks(app)
-    with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False,
-                      queues=["general"], shutdown_timeout=30):
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=concurrency,
+        perform_ping_check=False,
+        queues=["general"],
+        shutdown_timeout=30,
+    ):
         yield app

@@ -75,8 +75,13 @@ class BatchReport:
 
 
 def run_batch(
-    client: Client, program: str, input: DatasetSource, output: str | Path, *,
-    chunk_rows: int | None = None, timeout_s: float | None = None,
+    client: Client,
+    program: str,
+    input: DatasetSource,
+    output: str | Path,
+    *,
+    chunk_rows: int | None = None,
+    timeout_s: float | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
 ) -> BatchReport:
     """Run ``program`` over every row of ``input``; write answers to ``output`` (JSONL).
@@ -102,14 +107,17 @@ def run_batch(
         raise ValidationError("chunk_rows must be positive", field="chunk_rows")
     rows = list(iter_rows(input, field="input"))
     if len(rows) > client.settings.batch_max_rows:
-        raise ValidationError(f"input has {len(rows)} rows, over DSPEX_BATCH_MAX_ROWS "
-                              f"({client.settings.batch_max_rows})", field="input")
+        raise ValidationError(
+            f"input has {len(rows)} rows, over DSPEX_BATCH_MAX_ROWS "
+            f"({client.settings.batch_max_rows})",
+            field="input",
+        )
     out = Path(output)
     parts = out.with_name(out.name + ".parts")
     manifest = _open_manifest(client, parts, program, rows, size)
     ref = manifest["program"]
     spec = client.programs.spec(ProgramRef.parse(ref).name)
-    chunks = [(start, rows[start:start + size]) for start in range(0, len(rows), size)]
+    chunks = [(start, rows[start : start + size]) for start in range(0, len(rows), size)]
     done = {i for i in range(len(chunks)) if _part(parts, i).exists()}
     resumed = len(done)
     progress = _Progress(len(rows), len(chunks), started)
@@ -138,14 +146,24 @@ def run_batch(
             if on_progress is not None:
                 on_progress(progress.snapshot())
         if pending and deadline is not None and time.monotonic() > deadline:
-            raise JobTimeout(f"batch did not finish in {timeout_s} s: {len(pending)} of "
-                             f"{len(chunks)} chunks left; run again to resume")
+            raise JobTimeout(
+                f"batch did not finish in {timeout_s} s: {len(pending)} of "
+                f"{len(chunks)} chunks left; run again to resume"
+            )
         if not finished:
             time.sleep(_POLL_S)
     _assemble(parts, out, len(chunks))
     elapsed = time.monotonic() - started
-    return BatchReport(ref, str(out), len(rows), progress.errors, len(chunks), resumed,
-                       round(elapsed, 3), round(len(rows) / elapsed, 1) if elapsed else 0.0)
+    return BatchReport(
+        ref,
+        str(out),
+        len(rows),
+        progress.errors,
+        len(chunks),
+        resumed,
+        round(elapsed, 3),
+        round(len(rows) / elapsed, 1) if elapsed else 0.0,
+    )
 
 
 class _Progress:
@@ -166,9 +184,16 @@ class _Progress:
         elapsed = time.monotonic() - self.started
         rate = self.rows / elapsed if elapsed > 0 else 0.0
         eta = (self.rows_total - self.rows) / rate if rate > 0 else None
-        return BatchProgress(self.rows, self.rows_total, self.chunks, self.chunks_total,
-                             self.errors, round(elapsed, 2), round(rate, 1),
-                             None if eta is None else round(eta, 1))
+        return BatchProgress(
+            self.rows,
+            self.rows_total,
+            self.chunks,
+            self.chunks_total,
+            self.errors,
+            round(elapsed, 2),
+            round(rate, 1),
+            None if eta is None else round(eta, 1),
+        )
 
 
 def render_batch_progress(p: BatchProgress, width: int = 30) -> str:
@@ -176,31 +201,50 @@ def render_batch_progress(p: BatchProgress, width: int = 30) -> str:
     done = p.rows_done / p.rows_total if p.rows_total else 1.0
     filled = round(done * width)
     eta = "?" if p.eta_s is None else f"{p.eta_s:.0f}s"
-    return (f"[{'#' * filled}{'-' * (width - filled)}] {p.rows_done}/{p.rows_total} rows "
-            f"{p.rows_per_s:.1f} rows/s errors {p.errors} ETA {eta}")
+    return (
+        f"[{'#' * filled}{'-' * (width - filled)}] {p.rows_done}/{p.rows_total} rows "
+        f"{p.rows_per_s:.1f} rows/s errors {p.errors} ETA {eta}"
+    )
 
 
-def _open_manifest(client: Client, parts: Path, program: str, rows: list[dict[str, Any]],
-                   size: int) -> dict[str, Any]:
+def _open_manifest(
+    client: Client, parts: Path, program: str, rows: list[dict[str, Any]], size: int
+) -> dict[str, Any]:
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
     path = parts / "manifest.json"
     if path.exists():
         manifest: dict[str, Any] = json.loads(path.read_text())
-        if manifest.get("input_hash") == digest and manifest.get("chunk_rows") == size and \
-                manifest.get("requested") == program:
+        if (
+            manifest.get("input_hash") == digest
+            and manifest.get("chunk_rows") == size
+            and manifest.get("requested") == program
+        ):
             return manifest
         shutil.rmtree(parts)  # another input, chunking or program: start over
     ref = ProgramRef.parse(program)
     resolved = f"{ref.name}@{client.programs.resolve(ref)}"
     parts.mkdir(parents=True, exist_ok=True)
-    manifest = {"requested": program, "program": resolved, "input_hash": digest,
-                "chunk_rows": size, "rows": len(rows), "jobs": {}}
+    manifest = {
+        "requested": program,
+        "program": resolved,
+        "input_hash": digest,
+        "chunk_rows": size,
+        "rows": len(rows),
+        "jobs": {},
+    }
     _write_json(path, manifest)
     return manifest
 
 
-def _submit(client: Client, ref: str, spec: Any, start: int, chunk: list[dict[str, Any]],
-            parts: Path, index: int) -> str:
+def _submit(
+    client: Client,
+    ref: str,
+    spec: Any,
+    start: int,
+    chunk: list[dict[str, Any]],
+    parts: Path,
+    index: int,
+) -> str:
     """Submit one chunk; rows that fail validation are recorded now and not sent."""
     valid: list[dict[str, Any]] = []
     for offset, row in enumerate(chunk):
@@ -208,11 +252,13 @@ def _submit(client: Client, ref: str, spec: Any, start: int, chunk: list[dict[st
             valid.append(check_inputs(spec, row, where=f"row {start + offset}"))
         except DSPexError as error:
             valid.append({"__dspex_invalid__": {"code": error.code, "message": error.message}})
-    handle = client.submit(JobKind.PROGRAM_BATCH, None,
-                           {"rows": [r for r in valid if "__dspex_invalid__" not in r],
-                            "offset": start}, program=ref)
-    invalid = {i: r["__dspex_invalid__"] for i, r in enumerate(valid)
-               if "__dspex_invalid__" in r}
+    handle = client.submit(
+        JobKind.PROGRAM_BATCH,
+        None,
+        {"rows": [r for r in valid if "__dspex_invalid__" not in r], "offset": start},
+        program=ref,
+    )
+    invalid = {i: r["__dspex_invalid__"] for i, r in enumerate(valid) if "__dspex_invalid__" in r}
     if invalid:
         _write_json(parts / f"invalid-{index:05d}.json", {str(k): v for k, v in invalid.items()})
     return handle.id
@@ -246,11 +292,14 @@ def _records(result: Any, start: int, count: int, parts: Path, index: int) -> li
         if str(offset) in invalid:
             records.append({"row": row, "error": invalid[str(offset)]})
         elif result.error is not None:
-            records.append({"row": row, "error": {"code": result.error.code,
-                                                  "message": result.error.message}})
+            records.append(
+                {"row": row, "error": {"code": result.error.code, "message": result.error.message}}
+            )
         else:
-            answer = next(answers, {"error": {"code": "missing",
-                                              "message": "the chunk returned too few rows"}})
+            answer = next(
+                answers,
+                {"error": {"code": "missing", "message": "the chunk returned too few rows"}},
+            )
             records.append({"row": row, **answer})
     return records
 

@@ -21,8 +21,14 @@ from dspex_jobs.errors import ConfigurationError
 from dspex_jobs.lmserver.config import LMServerConfig
 from dspex_jobs.lmserver.server import serve
 
-__all__ = ["OptionSpec", "add_arguments", "config_from_args", "config_from_namespace", "main",
-           "option_specs"]
+__all__ = [
+    "OptionSpec",
+    "add_arguments",
+    "config_from_args",
+    "config_from_namespace",
+    "main",
+    "option_specs",
+]
 
 EXIT_OK = 0
 """The server ran and was stopped by a signal."""
@@ -54,8 +60,16 @@ def option_specs() -> list[OptionSpec]:
         type_text = str(f.type)
         optional = type_text.endswith("| None")
         base = type_text.removesuffix("| None").strip()
-        specs.append(OptionSpec("--" + f.name.replace("_", "-"), f.name, _CONVERTERS[base],
-                                optional, f.default, str(f.metadata.get("help", ""))))
+        specs.append(
+            OptionSpec(
+                "--" + f.name.replace("_", "-"),
+                f.name,
+                _CONVERTERS[base],
+                optional,
+                f.default,
+                str(f.metadata.get("help", "")),
+            )
+        )
     return specs
 
 
@@ -63,10 +77,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per :class:`LMServerConfig` field to ``parser``."""
     for spec in option_specs():
         default = "unset" if spec.default is None else spec.default
-        parser.add_argument(spec.flag, dest=spec.field, type=spec.type, default=spec.default,
-                            metavar=spec.field.rsplit("_", 1)[-1].upper() if spec.field.endswith(
-                                ("_ms", "_s")) else None,
-                            help=f"{spec.help} (default: {default})")
+        parser.add_argument(
+            spec.flag,
+            dest=spec.field,
+            type=spec.type,
+            default=spec.default,
+            metavar=spec.field.rsplit("_", 1)[-1].upper()
+            if spec.field.endswith(("_ms", "_s"))
+            else None,
+            help=f"{spec.help} (default: {default})",
+        )
 
 
 def config_from_namespace(namespace: argparse.Namespace) -> LMServerConfig:
@@ -85,11 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-limit-rate 0.1 --seed 7",
     )
     add_arguments(parser)
-    parser.add_argument("--log-level", default="WARNING",
-                        help="Logging level of the server's stderr log (default: WARNING).")
-    parser.add_argument("--stop-on-stdin-eof", action="store_true",
-                        help="Stop when stdin closes (a parent process that dies takes the "
-                        "server with it).")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="Logging level of the server's stderr log (default: WARNING).",
+    )
+    parser.add_argument(
+        "--stop-on-stdin-eof",
+        action="store_true",
+        help="Stop when stdin closes (a parent process that dies takes the server with it).",
+    )
     return parser
 
 
@@ -112,12 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGINT/SIGTERM; returns the process exit status."""
     config = config_from_args(argv)
     extra = build_parser().parse_args(argv)
-    logging.basicConfig(level=str(extra.log_level).upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=str(extra.log_level).upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     stop = threading.Event()
     if extra.stop_on_stdin_eof:
-        threading.Thread(target=_stop_at_eof, args=(stop,), daemon=True,
-                         name="lm-server-stdin").start()
+        threading.Thread(
+            target=_stop_at_eof, args=(stop,), daemon=True, name="lm-server-stdin"
+        ).start()
     try:
         serve(config, stop_event=stop)
     except (ConfigurationError, OSError) as exc:

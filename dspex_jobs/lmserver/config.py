@@ -69,8 +69,9 @@ class LMServerConfig:
     server_error_rate: float = _opt(0.0, "Probability of a 500 or 503 per request.")
     hang_rate: float = _opt(0.0, "Probability that a request hangs (see hang_s).")
     hang_s: float | None = _opt(
-        None, "How long a hung request sleeps before answering; unset hangs until the "
-        "client gives up or the server stops."
+        None,
+        "How long a hung request sleeps before answering; unset hangs until the "
+        "client gives up or the server stops.",
     )
     retry_after_s: float = _opt(1.0, "Retry-After sent with injected 429s (s).")
     seed: int | None = _opt(None, "Seed of the fault and jitter draws (reproducible runs).")
@@ -98,7 +99,8 @@ class LMServerConfig:
         if total > 1.0 + 1e-9:
             raise ConfigurationError(
                 f"LMServerConfig fault probabilities add up to {total:g} (> 1): lower "
-                + ", ".join(rates) + ".",
+                + ", ".join(rates)
+                + ".",
                 field="error_rate",
             )
         if not 0 <= self.port <= 65535:
@@ -108,9 +110,7 @@ class LMServerConfig:
             )
         for name in ("top_k", "request_log_size", "max_request_bytes"):
             if getattr(self, name) < 1:
-                raise ConfigurationError(
-                    f"LMServerConfig.{name} must be at least 1.", field=name
-                )
+                raise ConfigurationError(f"LMServerConfig.{name} must be at least 1.", field=name)
         if not self.model_name:
             raise ConfigurationError("LMServerConfig.model_name must not be empty.")
 

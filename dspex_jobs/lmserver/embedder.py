@@ -124,7 +124,9 @@ class MiniLMEmbedder:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
             if missing:
                 vectors = self._model.encode(
-                    missing, normalize_embeddings=True, convert_to_numpy=True,
+                    missing,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
                     show_progress_bar=False,
                 )
                 for text, vector in zip(missing, vectors, strict=True):

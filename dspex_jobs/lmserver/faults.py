@@ -49,12 +49,22 @@ class FaultPlan:
 
 
 _ERRORS = {
-    429: ("rate_limit_exceeded", "requests", "Rate limit reached for extractive-minilm "
-          "(injected by the dspex-jobs LM server)."),
-    500: ("server_error", "server_error", "The server had an error while processing your "
-          "request (injected by the dspex-jobs LM server)."),
-    503: ("service_unavailable", "server_error", "The server is overloaded or not ready yet "
-          "(injected by the dspex-jobs LM server)."),
+    429: (
+        "rate_limit_exceeded",
+        "requests",
+        "Rate limit reached for extractive-minilm (injected by the dspex-jobs LM server).",
+    ),
+    500: (
+        "server_error",
+        "server_error",
+        "The server had an error while processing your "
+        "request (injected by the dspex-jobs LM server).",
+    ),
+    503: (
+        "service_unavailable",
+        "server_error",
+        "The server is overloaded or not ready yet (injected by the dspex-jobs LM server).",
+    ),
 }
 
 

@@ -25,7 +25,11 @@ __all__ = ["FieldSpec", "Kind", "field_spec", "split_type_args"]
 Kind = Literal["str", "int", "float", "bool", "choice", "list", "json"]
 
 _SCALARS: dict[str, Kind] = {
-    "str": "str", "string": "str", "Reasoning": "str", "int": "int", "float": "float",
+    "str": "str",
+    "string": "str",
+    "Reasoning": "str",
+    "int": "int",
+    "float": "float",
     "bool": "bool",
 }
 _SEQUENCES = {"list", "List", "tuple", "Tuple", "set", "Set", "frozenset", "Sequence"}
@@ -169,9 +173,11 @@ def field_spec(name: str, type_name: str, note: str = "", description: str = "")
             item_kind = "json"
         item_schema = schema.get("items") if schema else None
         return FieldSpec(
-            kind="list", item_kind=item_kind,
+            kind="list",
+            item_kind=item_kind,
             choices=_literal_choices(_generic(item)[1]) if item_kind == "choice" else (),
-            schema=item_schema if isinstance(item_schema, dict) else None, **common,
+            schema=item_schema if isinstance(item_schema, dict) else None,
+            **common,
         )
     if kind is not None:
         return FieldSpec(kind=kind, schema=schema, **common)

@@ -149,16 +149,21 @@ class LMRequestHandler(BaseHTTPRequestHandler):
                 self._api(self._chat, path)
             else:
                 self._discard_body()
-                raise _BadRequest(404, f"No route {method} {self.path}; see docs/lm_server.md.",
-                                  "not_found", "invalid_request_error")
+                raise _BadRequest(
+                    404,
+                    f"No route {method} {self.path}; see docs/lm_server.md.",
+                    "not_found",
+                    "invalid_request_error",
+                )
         except _BadRequest as exc:
             self._send_error(exc.status, str(exc), exc.code, exc.error_type)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception:
             logger.exception("lm-server: unexpected error on %s %s", method, self.path)
-            self._send_error(500, "Internal error in the dspex-jobs LM server.", "internal_error",
-                             "server_error")
+            self._send_error(
+                500, "Internal error in the dspex-jobs LM server.", "internal_error", "server_error"
+            )
 
     def _api(self, route: Callable[[str], None], path: str) -> None:
         with self.state.stats.in_flight():
@@ -169,44 +174,58 @@ class LMRequestHandler(BaseHTTPRequestHandler):
 
     def _health(self) -> None:
         if self.state.ready.is_set():
-            self._send_json(200, {"status": "ok", "model": self.state.config.model_name},
-                            count=False)
+            self._send_json(
+                200, {"status": "ok", "model": self.state.config.model_name}, count=False
+            )
         else:
-            self._send_json(503, {"status": "loading", "model": self.state.config.model_name},
-                            count=False)
+            self._send_json(
+                503, {"status": "loading", "model": self.state.config.model_name}, count=False
+            )
 
     def _requests(self, query: dict[str, list[str]]) -> None:
         try:
             last = int(query.get("last", ["10"])[0])
         except ValueError as exc:
-            raise _BadRequest(400, "'last' must be an integer.", "invalid_value",
-                              "invalid_request_error") from exc
-        self._send_json(200, {"object": "list", "data": self.state.stats.recent(last)},
-                        count=False)
+            raise _BadRequest(
+                400, "'last' must be an integer.", "invalid_value", "invalid_request_error"
+            ) from exc
+        self._send_json(200, {"object": "list", "data": self.state.stats.recent(last)}, count=False)
 
     def _models(self, path: str) -> None:
         name, created = self.state.config.model_name, self.state.created
         if path == "/models":
             self._send_json(200, wire.models_body(name, created))
             return
-        wanted = path[len("/models/"):]
+        wanted = path[len("/models/") :]
         if wanted != name:
-            raise _BadRequest(404, f"The model '{wanted}' does not exist; this server serves "
-                              f"'{name}'.", "model_not_found", "invalid_request_error")
+            raise _BadRequest(
+                404,
+                f"The model '{wanted}' does not exist; this server serves '{name}'.",
+                "model_not_found",
+                "invalid_request_error",
+            )
         self._send_json(200, wire.model_entry(name, created))
 
     def _chat(self, path: str) -> None:
         body = self._read_json()
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise _BadRequest(400, "'messages' must be a non-empty list.", "invalid_value",
-                              "invalid_request_error")
+            raise _BadRequest(
+                400,
+                "'messages' must be a non-empty list.",
+                "invalid_value",
+                "invalid_request_error",
+            )
         model = body.get("model")
         if model != self.state.config.model_name:
-            raise _BadRequest(404, f"The model '{model}' does not exist; this server serves "
-                              f"'{self.state.config.model_name}' (dspy.LM(\"openai/"
-                              f"{self.state.config.model_name}\", api_base=...)).",
-                              "model_not_found", "invalid_request_error")
+            raise _BadRequest(
+                404,
+                f"The model '{model}' does not exist; this server serves "
+                f"'{self.state.config.model_name}' (dspy.LM(\"openai/"
+                f'{self.state.config.model_name}", api_base=...)).',
+                "model_not_found",
+                "invalid_request_error",
+            )
         self.state.stats.record_request(body)
         plan = self.state.faults.draw()
         if plan.delay_s and self.state.stopping.wait(plan.delay_s):
@@ -266,8 +285,9 @@ class LMRequestHandler(BaseHTTPRequestHandler):
                     return
                 time.sleep(0.2)
 
-    def _stream(self, completion_id: str, model: str, content: str,
-                usage: dict[str, int] | None) -> None:
+    def _stream(
+        self, completion_id: str, model: str, content: str, usage: dict[str, int] | None
+    ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
@@ -294,25 +314,41 @@ class LMRequestHandler(BaseHTTPRequestHandler):
         if header != f"Bearer {key}":
             self._discard_body()
             self.state.stats.record_fault("auth")
-            raise _BadRequest(401, "Incorrect API key provided for the dspex-jobs LM server.",
-                              "invalid_api_key", "invalid_request_error")
+            raise _BadRequest(
+                401,
+                "Incorrect API key provided for the dspex-jobs LM server.",
+                "invalid_api_key",
+                "invalid_request_error",
+            )
 
     def _read_json(self) -> dict[str, Any]:
         length = self._content_length()
         if length > self.state.config.max_request_bytes:
             self.close_connection = True
-            raise _BadRequest(413, f"Request body of {length} bytes is over the "
-                              f"{self.state.config.max_request_bytes}-byte limit.",
-                              "request_too_large", "invalid_request_error")
+            raise _BadRequest(
+                413,
+                f"Request body of {length} bytes is over the "
+                f"{self.state.config.max_request_bytes}-byte limit.",
+                "request_too_large",
+                "invalid_request_error",
+            )
         raw = self.rfile.read(length)
         try:
             body = json.loads(raw)
         except ValueError as exc:
-            raise _BadRequest(400, f"The request body is not valid JSON: {exc}.",
-                              "invalid_json", "invalid_request_error") from exc
+            raise _BadRequest(
+                400,
+                f"The request body is not valid JSON: {exc}.",
+                "invalid_json",
+                "invalid_request_error",
+            ) from exc
         if not isinstance(body, dict):
-            raise _BadRequest(400, "The request body must be a JSON object.", "invalid_value",
-                              "invalid_request_error")
+            raise _BadRequest(
+                400,
+                "The request body must be a JSON object.",
+                "invalid_value",
+                "invalid_request_error",
+            )
         return body
 
     def _content_length(self) -> int:
@@ -335,8 +371,14 @@ class LMRequestHandler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, payload: Any, count: bool = True) -> None:
         self._send_bytes(status, json.dumps(payload).encode(), "application/json", count=count)
 
-    def _send_bytes(self, status: int, payload: bytes, content_type: str,
-                    headers: dict[str, str] | None = None, count: bool = True) -> None:
+    def _send_bytes(
+        self,
+        status: int,
+        payload: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+        count: bool = True,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))

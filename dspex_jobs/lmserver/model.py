@@ -181,7 +181,10 @@ class ExtractiveModel:
         return []
 
     def from_schema(
-        self, schema: Mapping[str, Any], context: Context, root: Mapping[str, Any] | None = None,
+        self,
+        schema: Mapping[str, Any],
+        context: Context,
+        root: Mapping[str, Any] | None = None,
         depth: int = 0,
     ) -> Any:
         """A value that satisfies a (pydantic-style) JSON schema, filled by the same rules."""
@@ -205,8 +208,11 @@ class ExtractiveModel:
             kind = next((k for k in kind if k != "null"), "null")
         sentence, similarity = context.best
         simple: dict[str, Any] = {
-            "string": sentence, "number": _score(similarity), "integer": _first_integer(context),
-            "boolean": similarity >= self.bool_threshold, "null": None,
+            "string": sentence,
+            "number": _score(similarity),
+            "integer": _first_integer(context),
+            "boolean": similarity >= self.bool_threshold,
+            "null": None,
         }
         if kind in simple:
             return simple[kind]

@@ -45,8 +45,14 @@ class LMServerProcess:
         ...     print(server.url)  # doctest: +SKIP
     """
 
-    def __init__(self, config: LMServerConfig | None = None, *, ready_timeout_s: float = 120.0,
-                 python: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: LMServerConfig | None = None,
+        *,
+        ready_timeout_s: float = 120.0,
+        python: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.config = config or LMServerConfig()
         self.ready_timeout_s = ready_timeout_s
         self.python = python or sys.executable
@@ -58,8 +64,13 @@ class LMServerProcess:
     @property
     def argv(self) -> list[str]:
         """The command line that starts the server."""
-        return [self.python, "-m", "dspex_jobs.lmserver", "--stop-on-stdin-eof",
-                *self.config.to_argv()]
+        return [
+            self.python,
+            "-m",
+            "dspex_jobs.lmserver",
+            "--stop-on-stdin-eof",
+            *self.config.to_argv(),
+        ]
 
     @property
     def url(self) -> str:
@@ -92,12 +103,17 @@ class LMServerProcess:
         # and the server stops instead of lingering as an orphan.
         # argv list (this interpreter, our module), no shell.
         self._proc = subprocess.Popen(  # nosec B603
-            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            text=True, env=env,
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
         )
         lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_pump, args=(self._proc.stdout, lines), daemon=True,
-                         name="lm-server-stdout").start()
+        threading.Thread(
+            target=_pump, args=(self._proc.stdout, lines), daemon=True, name="lm-server-stdout"
+        ).start()
         deadline = time.monotonic() + self.ready_timeout_s
         try:
             self._url = self._wait_for_line(lines, deadline)
@@ -117,7 +133,7 @@ class LMServerProcess:
             if line is None or (not line and self._proc.poll() is not None):
                 raise self._failure(f"exited with status {self._proc.wait()} before it was ready")
             if line.startswith(READY_LINE_PREFIX):
-                return line[len(READY_LINE_PREFIX):].strip()
+                return line[len(READY_LINE_PREFIX) :].strip()
         raise self._failure(f"printed no ready line within {self.ready_timeout_s:g} s")
 
     def _wait_for_health(self, deadline: float) -> None:
@@ -183,8 +199,12 @@ class LMServerProcess:
     def __enter__(self) -> LMServerProcess:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 

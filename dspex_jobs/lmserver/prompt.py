@@ -198,8 +198,10 @@ def _sections(text: str, style: Style) -> list[tuple[str, str]]:
 def _style(system: str, user: str, outputs: Sequence[str], response_format: Any) -> Style:
     if not outputs:
         return "json" if response_format else "plain"
-    if response_format or "Outputs will be a JSON object" in system or (
-        "Respond with a JSON object" in user
+    if (
+        response_format
+        or "Outputs will be a JSON object" in system
+        or ("Respond with a JSON object" in user)
     ):
         return "json"
     first = outputs[0]
@@ -237,12 +239,13 @@ def parse_messages(messages: Sequence[Any], response_format: Any = None) -> Pars
         DSPy structure is found.
     """
     system = "\n".join(
-        message_text(m) for m in messages
+        message_text(m)
+        for m in messages
         if isinstance(m, Mapping) and m.get("role") in ("system", "developer")
     )
     users = [m for m in messages if isinstance(m, Mapping) and m.get("role") == "user"]
-    last_user = message_text(users[-1]) if users else (
-        message_text(messages[-1]) if messages else ""
+    last_user = (
+        message_text(users[-1]) if users else (message_text(messages[-1]) if messages else "")
     )
     inputs_block, outputs_block, rest = _split_system(system)
     declared_in = _declared_fields(inputs_block)
@@ -251,18 +254,25 @@ def parse_messages(messages: Sequence[Any], response_format: Any = None) -> Pars
         # Not DSPy's field lists: fall back to headers that the user message does not fill.
         in_user = {name for name, _ in _sections(last_user, "chat")}
         declared_out = [
-            (name, "str", "") for name in dict.fromkeys(_CHAT_HEADER.findall(system))
+            (name, "str", "")
+            for name in dict.fromkeys(_CHAT_HEADER.findall(system))
             if name not in in_user and name not in _RESERVED
         ]
     style = _style(system, last_user, [f[0] for f in declared_out], response_format)
     notes = _notes(system)
     outputs = tuple(field_spec(n, t, notes.get(n, ""), d) for n, t, d in declared_out)
     types = {name: type_name for name, type_name, _ in declared_in}
-    inputs = tuple(
-        InputField(name, types.get(name, "str"), text, _list_items(text, types.get(name, "str")))
-        for name, text in _sections(last_user, "xml" if style == "xml" else "chat")
-        if name not in _RESERVED
-    ) if style != "plain" else ()
+    inputs = (
+        tuple(
+            InputField(
+                name, types.get(name, "str"), text, _list_items(text, types.get(name, "str"))
+            )
+            for name, text in _sections(last_user, "xml" if style == "xml" else "chat")
+            if name not in _RESERVED
+        )
+        if style != "plain"
+        else ()
+    )
     return ParsedPrompt(
         style=style,
         inputs=inputs,

@@ -42,8 +42,9 @@ class LocalLMServer:
         ...     lm = dspy.LM("openai/extractive-minilm", api_base=server.url, api_key="x")
     """
 
-    def __init__(self, config: LMServerConfig | None = None, *,
-                 embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, config: LMServerConfig | None = None, *, embedder: Embedder | None = None
+    ) -> None:
         self.config = config or LMServerConfig()
         self._embedder = embedder
         self._httpd: LMHTTPServer | None = None
@@ -95,15 +96,18 @@ class LocalLMServer:
         embedder = self._embedder or MiniLMEmbedder()
         state = ServerState(
             config=self.config,
-            model=ExtractiveModel(embedder, top_k=self.config.top_k,
-                                  bool_threshold=self.config.bool_threshold),
+            model=ExtractiveModel(
+                embedder, top_k=self.config.top_k, bool_threshold=self.config.bool_threshold
+            ),
             faults=FaultInjector(self.config),
             stats=ServerStats(self.config.request_log_size),
         )
         self._httpd = LMHTTPServer(state)
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-            name=f"lm-server:{self.port}", daemon=True,
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"lm-server:{self.port}",
+            daemon=True,
         )
         self._thread.start()
         started = time.perf_counter()
@@ -116,8 +120,12 @@ class LocalLMServer:
             raise
         self.load_time_s = time.perf_counter() - started
         state.ready.set()
-        logger.info("lm-server: %s ready at %s (model loaded in %.2f s)",
-                    self.config.model_name, self.url, self.load_time_s)
+        logger.info(
+            "lm-server: %s ready at %s (model loaded in %.2f s)",
+            self.config.model_name,
+            self.url,
+            self.load_time_s,
+        )
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -136,13 +144,18 @@ class LocalLMServer:
     def __enter__(self) -> LocalLMServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
-def serve(config: LMServerConfig, *, stop_event: threading.Event | None = None,
-          out: TextIO | None = None) -> None:
+def serve(
+    config: LMServerConfig, *, stop_event: threading.Event | None = None, out: TextIO | None = None
+) -> None:
     """Run the LM server in the foreground until SIGINT/SIGTERM (or ``stop_event``).
 
     Prints one line, ``dspex-jobs lm-server listening on http://HOST:PORT/v1``, to ``out``

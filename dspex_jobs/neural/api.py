@@ -44,7 +44,10 @@ DEFAULT_TIMEOUT_S = 120.0
 
 
 def embed_texts(
-    client: Client, texts: Sequence[str], *, normalize: bool = False,
+    client: Client,
+    texts: Sequence[str],
+    *,
+    normalize: bool = False,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
 ) -> Embeddings:
     """Embed ``texts`` on a neural worker and wait for the vectors.
@@ -61,15 +64,15 @@ def embed_texts(
         TextTooLong: A text is over the length limit.
         JobTimeout: No result within ``timeout_s``.
     """
-    handle = client.submit(JobKind.EMBED, inputs={"texts": _as_list(texts),
-                                                  "normalize": normalize})
+    handle = client.submit(JobKind.EMBED, inputs={"texts": _as_list(texts), "normalize": normalize})
     return Embeddings.from_outputs(handle.result(timeout=timeout_s).outputs)
 
 
 def hits_from_outputs(outputs: Mapping[str, Any] | None) -> list[list[SearchHit]]:
     """The hits, per query, of an ``index_search`` job's outputs."""
-    return [[SearchHit.from_dict(hit) for hit in hits]
-            for hits in (outputs or {}).get("results", [])]
+    return [
+        [SearchHit.from_dict(hit) for hit in hits] for hits in (outputs or {}).get("results", [])
+    ]
 
 
 class VectorIndex:
@@ -90,11 +93,17 @@ class VectorIndex:
     def __init__(self, client: Client, name: str, redis_client: redis.Redis) -> None:
         self.name = check_index_name(name)
         self._client = client
-        self._store = IndexStore(redis_client, Keys(client.settings.key_prefix),
-                                 max_docs=client.settings.neural_index_max_docs)
+        self._store = IndexStore(
+            redis_client,
+            Keys(client.settings.key_prefix),
+            max_docs=client.settings.neural_index_max_docs,
+        )
 
     def add(
-        self, documents: Sequence[str], *, ids: Sequence[str] | None = None,
+        self,
+        documents: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
     ) -> AddResult:
@@ -132,15 +141,21 @@ class VectorIndex:
         return self.search_many([query], k, timeout_s=timeout_s)[0]
 
     def search_many(
-        self, queries: Sequence[str], k: int = 5, *,
+        self,
+        queries: Sequence[str],
+        k: int = 5,
+        *,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
     ) -> list[list[SearchHit]]:
         """:meth:`search` for several queries in one job (their embeddings share a batch)."""
         if not self.exists():  # fail fast, nothing enqueued
-            raise IndexNotFound(f"no vector index named {self.name!r}: an index is created by "
-                                "its first add", index=self.name)
-        handle = self._client.submit(JobKind.INDEX_SEARCH, inputs={
-            "index": self.name, "queries": _as_list(queries), "k": k})
+            raise IndexNotFound(
+                f"no vector index named {self.name!r}: an index is created by its first add",
+                index=self.name,
+            )
+        handle = self._client.submit(
+            JobKind.INDEX_SEARCH, inputs={"index": self.name, "queries": _as_list(queries), "k": k}
+        )
         return hits_from_outputs(handle.result(timeout=timeout_s).outputs)
 
     def delete(self, ids: Sequence[str]) -> int:

@@ -94,7 +94,11 @@ class Batcher:
     """
 
     def __init__(
-        self, encode: EncodeFn, *, max_batch: int, max_wait_ms: float,
+        self,
+        encode: EncodeFn,
+        *,
+        max_batch: int,
+        max_wait_ms: float,
         name: str = "dspex-neural-batcher",
     ) -> None:
         if max_batch < 1:
@@ -141,8 +145,10 @@ class Batcher:
         import numpy as np
 
         order = sorted(range(len(items)), key=lambda i: -len(items[i]))
-        chunks = [[items[i] for i in order[start:start + self.max_batch]]
-                  for start in range(0, len(items), self.max_batch)]
+        chunks = [
+            [items[i] for i in order[start : start + self.max_batch]]
+            for start in range(0, len(items), self.max_batch)
+        ]
         stacked = np.concatenate([future.result() for future in self._submit(chunks)])
         rows = np.empty_like(stacked)
         rows[order] = stacked
@@ -232,7 +238,9 @@ class Batcher:
         with self._lock:
             s = self._stats
             self._stats = BatcherStats(
-                s.batches + 1, s.texts + len(texts), s.requests + len(batch),
+                s.batches + 1,
+                s.texts + len(texts),
+                s.requests + len(batch),
                 max(s.largest_batch, len(texts)),
                 s.multi_request_batches + (len(batch) > 1),
             )

@@ -40,8 +40,10 @@ def resolve_device(preference: DevicePreference | str) -> str:
     if preference == "cpu":
         return "cpu"
     if preference not in ("auto", "cuda"):
-        raise NeuralModelError(f"unknown device {preference!r}: DSPEX_NEURAL_DEVICE is auto, "
-                               "cpu or cuda", device=preference)
+        raise NeuralModelError(
+            f"unknown device {preference!r}: DSPEX_NEURAL_DEVICE is auto, cpu or cuda",
+            device=preference,
+        )
     if cuda_available():
         return "cuda"
     if preference == "cuda":

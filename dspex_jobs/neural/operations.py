@@ -34,7 +34,11 @@ _clients: list[tuple[int, Settings, Client]] = []
 
 
 def search_operation(
-    index: str, query: str, k: int = 5, *, client: Client | None = None,
+    index: str,
+    query: str,
+    k: int = 5,
+    *,
+    client: Client | None = None,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
 ) -> list[dict[str, Any]]:
     """The ``k`` documents of ``index`` nearest to ``query``, best first.

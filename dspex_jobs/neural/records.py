@@ -31,8 +31,12 @@ class SearchHit:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchHit:
         """Read the JSON form."""
-        return cls(str(data["id"]), float(data["score"]), str(data["document"]),
-                   dict(data.get("metadata") or {}))
+        return cls(
+            str(data["id"]),
+            float(data["score"]),
+            str(data["document"]),
+            dict(data.get("metadata") or {}),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -91,8 +95,14 @@ class AddResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AddResult:
         """Read the JSON form."""
-        return cls(str(data["index"]), [str(i) for i in data["ids"]], int(data["added"]),
-                   int(data["replaced"]), int(data["count"]), int(data["version"]))
+        return cls(
+            str(data["index"]),
+            [str(i) for i in data["ids"]],
+            int(data["added"]),
+            int(data["replaced"]),
+            int(data["count"]),
+            int(data["version"]),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""

@@ -48,7 +48,11 @@ class IndexRetriever:
     """
 
     def __init__(
-        self, index: str, k: int = 5, *, client: Client | None = None,
+        self,
+        index: str,
+        k: int = 5,
+        *,
+        client: Client | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.index = check_index_name(index)
@@ -68,13 +72,20 @@ class IndexRetriever:
         client = self._client or default_client()
         hits = client.index(self.index).search(query, k or self.k, timeout_s=self.timeout_s)
         ids = [hit.id for hit in hits]
-        return dspy.Prediction(passages=[hit.document for hit in hits], indices=ids, ids=ids,
-                               scores=[hit.score for hit in hits],
-                               metadata=[hit.metadata for hit in hits])
+        return dspy.Prediction(
+            passages=[hit.document for hit in hits],
+            indices=ids,
+            ids=ids,
+            scores=[hit.score for hit in hits],
+            metadata=[hit.metadata for hit in hits],
+        )
 
 
 def queue_embedder(
-    client: Client | None = None, *, normalize: bool = True, batch_size: int = 256,
+    client: Client | None = None,
+    *,
+    normalize: bool = True,
+    batch_size: int = 256,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
 ) -> Any:
     """A ``dspy.Embedder`` that embeds on the neural queue.

@@ -69,8 +69,11 @@ class LoadedIndex:
         else:
             matrix = np.zeros((0, snapshot.dim), dtype=np.float32)
         return cls(
-            name=snapshot.name, version=snapshot.version, model=snapshot.model,
-            dim=snapshot.dim, ids=[i.decode() for i in raw_ids],
+            name=snapshot.name,
+            version=snapshot.version,
+            model=snapshot.model,
+            dim=snapshot.dim,
+            ids=[i.decode() for i in raw_ids],
             matrix=matrix.astype(np.float32, copy=False),
             documents=[snapshot.documents.get(i, b"").decode() for i in raw_ids],
             metadata=[snapshot.metadata.get(i) for i in raw_ids],
@@ -98,8 +101,12 @@ class LoadedIndex:
 
     def _hit(self, row: int, score: float) -> dict[str, Any]:
         raw = self.metadata[row]
-        return {"id": self.ids[row], "score": score, "document": self.documents[row],
-                "metadata": json.loads(raw) if raw else {}}
+        return {
+            "id": self.ids[row],
+            "score": score,
+            "document": self.documents[row],
+            "metadata": json.loads(raw) if raw else {},
+        }
 
 
 class IndexCache:
@@ -125,8 +132,9 @@ class IndexCache:
         version = self.store.version(name)
         if version is None:
             self._indexes.pop(name, None)
-            raise IndexNotFound(f"no vector index named {name!r}: an index is created by its "
-                                "first add", index=name)
+            raise IndexNotFound(
+                f"no vector index named {name!r}: an index is created by its first add", index=name
+            )
         loaded = self._indexes.get(name)
         if loaded is not None and loaded.version == version:
             return loaded

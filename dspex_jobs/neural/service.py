@@ -41,8 +41,13 @@ from dspex_jobs.neural.search import IndexCache, normalize_rows
 from dspex_jobs.neural.vectors import encode_vectors
 from dspex_jobs.settings import Settings
 
-__all__ = ["DEFAULT_MAX_BATCH", "NeuralService", "loaded_service", "neural_service",
-           "run_neural_job"]
+__all__ = [
+    "DEFAULT_MAX_BATCH",
+    "NeuralService",
+    "loaded_service",
+    "neural_service",
+    "run_neural_job",
+]
 
 DEFAULT_MAX_BATCH = {"cpu": 32, "cuda": 256}
 """Texts per model call when ``DSPEX_NEURAL_MAX_BATCH`` is unset, by device. On a CPU,
@@ -70,8 +75,11 @@ class NeuralService:
         self.encoder: Encoder = load_encoder(settings.neural_model_path, settings.neural_device)
         max_batch = settings.neural_max_batch or DEFAULT_MAX_BATCH.get(self.encoder.device, 32)
         self.batcher = _batcher(self.encoder, max_batch, settings.neural_max_wait_ms)
-        self.store = IndexStore(process_redis(settings), Keys(settings.key_prefix),
-                                max_docs=settings.neural_index_max_docs)
+        self.store = IndexStore(
+            process_redis(settings),
+            Keys(settings.key_prefix),
+            max_docs=settings.neural_index_max_docs,
+        )
         self.indexes = IndexCache(self.store)
 
     def run(self, job: Job) -> dict[str, Any]:
@@ -90,10 +98,12 @@ class NeuralService:
             if job.kind is JobKind.INDEX_SEARCH:
                 return self._search_job(job)
         except _REDIS_DOWN as exc:
-            raise BrokerUnavailable(f"lost Redis during {job.kind.value} job {job.id}: {exc}",
-                                    job_id=job.id) from exc
-        raise UnknownJobKind(f"a neural worker cannot run {job.kind.value!r} jobs",
-                             kind=job.kind.value)
+            raise BrokerUnavailable(
+                f"lost Redis during {job.kind.value} job {job.id}: {exc}", job_id=job.id
+            ) from exc
+        raise UnknownJobKind(
+            f"a neural worker cannot run {job.kind.value!r} jobs", kind=job.kind.value
+        )
 
     def embed(self, texts: list[str], *, normalize: bool) -> Any:
         """``(len(texts), dim)`` float32 vectors, batched with the other jobs of this process."""
@@ -111,8 +121,12 @@ class NeuralService:
             vectors = self.embed(queries, normalize=True)
         loaded = self.indexes.get(index)
         self._check_model(index, loaded.model, loaded.dim)
-        return {"index": index, "version": loaded.version, "count": len(loaded),
-                "results": loaded.search(vectors, k)}
+        return {
+            "index": index,
+            "version": loaded.version,
+            "count": len(loaded),
+            "results": loaded.search(vectors, k),
+        }
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -120,8 +134,7 @@ class NeuralService:
         with self.batcher.job():
             inputs = check_neural_inputs(job.kind, job.inputs, self.limits)
             vectors = self.embed(inputs["texts"], normalize=inputs["normalize"])
-        outputs = encode_vectors(vectors, model=self.encoder.name,
-                                 normalized=inputs["normalize"])
+        outputs = encode_vectors(vectors, model=self.encoder.name, normalized=inputs["normalize"])
         outputs["device"] = self.encoder.device
         return outputs
 
@@ -138,14 +151,19 @@ class NeuralService:
         ids = inputs["ids"] or [f"{job.id}-{i}" for i in range(len(documents))]
         metadata = inputs.get("metadata") or [None] * len(documents)
         stored = self.store.add(
-            name, ids=ids, vectors=[row.astype("<f4").tobytes() for row in vectors],
+            name,
+            ids=ids,
+            vectors=[row.astype("<f4").tobytes() for row in vectors],
             documents=documents,
-            metadata=[None if m is None else json.dumps(m, separators=(",", ":"))
-                      for m in metadata],
-            dim=self.encoder.dim, model=self.encoder.name,
+            metadata=[
+                None if m is None else json.dumps(m, separators=(",", ":")) for m in metadata
+            ],
+            dim=self.encoder.dim,
+            model=self.encoder.name,
         )
-        return AddResult(name, ids, stored.added, len(ids) - stored.added, stored.count,
-                         stored.version).to_dict()
+        return AddResult(
+            name, ids, stored.added, len(ids) - stored.added, stored.count, stored.version
+        ).to_dict()
 
     def _search_job(self, job: Job) -> dict[str, Any]:
         inputs = check_neural_inputs(job.kind, job.inputs, self.limits)
@@ -157,7 +175,9 @@ class NeuralService:
                 f"index {index!r} holds {dim}-dimension vectors of model {model!r}; this worker "
                 f"embeds with {self.encoder.name!r} ({self.encoder.dim} dimensions): use "
                 "another index, or a worker with the same model",
-                index=index, model=model, dim=dim,
+                index=index,
+                model=model,
+                dim=dim,
             )
 
 
@@ -167,8 +187,9 @@ def _batcher(encoder: Encoder, max_batch: int, max_wait_ms: float) -> Batcher:
     with _lock:
         batcher = _batchers.get(key)
         if batcher is None:
-            batcher = _batchers[key] = Batcher(encoder.encode, max_batch=max_batch,
-                                               max_wait_ms=max_wait_ms)
+            batcher = _batchers[key] = Batcher(
+                encoder.encode, max_batch=max_batch, max_wait_ms=max_wait_ms
+            )
         return batcher
 
 
@@ -190,8 +211,14 @@ def loaded_service(settings: Settings) -> NeuralService | None:
     if service is not None:
         return service
     with _lock:
-        return next((found for (owner, _), found in _services.items()
-                     if owner == pid and found.settings == settings), None)
+        return next(
+            (
+                found
+                for (owner, _), found in _services.items()
+                if owner == pid and found.settings == settings
+            ),
+            None,
+        )
 
 
 def run_neural_job(settings: Settings, job: Job) -> dict[str, Any]:

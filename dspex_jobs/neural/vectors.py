@@ -77,7 +77,12 @@ class Embeddings:
     __slots__ = ("_floats", "count", "dim", "model", "normalized", "raw")
 
     def __init__(
-        self, raw: bytes, count: int, dim: int, *, model: str | None = None,
+        self,
+        raw: bytes,
+        count: int,
+        dim: int,
+        *,
+        model: str | None = None,
         normalized: bool = False,
     ) -> None:
         if len(raw) != count * dim * _ITEM_BYTES:
@@ -99,16 +104,22 @@ class Embeddings:
             PayloadDecodeError: The outputs are not an embedding payload this version reads.
         """
         if not outputs or outputs.get("dtype") != VECTOR_DTYPE or "vectors_b64" not in outputs:
-            raise PayloadDecodeError("the job's outputs are not float32 vectors: "
-                                     f"{sorted(outputs or {})}")
+            raise PayloadDecodeError(
+                f"the job's outputs are not float32 vectors: {sorted(outputs or {})}"
+            )
         if outputs.get("byteorder", "little") != "little":
             raise PayloadDecodeError(f"unknown byte order {outputs.get('byteorder')!r}")
         try:
             raw = base64.b64decode(outputs["vectors_b64"], validate=True)
         except (binascii.Error, TypeError) as exc:
             raise PayloadDecodeError(f"embedding payload is not valid base64: {exc}") from None
-        return cls(raw, int(outputs["count"]), int(outputs["dim"]),
-                   model=outputs.get("model"), normalized=bool(outputs.get("normalized")))
+        return cls(
+            raw,
+            int(outputs["count"]),
+            int(outputs["dim"]),
+            model=outputs.get("model"),
+            normalized=bool(outputs.get("normalized")),
+        )
 
     def _values(self) -> array[float]:
         if self._floats is None:
@@ -126,7 +137,7 @@ class Embeddings:
         if not -self.count <= row < self.count:
             raise IndexError(f"vector {row} out of range for {self.count} vectors")
         row %= self.count
-        return self._values()[row * self.dim:(row + 1) * self.dim].tolist()
+        return self._values()[row * self.dim : (row + 1) * self.dim].tolist()
 
     def __iter__(self) -> Iterator[list[float]]:
         for row in range(self.count):

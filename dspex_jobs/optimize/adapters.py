@@ -52,9 +52,13 @@ class Checkpoint:
 
     def items(self, prefix: str) -> dict[str, Any]:
         """Every checkpoint whose name starts with ``prefix`` (prefix removed)."""
-        return {k.decode()[len(prefix):] if isinstance(k, bytes) else str(k)[len(prefix):]:
-                json.loads(v) for k, v in self.client.hgetall(self.key).items()
-                if (k.decode() if isinstance(k, bytes) else str(k)).startswith(prefix)}
+        return {
+            k.decode()[len(prefix) :]
+            if isinstance(k, bytes)
+            else str(k)[len(prefix) :]: json.loads(v)
+            for k, v in self.client.hgetall(self.key).items()
+            if (k.decode() if isinstance(k, bytes) else str(k)).startswith(prefix)
+        }
 
     def exists(self) -> bool:
         """Whether anything was checkpointed (the job resumes)."""
@@ -116,14 +120,19 @@ def _random_search(run: OptimizeRun) -> dspy.Module:
     valset = run.valset or run.trainset
     per_trial = len(run.trainset) + len(valset)
     best = max((v["score"] for v in done.values()), default=None)
-    run.reporter.phase("search", trials_total=len(seeds), trials_done=len(done),
-                       budget=per_trial * len(seeds),
-                       best_score=None if best is None else best / 100)
+    run.reporter.phase(
+        "search",
+        trials_total=len(seeds),
+        trials_done=len(done),
+        budget=per_trial * len(seeds),
+        best_score=None if best is None else best / 100,
+    )
     for seed in seeds:
         if seed in done:
             continue
-        program = optimizer.compile(run.student, trainset=run.trainset, valset=valset,
-                                    restrict=[seed], **compile_args)
+        program = optimizer.compile(
+            run.student, trainset=run.trainset, valset=valset, restrict=[seed], **compile_args
+        )
         score = float(program.candidate_programs[0]["score"])
         done[seed] = {"score": score, "state": program.dump_state()}
         run.checkpoint.put(f"candidate:{seed}", done[seed])
@@ -144,20 +153,18 @@ def _mipro(run: OptimizeRun) -> dspy.Module:
     if init.get("num_candidates") is not None and "auto" not in init:
         init["auto"] = None  # DSPy refuses num_candidates together with its default auto
     run.reporter.phase("search")  # Optuna's trial count is internal: metric calls are shown
-    optimizer = dspy.MIPROv2(metric=run.metric, prompt_model=run.reflection_lm,
-                             task_model=run.lm, **init)
-    return optimizer.compile(run.student, trainset=run.trainset, valset=run.valset,
-                             **compile_args)
+    optimizer = dspy.MIPROv2(
+        metric=run.metric, prompt_model=run.reflection_lm, task_model=run.lm, **init
+    )
+    return optimizer.compile(run.student, trainset=run.trainset, valset=run.valset, **compile_args)
 
 
 def _gepa(run: OptimizeRun) -> dspy.Module:
     init, compile_args = run.split_args(dspy.GEPA)
     init.setdefault("num_threads", run.num_threads)
     run.reporter.phase("search", budget=init.get("max_metric_calls"))
-    optimizer = dspy.GEPA(metric=gepa_metric(run.metric), reflection_lm=run.reflection_lm,
-                          **init)
-    return optimizer.compile(run.student, trainset=run.trainset, valset=run.valset,
-                             **compile_args)
+    optimizer = dspy.GEPA(metric=gepa_metric(run.metric), reflection_lm=run.reflection_lm, **init)
+    return optimizer.compile(run.student, trainset=run.trainset, valset=run.valset, **compile_args)
 
 
 ADAPTERS: dict[str, Callable[[OptimizeRun], dspy.Module]] = {

@@ -21,8 +21,9 @@ DatasetSource = str | Path | Sequence[Mapping[str, Any]]
 """A path (``.jsonl``/``.json``/``.csv``/``.parquet``) or a list of row objects."""
 
 
-def load_rows(source: DatasetSource, *, field: str = "trainset",
-              max_rows: int | None = None) -> list[dict[str, Any]]:
+def load_rows(
+    source: DatasetSource, *, field: str = "trainset", max_rows: int | None = None
+) -> list[dict[str, Any]]:
     """Every row of a dataset, as plain dicts.
 
     Raises:
@@ -31,8 +32,9 @@ def load_rows(source: DatasetSource, *, field: str = "trainset",
     """
     rows = list(iter_rows(source, field=field))
     if max_rows is not None and len(rows) > max_rows:
-        raise OptimizeRequestError(f"{field}: {len(rows)} rows, over the limit of {max_rows}",
-                                   field=field)
+        raise OptimizeRequestError(
+            f"{field}: {len(rows)} rows, over the limit of {max_rows}", field=field
+        )
     return rows
 
 
@@ -42,8 +44,10 @@ def iter_rows(source: DatasetSource, *, field: str = "trainset") -> Iterator[dic
         yield from _file_rows(Path(source), field)
         return
     if isinstance(source, Mapping) or not isinstance(source, Iterable):
-        raise OptimizeRequestError(f"{field} must be a file path or a list of row objects, "
-                                   f"not {type(source).__name__}", field=field)
+        raise OptimizeRequestError(
+            f"{field} must be a file path or a list of row objects, not {type(source).__name__}",
+            field=field,
+        )
     for position, row in enumerate(source):
         yield _row(row, field, position)
 
@@ -64,14 +68,16 @@ def _file_rows(path: Path, field: str) -> Iterator[dict[str, Any]]:
                 except json.JSONDecodeError as exc:
                     raise OptimizeRequestError(
                         f"{where}: line {line_no} is not JSON: {exc.msg} at column {exc.colno}",
-                        field=field, row=position, line=line_no) from None
+                        field=field,
+                        row=position,
+                        line=line_no,
+                    ) from None
                 yield _row(value, where, position)
                 position += 1
     elif suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, list):
-            raise OptimizeRequestError(f"{where}: expected a JSON list of objects",
-                                       field=field)
+            raise OptimizeRequestError(f"{where}: expected a JSON list of objects", field=field)
         for position, value in enumerate(data):
             yield _row(value, where, position)
     elif suffix == ".csv":
@@ -84,14 +90,19 @@ def _file_rows(path: Path, field: str) -> Iterator[dict[str, Any]]:
         for position, value in enumerate(pq.read_table(path).to_pylist()):
             yield _row(value, where, position)
     else:
-        raise OptimizeRequestError(f"{where}: unknown dataset type {suffix!r}; use .jsonl, "
-                                   ".json, .csv or .parquet", field=field)
+        raise OptimizeRequestError(
+            f"{where}: unknown dataset type {suffix!r}; use .jsonl, .json, .csv or .parquet",
+            field=field,
+        )
 
 
 def _row(value: Any, where: str, position: int) -> dict[str, Any]:
     if not isinstance(value, Mapping):
-        raise OptimizeRequestError(f"{where}: row {position} is a {type(value).__name__}, "
-                                   "not an object", field=where.split(" ")[0], row=position)
+        raise OptimizeRequestError(
+            f"{where}: row {position} is a {type(value).__name__}, not an object",
+            field=where.split(" ")[0],
+            row=position,
+        )
     return dict(value)
 
 
@@ -107,4 +118,7 @@ def check_rows(rows: list[dict[str, Any]], required: Iterable[str], *, field: st
         if missing:
             raise OptimizeRequestError(
                 f"{field}: row {position} lacks {', '.join(missing)} (it has "
-                f"{', '.join(sorted(row)) or 'nothing'})", field=field, row=position)
+                f"{', '.join(sorted(row)) or 'nothing'})",
+                field=field,
+                row=position,
+            )

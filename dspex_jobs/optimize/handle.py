@@ -40,8 +40,13 @@ class OptimizeHandle(JobHandle):
         """The latest progress record (``None`` until a worker starts it)."""
         return read_progress(self._store.client, self._store.keys, self.id)
 
-    def follow(self, *, interval_s: float = 0.5, timeout: float | None = None,
-               on_progress: Callable[[Progress], None] | None = None) -> JobResult:
+    def follow(
+        self,
+        *,
+        interval_s: float = 0.5,
+        timeout: float | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> JobResult:
         """Call ``on_progress`` with each new record until the job ends; return its result.
 
         Raises:
@@ -74,8 +79,12 @@ def render_progress(record: Progress, width: int = 30) -> str:
         filled = round(done * width)
         bar = "#" * filled + "-" * (width - filled)
         pct = f"{done * 100:4.0f}%"
-    parts = [f"{record.phase:<9}", f"[{bar}]", pct, f"metric calls {record.metric_calls}"
-             + (f"/{record.budget}" if record.budget else "")]
+    parts = [
+        f"{record.phase:<9}",
+        f"[{bar}]",
+        pct,
+        f"metric calls {record.metric_calls}" + (f"/{record.budget}" if record.budget else ""),
+    ]
     if record.trials_total:
         parts.append(f"trials {record.trials_done}/{record.trials_total}")
     if record.best_score is not None:
@@ -95,13 +104,23 @@ def print_progress(record: Progress, stream: TextIO = sys.stderr) -> None:
 
 
 def build_request(
-    client: Client, *, program: str | ProgramSpec | Mapping[str, Any], optimizer: str,
-    trainset: DatasetSource, valset: DatasetSource | None = None, metric: str = "exact_match",
-    name: str | None = None, signature: str | None = None, module: str | None = None,
+    client: Client,
+    *,
+    program: str | ProgramSpec | Mapping[str, Any],
+    optimizer: str,
+    trainset: DatasetSource,
+    valset: DatasetSource | None = None,
+    metric: str = "exact_match",
+    name: str | None = None,
+    signature: str | None = None,
+    module: str | None = None,
     metric_fields: tuple[str, ...] | list[str] | None = None,
-    reflection_lm: str | None = None, promote_to: str | None = None,
-    min_score: float | None = None, schedule: str | None = None,
-    time_limit_s: float | None = None, **optimizer_args: Any,
+    reflection_lm: str | None = None,
+    promote_to: str | None = None,
+    min_score: float | None = None,
+    schedule: str | None = None,
+    time_limit_s: float | None = None,
+    **optimizer_args: Any,
 ) -> OptimizeRequest:
     """Check everything and build the request (no Redis writes).
 
@@ -111,14 +130,17 @@ def build_request(
     """
     optimizer = canonical_optimizer(optimizer)
     args = check_optimizer_args(optimizer, optimizer_args)
-    if optimizer == "GEPA" and sum(k in args for k in
-                                   ("auto", "max_full_evals", "max_metric_calls")) != 1:
-        raise OptimizeRequestError("GEPA needs exactly one budget: auto, max_full_evals or "
-                                   "max_metric_calls", field="optimizer_args")
+    if (
+        optimizer == "GEPA"
+        and sum(k in args for k in ("auto", "max_full_evals", "max_metric_calls")) != 1
+    ):
+        raise OptimizeRequestError(
+            "GEPA needs exactly one budget: auto, max_full_evals or max_metric_calls",
+            field="optimizer_args",
+        )
     program_name, spec = _program(client, program, name, signature, module)
     if not isinstance(metric, str) or not metric:
-        raise OptimizeRequestError("metric must be a registered metric's name",
-                                   field="metric")
+        raise OptimizeRequestError("metric must be a registered metric's name", field="metric")
     max_rows = client.settings.batch_max_rows
     train_rows = load_rows(trainset, field="trainset", max_rows=max_rows)
     if not train_rows:
@@ -132,29 +154,47 @@ def build_request(
         check_rows(train_rows, metric_fields, field="trainset")
     try:
         return OptimizeRequest(
-            program=program_name, spec=spec, optimizer=optimizer, optimizer_args=args,
-            trainset=train_rows, valset=val_rows, metric=metric,
+            program=program_name,
+            spec=spec,
+            optimizer=optimizer,
+            optimizer_args=args,
+            trainset=train_rows,
+            valset=val_rows,
+            metric=metric,
             metric_fields=tuple(metric_fields) if metric_fields else None,
-            reflection_lm=reflection_lm, promote_to=promote_to, min_score=min_score,
+            reflection_lm=reflection_lm,
+            promote_to=promote_to,
+            min_score=min_score,
             trainset_hash=dataset_hash(train_rows),
             valset_hash=None if val_rows is None else dataset_hash(val_rows),
-            schedule=schedule, time_limit_s=time_limit_s)
+            schedule=schedule,
+            time_limit_s=time_limit_s,
+        )
     except Exception as exc:  # pydantic: a wrong type of a scalar option
         raise OptimizeRequestError(f"optimize request: {exc}", field="request") from None
 
 
-def submit_optimize(client: Client, *, idempotency_key: str | None = None,
-                    **arguments: Any) -> OptimizeHandle:
+def submit_optimize(
+    client: Client, *, idempotency_key: str | None = None, **arguments: Any
+) -> OptimizeHandle:
     """Build the request and enqueue it on the ``optimizer`` queue."""
     request = build_request(client, **arguments)
-    handle = client.submit(JobKind.OPTIMIZE, None,
-                           {"request": request.model_dump(mode="json")},
-                           idempotency_key=idempotency_key)
+    handle = client.submit(
+        JobKind.OPTIMIZE,
+        None,
+        {"request": request.model_dump(mode="json")},
+        idempotency_key=idempotency_key,
+    )
     return OptimizeHandle(handle.id, client, JobKind.OPTIMIZE)
 
 
-def _program(client: Client, program: str | ProgramSpec | Mapping[str, Any], name: str | None,
-             signature: str | None, module: str | None) -> tuple[str, ProgramSpec]:
+def _program(
+    client: Client,
+    program: str | ProgramSpec | Mapping[str, Any],
+    name: str | None,
+    signature: str | None,
+    module: str | None,
+) -> tuple[str, ProgramSpec]:
     registry = ProgramRegistry(client._redis, client._keys, client.settings.program_max_bytes)
     if isinstance(program, str):
         program_name = check_name(program.partition("@")[0])
@@ -166,10 +206,13 @@ def _program(client: Client, program: str | ProgramSpec | Mapping[str, Any], nam
         except ProgramNotFound:
             raise ProgramNotFound(
                 f"no program named {program_name!r}: pass signature= (and module=) to define "
-                "it, or define it first (client.programs.define)", name=program_name) from None
+                "it, or define it first (client.programs.define)",
+                name=program_name,
+            ) from None
     if name is None:
-        raise ValidationError("a program given as a spec needs name= (what to store it as)",
-                              field="name")
+        raise ValidationError(
+            "a program given as a spec needs name= (what to store it as)", field="name"
+        )
     return check_name(name), _spec(program)
 
 

@@ -76,8 +76,9 @@ def build_metric(name: str, fields: Sequence[str], reporter: ProgressReporter | 
 def gepa_metric(metric: MetricFn) -> MetricFn:
     """GEPA's five-argument form of a metric (it takes a float as the score)."""
 
-    def feedback_metric(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None,
-                        pred_trace: Any = None) -> float:
+    def feedback_metric(
+        gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+    ) -> float:
         return float(metric(gold, pred, trace))
 
     return feedback_metric
@@ -89,20 +90,28 @@ def _router_metric(name: str, fields: tuple[str, ...]) -> MetricFn:
     router = default_router()
     operation = f"metric.{name}"
     if operation not in router.registry:
-        known = sorted({op[len("metric."):] for op in router.registry.operations()
-                        if op.startswith("metric.")} | set(registered_metrics()))
-        raise OptimizeRequestError(f"unknown metric {name!r}; known here: {', '.join(known)}",
-                                   field="metric")
+        known = sorted(
+            {
+                op[len("metric.") :]
+                for op in router.registry.operations()
+                if op.startswith("metric.")
+            }
+            | set(registered_metrics())
+        )
+        raise OptimizeRequestError(
+            f"unknown metric {name!r}; known here: {', '.join(known)}", field="metric"
+        )
     if not fields:
-        raise OptimizeRequestError(f"metric {name!r} compares output fields, and none is "
-                                   "known: pass metric_fields", field="metric_fields")
+        raise OptimizeRequestError(
+            f"metric {name!r} compares output fields, and none is known: pass metric_fields",
+            field="metric_fields",
+        )
 
     def score(example: Any, prediction: Any, trace: Any = None) -> float:
         total = 0.0
         for field in fields:
             predicted = prediction.get(field) if hasattr(prediction, "get") else None
-            total += float(router.call(operation, str(predicted or ""),
-                                       _answers(example[field])))
+            total += float(router.call(operation, str(predicted or ""), _answers(example[field])))
         value = total / len(fields)
         # Bootstrapping (trace set) keeps a demo only on a pass.
         return value >= 1.0 if trace is not None else value

@@ -30,8 +30,7 @@ import redis
 from dspex_jobs.keys import Keys
 from dspex_jobs.telemetry import emit
 
-__all__ = ["PROGRESS_EVENT", "OptimizationStopped", "Progress", "ProgressReporter",
-           "read_progress"]
+__all__ = ["PROGRESS_EVENT", "OptimizationStopped", "Progress", "ProgressReporter", "read_progress"]
 
 PROGRESS_EVENT = "dspex.optimizer.progress"
 """Emitted with every published progress record."""
@@ -80,8 +79,16 @@ class Progress:
 class ProgressReporter:
     """Counts, publishes (throttled) and checks for cancellation, thread-safely."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, progress: Progress, *,
-                 interval_s: float, ttl_s: int, task: Any = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        progress: Progress,
+        *,
+        interval_s: float,
+        ttl_s: int,
+        task: Any = None,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.progress = progress
@@ -134,8 +141,9 @@ class ProgressReporter:
         """One trial (candidate program) done, with its score."""
         with self._lock:
             self.progress.trials_done += 1
-            if score is not None and (self.progress.best_score is None
-                                      or score > self.progress.best_score):
+            if score is not None and (
+                self.progress.best_score is None or score > self.progress.best_score
+            ):
                 self.progress.best_score = score
         self.publish(force=True)
 
@@ -179,12 +187,17 @@ class ProgressReporter:
                 self.task.send_event("task-progress", **record)
             except Exception as exc:
                 logger.debug("could not report task state: %s", exc)
-        measurements = {"metric_calls": float(record["metric_calls"]),
-                        "elapsed_s": float(record["elapsed_s"])}
+        measurements = {
+            "metric_calls": float(record["metric_calls"]),
+            "elapsed_s": float(record["elapsed_s"]),
+        }
         if record["best_score"] is not None:
             measurements["best_score"] = float(record["best_score"])
-        emit(PROGRESS_EVENT, measurements, {"job_id": p.job_id, "phase": record["phase"],
-                                            "optimizer": p.optimizer})
+        emit(
+            PROGRESS_EVENT,
+            measurements,
+            {"job_id": p.job_id, "phase": record["phase"], "optimizer": p.optimizer},
+        )
 
 
 def read_progress(client: redis.Redis, keys: Keys, job_id: str) -> Progress | None:

@@ -26,28 +26,87 @@ OPTIMIZERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # name: (constructor arguments, compile arguments) that may travel.
     "LabeledFewShot": (frozenset({"k"}), frozenset({"sample"})),
     "BootstrapFewShot": (
-        frozenset({"metric_threshold", "max_bootstrapped_demos", "max_labeled_demos",
-                   "max_rounds", "max_errors"}),
-        frozenset()),
+        frozenset(
+            {
+                "metric_threshold",
+                "max_bootstrapped_demos",
+                "max_labeled_demos",
+                "max_rounds",
+                "max_errors",
+            }
+        ),
+        frozenset(),
+    ),
     "BootstrapFewShotWithRandomSearch": (
-        frozenset({"max_bootstrapped_demos", "max_labeled_demos", "max_rounds",
-                   "num_candidate_programs", "num_threads", "max_errors", "stop_at_score",
-                   "metric_threshold"}),
-        frozenset({"labeled_sample"})),
+        frozenset(
+            {
+                "max_bootstrapped_demos",
+                "max_labeled_demos",
+                "max_rounds",
+                "num_candidate_programs",
+                "num_threads",
+                "max_errors",
+                "stop_at_score",
+                "metric_threshold",
+            }
+        ),
+        frozenset({"labeled_sample"}),
+    ),
     "MIPROv2": (
-        frozenset({"max_bootstrapped_demos", "max_labeled_demos", "auto", "num_candidates",
-                   "num_threads", "max_errors", "seed", "init_temperature", "verbose",
-                   "track_stats", "metric_threshold"}),
-        frozenset({"num_trials", "minibatch", "minibatch_size", "minibatch_full_eval_steps",
-                   "program_aware_proposer", "data_aware_proposer", "view_data_batch_size",
-                   "tip_aware_proposer", "fewshot_aware_proposer", "provide_traceback"})),
+        frozenset(
+            {
+                "max_bootstrapped_demos",
+                "max_labeled_demos",
+                "auto",
+                "num_candidates",
+                "num_threads",
+                "max_errors",
+                "seed",
+                "init_temperature",
+                "verbose",
+                "track_stats",
+                "metric_threshold",
+            }
+        ),
+        frozenset(
+            {
+                "num_trials",
+                "minibatch",
+                "minibatch_size",
+                "minibatch_full_eval_steps",
+                "program_aware_proposer",
+                "data_aware_proposer",
+                "view_data_batch_size",
+                "tip_aware_proposer",
+                "fewshot_aware_proposer",
+                "provide_traceback",
+            }
+        ),
+    ),
     "GEPA": (
-        frozenset({"auto", "max_full_evals", "max_metric_calls", "reflection_minibatch_size",
-                   "candidate_selection_strategy", "skip_perfect_score",
-                   "add_format_failure_as_feedback", "component_selector", "use_merge",
-                   "max_merge_invocations", "num_threads", "failure_score", "perfect_score",
-                   "track_stats", "track_best_outputs", "warn_on_score_mismatch", "seed"}),
-        frozenset()),
+        frozenset(
+            {
+                "auto",
+                "max_full_evals",
+                "max_metric_calls",
+                "reflection_minibatch_size",
+                "candidate_selection_strategy",
+                "skip_perfect_score",
+                "add_format_failure_as_feedback",
+                "component_selector",
+                "use_merge",
+                "max_merge_invocations",
+                "num_threads",
+                "failure_score",
+                "perfect_score",
+                "track_stats",
+                "track_best_outputs",
+                "warn_on_score_mismatch",
+                "seed",
+            }
+        ),
+        frozenset(),
+    ),
 }
 """The optimizers a job can run, and the arguments of each that may be sent."""
 
@@ -113,7 +172,8 @@ def canonical_optimizer(name: str) -> str:
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise OptimizeRequestError(
             f"unknown optimizer {name!r}{hint}; expected one of {', '.join(OPTIMIZERS)}",
-            field="optimizer")
+            field="optimizer",
+        )
     return found
 
 
@@ -132,13 +192,16 @@ def check_optimizer_args(optimizer: str, args: Mapping[str, Any]) -> dict[str, A
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise OptimizeRequestError(
                 f"{optimizer} takes no argument {name!r} here{hint}; it accepts "
-                f"{', '.join(sorted(allowed))}", field=f"optimizer_args.{name}")
+                f"{', '.join(sorted(allowed))}",
+                field=f"optimizer_args.{name}",
+            )
         try:
             json.dumps(value)
         except (TypeError, ValueError):
             raise OptimizeRequestError(
-                f"optimizer argument {name!r}: a {type(value).__name__} cannot travel as "
-                "JSON", field=f"optimizer_args.{name}") from None
+                f"optimizer argument {name!r}: a {type(value).__name__} cannot travel as JSON",
+                field=f"optimizer_args.{name}",
+            ) from None
         checked[name] = value
     return checked
 
@@ -147,7 +210,6 @@ def dataset_hash(rows: list[dict[str, Any]]) -> str:
     """sha256 of the rows in canonical JSON: equal data, equal hash."""
     digest = hashlib.sha256()
     for row in rows:
-        digest.update(json.dumps(row, sort_keys=True, separators=(",", ":"),
-                                 default=str).encode())
+        digest.update(json.dumps(row, sort_keys=True, separators=(",", ":"), default=str).encode())
         digest.update(b"\n")
     return digest.hexdigest()

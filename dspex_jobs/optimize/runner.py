@@ -49,52 +49,79 @@ def run_optimize_job(ctx: WorkerContext, job: Job) -> RunOutcome:
     try:
         request = OptimizeRequest.model_validate(job.inputs.get("request"))
     except Exception as exc:
-        raise OptimizeRequestError(f"malformed optimize request: {exc}",
-                                   field="request") from None
+        raise OptimizeRequestError(f"malformed optimize request: {exc}", field="request") from None
     client = ctx.store.client
     ttl_s = ctx.settings.result_ttl_s
     starts = int(client.incr(ctx.keys.optimize_starts(job.id)))
     client.expire(ctx.keys.optimize_starts(job.id), ttl_s)
     checkpoint = Checkpoint(client, ctx.keys, job.id, ttl_s)
-    progress = Progress(job.id, request.optimizer, phase="load", attempt=starts,
-                        resumed=checkpoint.exists())
+    progress = Progress(
+        job.id, request.optimizer, phase="load", attempt=starts, resumed=checkpoint.exists()
+    )
     task = current_task if current_task and current_task.request.id == job.id else None
-    reporter = ProgressReporter(client, ctx.keys, progress, task=task, ttl_s=ttl_s,
-                                interval_s=ctx.settings.optimizer_progress_interval_s)
+    reporter = ProgressReporter(
+        client,
+        ctx.keys,
+        progress,
+        task=task,
+        ttl_s=ttl_s,
+        interval_s=ctx.settings.optimizer_progress_interval_s,
+    )
     runtime = ctx.runtime()
     lm = _stoppable(runtime.lms.get(job.lm), reporter)
-    reflection_lm = _stoppable(runtime.lms.get(LMOptions(model=request.reflection_lm)),
-                               reporter) if request.reflection_lm else lm
+    reflection_lm = (
+        _stoppable(runtime.lms.get(LMOptions(model=request.reflection_lm)), reporter)
+        if request.reflection_lm
+        else lm
+    )
     registry = ProgramRegistry(client, ctx.keys, ctx.settings.program_max_bytes)
-    limit_s = min(request.time_limit_s or ctx.settings.optimizer_time_limit_s,
-                  ctx.settings.optimizer_time_limit_s)
+    limit_s = min(
+        request.time_limit_s or ctx.settings.optimizer_time_limit_s,
+        ctx.settings.optimizer_time_limit_s,
+    )
     reporter.deadline = time.monotonic() + limit_s
     reporter.publish(force=True)
     soft_limit = _SoftLimitWatch(reporter)
     try:
         with soft_limit, dspy.context(lm=lm, disable_history=True, track_usage=False):
-            outputs = _optimize(ctx, job, request, reporter, checkpoint, registry, lm,
-                                reflection_lm)
+            outputs = _optimize(
+                ctx, job, request, reporter, checkpoint, registry, lm, reflection_lm
+            )
     except BaseException as exc:
         limit = None
         if soft_limit.fired or isinstance(exc, SoftTimeLimitExceeded):  # prefork soft limit
             soft_s = ctx.settings.optimizer_soft_time_limit_s
-            limit = OptimizeTimeLimit(f"optimization {job.id} ran past the optimizer pool's "
-                                      f"soft time limit of {soft_s} s and was stopped; nothing "
-                                      "was stored", job_id=job.id, time_limit_s=soft_s)
+            limit = OptimizeTimeLimit(
+                f"optimization {job.id} ran past the optimizer pool's "
+                f"soft time limit of {soft_s} s and was stopped; nothing "
+                "was stored",
+                job_id=job.id,
+                time_limit_s=soft_s,
+            )
         elif reporter.timed_out:
-            limit = OptimizeTimeLimit(f"optimization {job.id} ran past its time limit of "
-                                      f"{limit_s:g} s and was stopped; nothing was stored",
-                                      job_id=job.id, time_limit_s=limit_s)
+            limit = OptimizeTimeLimit(
+                f"optimization {job.id} ran past its time limit of "
+                f"{limit_s:g} s and was stopped; nothing was stored",
+                job_id=job.id,
+                time_limit_s=limit_s,
+            )
         elif reporter.cancelled or isinstance(exc, OptimizationStopped):
             # (DSPy may wrap our stop signal in its own error: the flag decides.)
             reporter.phase("cancelled")
             return RunOutcome({"cancelled": True}, {}, lm.model)
         reporter.phase("failed")
         failure = limit or exc
-        emit(FAILED_EVENT, {"elapsed_s": progress.elapsed_s},
-             {"job_id": job.id, "program": request.program, "optimizer": request.optimizer,
-              "schedule": request.schedule, "error": f"{type(failure).__name__}: {failure}"})
+        emit(
+            FAILED_EVENT,
+            {"elapsed_s": progress.elapsed_s},
+            {
+                "job_id": job.id,
+                "program": request.program,
+                "optimizer": request.optimizer,
+                "schedule": request.schedule,
+                "error": f"{type(failure).__name__}: {failure}",
+            },
+        )
         if limit is not None:
             raise limit from None
         raise
@@ -103,8 +130,14 @@ def run_optimize_job(ctx: WorkerContext, job: Job) -> RunOutcome:
 
 
 def _optimize(
-    ctx: WorkerContext, job: Job, request: OptimizeRequest, reporter: ProgressReporter,
-    checkpoint: Any, registry: ProgramRegistry, lm: Any, reflection_lm: Any,
+    ctx: WorkerContext,
+    job: Job,
+    request: OptimizeRequest,
+    reporter: ProgressReporter,
+    checkpoint: Any,
+    registry: ProgramRegistry,
+    lm: Any,
+    reflection_lm: Any,
 ) -> dict[str, Any]:
     import dspy
 
@@ -123,8 +156,11 @@ def _optimize(
     inputs = spec.inputs()
     fields = request.metric_fields or _label_fields(spec.outputs(), inputs, request.trainset)
     trainset = [dspy.Example(**row).with_inputs(*inputs) for row in request.trainset]
-    valset = None if request.valset is None else \
-        [dspy.Example(**row).with_inputs(*inputs) for row in request.valset]
+    valset = (
+        None
+        if request.valset is None
+        else [dspy.Example(**row).with_inputs(*inputs) for row in request.valset]
+    )
     metric = build_metric(request.metric, fields, reporter)
     student = build_module(spec)
     compiled_state = checkpoint.get("compiled")
@@ -135,9 +171,19 @@ def _optimize(
         extra = checkpoint.get("extra") or {}
         reporter.phase("resumed")
     else:
-        run = OptimizeRun(request.optimizer, student, trainset, valset, metric,
-                          dict(request.optimizer_args), lm, reflection_lm,
-                          ctx.settings.optimizer_num_threads, reporter, checkpoint)
+        run = OptimizeRun(
+            request.optimizer,
+            student,
+            trainset,
+            valset,
+            metric,
+            dict(request.optimizer_args),
+            lm,
+            reflection_lm,
+            ctx.settings.optimizer_num_threads,
+            reporter,
+            checkpoint,
+        )
         reporter.check_cancel()
         compiled = ADAPTERS[request.optimizer](run)
         extra = run.extra
@@ -146,35 +192,54 @@ def _optimize(
     score = None
     if valset:
         reporter.phase("evaluate", budget=reporter.progress.metric_calls + len(valset))
-        evaluate = dspy.Evaluate(devset=valset, metric=metric, display_progress=False,
-                                 display_table=False,
-                                 num_threads=ctx.settings.optimizer_num_threads)
+        evaluate = dspy.Evaluate(
+            devset=valset,
+            metric=metric,
+            display_progress=False,
+            display_table=False,
+            num_threads=ctx.settings.optimizer_num_threads,
+        )
         score = round(float(evaluate(compiled).score) / 100, 4)
         reporter.phase("evaluate", best_score=score)
     reporter.check_cancel()
     reporter.phase("save")
     meta = {
-        "optimizer": request.optimizer, "optimizer_args": request.optimizer_args,
-        "metric": request.metric, "metric_fields": list(fields), "score": score,
-        "trainset_size": len(trainset), "valset_size": len(valset or []),
-        "trainset_hash": request.trainset_hash, "valset_hash": request.valset_hash,
-        "dspy_version": dspy.__version__, "code_version": code_version(spec),
-        "dspex_jobs_version": _version(), "job_id": job.id, "schedule": request.schedule,
-        "metric_calls": reporter.progress.metric_calls, "elapsed_s": round(
-            time.time() - started, 3), "lm": lm.model, **extra,
+        "optimizer": request.optimizer,
+        "optimizer_args": request.optimizer_args,
+        "metric": request.metric,
+        "metric_fields": list(fields),
+        "score": score,
+        "trainset_size": len(trainset),
+        "valset_size": len(valset or []),
+        "trainset_hash": request.trainset_hash,
+        "valset_hash": request.valset_hash,
+        "dspy_version": dspy.__version__,
+        "code_version": code_version(spec),
+        "dspex_jobs_version": _version(),
+        "job_id": job.id,
+        "schedule": request.schedule,
+        "metric_calls": reporter.progress.metric_calls,
+        "elapsed_s": round(time.time() - started, 3),
+        "lm": lm.model,
+        **extra,
     }
     stored = registry.save(request.program, spec, compiled.dump_state(), meta)
     promoted = None
-    if request.promote_to and (request.min_score is None
-                               or (score is not None and score >= request.min_score)):
+    if request.promote_to and (
+        request.min_score is None or (score is not None and score >= request.min_score)
+    ):
         registry.promote(stored.ref, request.promote_to)
         promoted = request.promote_to
-    outputs = {"program": stored.ref, "name": stored.name, "version": stored.version,
-               "score": score, "promoted": promoted,
-               "metric_calls": reporter.progress.metric_calls}
+    outputs = {
+        "program": stored.ref,
+        "name": stored.name,
+        "version": stored.version,
+        "score": score,
+        "promoted": promoted,
+        "metric_calls": reporter.progress.metric_calls,
+    }
     checkpoint.put("saved", outputs)
-    reporter.phase("done", best_score=score if score is not None
-                   else reporter.progress.best_score)
+    reporter.phase("done", best_score=score if score is not None else reporter.progress.best_score)
     return outputs
 
 
@@ -198,8 +263,9 @@ class _SoftLimitWatch:
         import signal
         import threading
 
-        if threading.current_thread() is not threading.main_thread() or \
-                not hasattr(signal, "SIGUSR1"):
+        if threading.current_thread() is not threading.main_thread() or not hasattr(
+            signal, "SIGUSR1"
+        ):
             return self
         previous: Any = signal.getsignal(signal.SIGUSR1)
         if getattr(previous, "__name__", "") != "soft_timeout_sighandler":  # not billiard's
@@ -243,8 +309,9 @@ def _stoppable(lm: Any, reporter: ProgressReporter) -> Any:
     return copied
 
 
-def _label_fields(outputs: tuple[str, ...], inputs: tuple[str, ...],
-                  rows: list[dict[str, Any]]) -> tuple[str, ...]:
+def _label_fields(
+    outputs: tuple[str, ...], inputs: tuple[str, ...], rows: list[dict[str, Any]]
+) -> tuple[str, ...]:
     """The fields a metric compares: the signature's outputs that rows carry (else the rows'
     non-input fields)."""
     first = rows[0] if rows else {}

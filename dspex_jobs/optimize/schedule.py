@@ -39,8 +39,14 @@ from dspex_jobs.errors import ConfigurationError
 from dspex_jobs.settings import Settings
 from dspex_jobs.telemetry import emit
 
-__all__ = ["NIGHTLY_TASK", "NightlyOptimization", "beat_entries", "load_schedule",
-           "register_schedule_tasks", "run_nightly"]
+__all__ = [
+    "NIGHTLY_TASK",
+    "NightlyOptimization",
+    "beat_entries",
+    "load_schedule",
+    "register_schedule_tasks",
+    "run_nightly",
+]
 
 NIGHTLY_TASK = "dspex.optimize.nightly"
 """The task celery beat sends for each nightly entry."""
@@ -73,8 +79,10 @@ class NightlyOptimization(BaseModel):
         if (self.cron is None) == (self.every_s is None):
             raise ValueError(f"{self.name}: give exactly one of cron or every_s")
         if self.cron is not None and len(self.cron.split()) != 5:
-            raise ValueError(f"{self.name}: cron {self.cron!r} needs 5 fields "
-                             "(minute hour day-of-month month day-of-week)")
+            raise ValueError(
+                f"{self.name}: cron {self.cron!r} needs 5 fields "
+                "(minute hour day-of-month month day-of-week)"
+            )
         return self
 
 
@@ -88,8 +96,9 @@ def load_schedule(path: str | Path) -> list[NightlyOptimization]:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigurationError(f"DSPEX_NIGHTLY_OPTIMIZATIONS: cannot read {path}: {exc}") \
-            from None
+        raise ConfigurationError(
+            f"DSPEX_NIGHTLY_OPTIMIZATIONS: cannot read {path}: {exc}"
+        ) from None
     try:
         if file.suffix.lower() in (".yaml", ".yml"):
             import yaml  # PyYAML, only for YAML schedules
@@ -98,8 +107,9 @@ def load_schedule(path: str | Path) -> list[NightlyOptimization]:
         else:
             data = json.loads(text)
     except Exception as exc:
-        raise ConfigurationError(f"DSPEX_NIGHTLY_OPTIMIZATIONS: {path} does not parse: "
-                                 f"{exc}") from None
+        raise ConfigurationError(
+            f"DSPEX_NIGHTLY_OPTIMIZATIONS: {path} does not parse: {exc}"
+        ) from None
     entries = (data or {}).get("optimizations") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise ConfigurationError(f"{path}: expected a top-level 'optimizations' list")
@@ -125,12 +135,16 @@ def beat_entries(settings: Settings) -> dict[str, dict[str, Any]]:
     for entry in load_schedule(settings.nightly_optimizations):
         if entry.cron is not None:
             minute, hour, day, month, weekday = entry.cron.split()
-            schedule: Any = crontab(minute=minute, hour=hour, day_of_month=day,
-                                    month_of_year=month, day_of_week=weekday)
+            schedule: Any = crontab(
+                minute=minute, hour=hour, day_of_month=day, month_of_year=month, day_of_week=weekday
+            )
         else:
             schedule = entry.every_s
-        entries[f"dspex-nightly-{entry.name}"] = {"task": NIGHTLY_TASK, "schedule": schedule,
-                                                  "args": (entry.name,)}
+        entries[f"dspex-nightly-{entry.name}"] = {
+            "task": NIGHTLY_TASK,
+            "schedule": schedule,
+            "args": (entry.name,),
+        }
     return entries
 
 
@@ -154,19 +168,35 @@ def run_nightly(task: Task[Any, Any], name: str) -> str | None:
         client = Client(settings, app=task.app)
         try:
             handle = client.optimize(
-                program=entry.program, signature=entry.signature, module=entry.module,
-                optimizer=entry.optimizer, trainset=entry.trainset, valset=entry.valset,
-                metric=entry.metric, reflection_lm=entry.reflection_lm,
-                promote_to=entry.promote_to, min_score=entry.min_score, schedule=entry.name,
+                program=entry.program,
+                signature=entry.signature,
+                module=entry.module,
+                optimizer=entry.optimizer,
+                trainset=entry.trainset,
+                valset=entry.valset,
+                metric=entry.metric,
+                reflection_lm=entry.reflection_lm,
+                promote_to=entry.promote_to,
+                min_score=entry.min_score,
+                schedule=entry.name,
                 idempotency_key=f"nightly:{entry.name}:{time.strftime('%Y-%m-%d', time.gmtime())}",
-                **entry.args)
+                **entry.args,
+            )
         finally:
             client.close()
     except Exception as exc:
         logger.error("nightly optimization %s could not be submitted: %s", name, exc)
-        emit("dspex.optimizer.failed", {"elapsed_s": 0.0},
-             {"job_id": None, "program": None, "optimizer": None, "schedule": name,
-              "error": f"{type(exc).__name__}: {exc}"})
+        emit(
+            "dspex.optimizer.failed",
+            {"elapsed_s": 0.0},
+            {
+                "job_id": None,
+                "program": None,
+                "optimizer": None,
+                "schedule": name,
+                "error": f"{type(exc).__name__}: {exc}",
+            },
+        )
         raise
     logger.info("nightly optimization %s submitted as job %s", name, handle.id)
     return handle.id

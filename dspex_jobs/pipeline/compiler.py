@@ -27,8 +27,7 @@ from celery.canvas import Signature
 
 from dspex_jobs.pipeline.plan import Plan
 
-__all__ = ["MERGE_TASK", "SERIALIZER", "STEP_TASK", "compile_canvas", "release_results",
-           "task_id"]
+__all__ = ["MERGE_TASK", "SERIALIZER", "STEP_TASK", "compile_canvas", "release_results", "task_id"]
 
 STEP_TASK: Final = "dspex.pipeline.step"
 """The task that runs one leaf step."""
@@ -72,9 +71,15 @@ def _branch(app: Celery, plan: Plan, run_id: str, items: list[dict[str, Any]]) -
 
 
 def _signature(app: Celery, task: str, run_id: str, name: str, queue: str) -> Signature:
-    return app.signature(task, args=(run_id, name), immutable=True, queue=queue,
-                         task_id=task_id(run_id, name), ignore_result=True,
-                         serializer=SERIALIZER)
+    return app.signature(
+        task,
+        args=(run_id, name),
+        immutable=True,
+        queue=queue,
+        task_id=task_id(run_id, name),
+        ignore_result=True,
+        serializer=SERIALIZER,
+    )
 
 
 def release_results(app: Celery) -> None:

@@ -37,7 +37,15 @@ from typing import Any, Final, TypeVar
 from dspex_jobs.errors import ConfigurationError
 
 __all__ = [
-    "KINDS", "Component", "lookup", "names", "program", "register", "reward", "tool", "unregister",
+    "KINDS",
+    "Component",
+    "lookup",
+    "names",
+    "program",
+    "register",
+    "reward",
+    "tool",
+    "unregister",
 ]
 
 KINDS: Final = ("tool", "reward", "program")
@@ -72,7 +80,11 @@ _loaded_groups: set[str] = set()
 
 
 def register(
-    kind: str, name: str, function: Callable[..., Any], *, signature: str | None = None,
+    kind: str,
+    name: str,
+    function: Callable[..., Any],
+    *,
+    signature: str | None = None,
     replace: bool = False,
 ) -> Component:
     """Register a component.
@@ -88,8 +100,9 @@ def register(
     component = Component(kind, name, function, signature)
     with _lock:
         if (kind, name) in _registered and not replace:
-            raise ValueError(f"a {kind} named {name!r} is already registered; pass "
-                             "replace=True to replace it")
+            raise ValueError(
+                f"a {kind} named {name!r} is already registered; pass replace=True to replace it"
+            )
         _registered[(kind, name)] = component
     return component
 
@@ -160,9 +173,9 @@ def _load_entry_points(kind: str) -> None:
         except Exception as exc:
             raise ConfigurationError(
                 f"entry point {entry_point.name!r} ({entry_point.value}) in {group!r} failed "
-                f"to load: {type(exc).__name__}: {exc}") from exc
+                f"to load: {type(exc).__name__}: {exc}"
+            ) from exc
         if isinstance(loaded, Component):
-            register(kind, loaded.name, loaded.function, signature=loaded.signature,
-                     replace=True)
+            register(kind, loaded.name, loaded.function, signature=loaded.signature, replace=True)
         elif kind != "program":
             register(kind, entry_point.name, loaded, replace=True)

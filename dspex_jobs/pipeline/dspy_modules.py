@@ -38,7 +38,9 @@ def _component(kind: str, name: str) -> Any:
     if found is None:
         raise ConfigurationError(
             f"this worker has no {kind} named {name!r}: register it (components.{kind}) in a "
-            "module the worker imports, or as a dspex_jobs entry point", **{kind: name})
+            "module the worker imports, or as a dspex_jobs entry point",
+            **{kind: name},
+        )
     return found.function
 
 
@@ -68,18 +70,26 @@ def _build(step: Dspy, options: dict[str, Any]) -> dspy.Module:
     if step.is_program:
         built = _component("program", name)()
         if not isinstance(built, dspy.Module):
-            raise ConfigurationError(f"program {name!r} built a {type(built).__name__}, "
-                                     "not a dspy.Module")
+            raise ConfigurationError(
+                f"program {name!r} built a {type(built).__name__}, not a dspy.Module"
+            )
         return built
     signature = step.parsed_signature().to_dspy()
     if name == "ReAct":
         tools = [_component("tool", tool) for tool in options["tools"]]
         return dspy.ReAct(signature, tools=tools, max_iters=int(options["max_iters"]))
-    base = dspy.ChainOfThought(signature) if options["base"] == "ChainOfThought" \
+    base = (
+        dspy.ChainOfThought(signature)
+        if options["base"] == "ChainOfThought"
         else dspy.Predict(signature)
+    )
     wrapper = dspy.BestOfN if name == "BestOfN" else dspy.Refine
-    return wrapper(module=base, N=int(options["n"]), reward_fn=_component("reward",
-                   str(options["reward"])), threshold=float(options["threshold"]))
+    return wrapper(
+        module=base,
+        N=int(options["n"]),
+        reward_fn=_component("reward", str(options["reward"])),
+        threshold=float(options["threshold"]),
+    )
 
 
 def run_module(runtime: Any, step: Dspy, values: dict[str, Any], job_id: str) -> StepOutcome:

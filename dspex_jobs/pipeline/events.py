@@ -34,8 +34,11 @@ STOP_EVENT: Final = "dspex.pipeline.stop"
 
 def emit_start(run_id: str, pipeline: str, trace_id: str, steps: int) -> None:
     """A run was submitted."""
-    emit(START_EVENT, {"steps": float(steps)},
-         {"run_id": run_id, "pipeline": pipeline, "trace_id": trace_id})
+    emit(
+        START_EVENT,
+        {"steps": float(steps)},
+        {"run_id": run_id, "pipeline": pipeline, "trace_id": trace_id},
+    )
 
 
 def emit_step(run_id: str, pipeline: str, trace_id: str, record: Mapping[str, Any]) -> None:
@@ -43,25 +46,46 @@ def emit_step(run_id: str, pipeline: str, trace_id: str, record: Mapping[str, An
     if not has_handlers(STEP_EVENT):
         return
     error = record.get("error") or {}
-    emit(STEP_EVENT,
-         {"duration_s": float(record.get("duration_s") or 0.0),
-          "attempt": float(record.get("attempt") or 0)},
-         {"run_id": run_id, "pipeline": pipeline, "trace_id": trace_id,
-          "step": record.get("name"), "kind": record.get("kind"), "queue": record.get("queue"),
-          "state": record.get("state"), "worker": record.get("worker"),
-          "error_code": error.get("code")})
+    emit(
+        STEP_EVENT,
+        {
+            "duration_s": float(record.get("duration_s") or 0.0),
+            "attempt": float(record.get("attempt") or 0),
+        },
+        {
+            "run_id": run_id,
+            "pipeline": pipeline,
+            "trace_id": trace_id,
+            "step": record.get("name"),
+            "kind": record.get("kind"),
+            "queue": record.get("queue"),
+            "state": record.get("state"),
+            "worker": record.get("worker"),
+            "error_code": error.get("code"),
+        },
+    )
 
 
 def emit_stop(
-    run_id: str, pipeline: str, trace_id: str, outcome: Mapping[str, Any],
+    run_id: str,
+    pipeline: str,
+    trace_id: str,
+    outcome: Mapping[str, Any],
     created_at: float | None,
 ) -> None:
     """A run ended (``outcome`` is its stored outcome)."""
     if not has_handlers(STOP_EVENT):
         return
     error = outcome.get("error") or {}
-    emit(STOP_EVENT,
-         {"duration_s": max(0.0, time.time() - created_at) if created_at else 0.0},
-         {"run_id": run_id, "pipeline": pipeline, "trace_id": trace_id,
-          "status": outcome.get("status"), "failed_step": outcome.get("step"),
-          "error_code": error.get("code")})
+    emit(
+        STOP_EVENT,
+        {"duration_s": max(0.0, time.time() - created_at) if created_at else 0.0},
+        {
+            "run_id": run_id,
+            "pipeline": pipeline,
+            "trace_id": trace_id,
+            "status": outcome.get("status"),
+            "failed_step": outcome.get("step"),
+            "error_code": error.get("code"),
+        },
+    )

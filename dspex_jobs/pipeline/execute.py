@@ -63,8 +63,12 @@ class StepOutcome:
 
 
 def run_watched(
-    work: Callable[[], T], *, timeout_s: float | None = None, deadline_at: float | None = None,
-    stop: Callable[[], str | None] | None = None, poll_s: float = POLL_INTERVAL_S,
+    work: Callable[[], T],
+    *,
+    timeout_s: float | None = None,
+    deadline_at: float | None = None,
+    stop: Callable[[], str | None] | None = None,
+    poll_s: float = POLL_INTERVAL_S,
 ) -> T:
     """Run ``work`` on a helper thread; give up on timeout, deadline or a stop request.
 
@@ -88,8 +92,9 @@ def run_watched(
     started = time.monotonic()
     # The helper thread runs in a copy of this context: the step's log lines keep the trace.
     context = contextvars.copy_context()
-    threading.Thread(target=context.run, args=(target,), name="dspex-pipeline-step",
-                     daemon=True).start()
+    threading.Thread(
+        target=context.run, args=(target,), name="dspex-pipeline-step", daemon=True
+    ).start()
     step_end = None if timeout_s is None else started + timeout_s
     while not finished.wait(_slice(poll_s, step_end, deadline_at)):
         now = time.monotonic()
@@ -128,8 +133,7 @@ def execute(ctx: Any, step: LeafStep, values: Mapping[str, Any], run: RunInfo) -
 def _native(ctx: Any, step: Native, values: Mapping[str, Any], run: RunInfo) -> dict[str, Any]:
     from dspex_jobs.router import default_router
 
-    where = NativeCall(default_router(), step.operation, getattr(ctx, "settings", None),
-                       run.queue)
+    where = NativeCall(default_router(), step.operation, getattr(ctx, "settings", None), run.queue)
     spec = step.spec
     if spec is not None and spec.call is not None:
         return spec.call(where, step.params, values)
@@ -145,9 +149,16 @@ def _dspy(ctx: Any, step: Dspy, values: dict[str, Any], run: RunInfo) -> StepOut
         from dspex_jobs.pipeline.dspy_modules import run_module
 
         return run_module(ctx.runtime(), step, values, f"{run.run_id}.{run.step}")
-    job = Job(id=f"{run.run_id}.{run.step}", kind=kind, signature=step.signature,
-              instructions=step.instructions, inputs=values, lm=step.lm,
-              trace_id=run.trace_id, correlation_id=run.run_id)
+    job = Job(
+        id=f"{run.run_id}.{run.step}",
+        kind=kind,
+        signature=step.signature,
+        instructions=step.instructions,
+        inputs=values,
+        lm=step.lm,
+        trace_id=run.trace_id,
+        correlation_id=run.run_id,
+    )
     outcome = ctx.runtime().run(job)
     return StepOutcome(dict(outcome.outputs), dict(outcome.usage), outcome.model)
 
@@ -161,8 +172,10 @@ def _map(ctx: Any, step: Map, values: Mapping[str, Any], run: RunInfo) -> StepOu
 
     def one(position: int) -> StepOutcome:
         item_run = RunInfo(run.run_id, f"{run.step}.{position}", run.trace_id, run.queue)
-        return run_watched(lambda: execute(ctx, inner, {**shared, step.item: items[position]},
-                                           item_run), timeout_s=inner.timeout_s)
+        return run_watched(
+            lambda: execute(ctx, inner, {**shared, step.item: items[position]}, item_run),
+            timeout_s=inner.timeout_s,
+        )
 
     workers = max(1, min(step.max_concurrency, len(items)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dspex-map") as pool:

@@ -69,11 +69,20 @@ class StepStatus:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> StepStatus:
         """Read a stored step record."""
-        return cls(record["name"], record.get("kind", "?"), record.get("queue", "?"),
-                   StepState(record.get("state", "pending")), int(record.get("attempt") or 0),
-                   record.get("started_at"), record.get("finished_at"),
-                   record.get("duration_s"), record.get("worker"), record.get("error"),
-                   record.get("note"), dict(record.get("usage") or {}))
+        return cls(
+            record["name"],
+            record.get("kind", "?"),
+            record.get("queue", "?"),
+            StepState(record.get("state", "pending")),
+            int(record.get("attempt") or 0),
+            record.get("started_at"),
+            record.get("finished_at"),
+            record.get("duration_s"),
+            record.get("worker"),
+            record.get("error"),
+            record.get("note"),
+            dict(record.get("usage") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -97,15 +106,22 @@ class PipelineStatus:
 
     def render(self) -> str:
         """A table for people: one line per step."""
-        lines = [f"pipeline {self.pipeline} run {self.run_id}: {self.state.value} "
-                 f"(trace {self.trace_id})",
-                 f"  {'step':<24}{'state':<11}{'queue':<10}{'try':>4}{'time s':>9}  note"]
+        lines = [
+            f"pipeline {self.pipeline} run {self.run_id}: {self.state.value} "
+            f"(trace {self.trace_id})",
+            f"  {'step':<24}{'state':<11}{'queue':<10}{'try':>4}{'time s':>9}  note",
+        ]
         for s in self.steps:
-            took = f"{s.duration_s:.3f}" if s.duration_s is not None else (
-                f"{time.time() - s.started_at:.1f}+" if s.started_at else "-")
+            took = (
+                f"{s.duration_s:.3f}"
+                if s.duration_s is not None
+                else (f"{time.time() - s.started_at:.1f}+" if s.started_at else "-")
+            )
             note = s.note or (f"[{s.error['code']}] {s.error['message']}" if s.error else "")
-            lines.append(f"  {s.name:<24}{s.state.value:<11}{s.queue:<10}{s.attempt:>4}"
-                         f"{took:>9}  {note[:70]}")
+            lines.append(
+                f"  {s.name:<24}{s.state.value:<11}{s.queue:<10}{s.attempt:>4}"
+                f"{took:>9}  {note[:70]}"
+            )
         return "\n".join(lines)
 
 
@@ -171,10 +187,16 @@ class PipelineHandle:
             state = RunState.RUNNING
         else:
             state = RunState.PENDING
-        return PipelineStatus(self.id, str(meta["pipeline"]), state, str(meta["trace_id"]),
-                              float(meta["created_at"] or 0.0),
-                              outcome.get("finished_at") if outcome else None, steps,
-                              outcome.get("error") if outcome else None)
+        return PipelineStatus(
+            self.id,
+            str(meta["pipeline"]),
+            state,
+            str(meta["trace_id"]),
+            float(meta["created_at"] or 0.0),
+            outcome.get("finished_at") if outcome else None,
+            steps,
+            outcome.get("error") if outcome else None,
+        )
 
     def result(self, timeout: float | None = None) -> PipelineResult:
         """Wait for the run to end; its context and step records.
@@ -199,14 +221,21 @@ class PipelineHandle:
         if outcome is None:
             outcome = self._check_deadline(self._store.meta(self.id))
         if outcome is None:
-            raise JobTimeout(f"pipeline run {self.id} did not end within {timeout} s",
-                             job_id=self.id)
+            raise JobTimeout(
+                f"pipeline run {self.id} did not end within {timeout} s", job_id=self.id
+            )
         if outcome["status"] != RunState.SUCCEEDED:
             raise _error(outcome, self.id)
         status = self.status()
-        return PipelineResult(self.id, status.pipeline, status.trace_id,
-                              self._store.context(self.id), status.steps, status.created_at,
-                              float(outcome.get("finished_at") or time.time()))
+        return PipelineResult(
+            self.id,
+            status.pipeline,
+            status.trace_id,
+            self._store.context(self.id),
+            status.steps,
+            status.created_at,
+            float(outcome.get("finished_at") or time.time()),
+        )
 
     def cancel(self) -> bool:
         """End the run as cancelled; whether it was still running.
@@ -215,23 +244,30 @@ class PipelineHandle:
         (their outputs are dropped); ``result()`` raises :class:`JobCancelled`.
         """
         self._store.request_cancel(self.id)
-        return self._end({"status": RunState.CANCELLED.value,
-                          "error": JobCancelled(f"pipeline run {self.id} was cancelled",
-                                                job_id=self.id).to_payload()})
+        return self._end(
+            {
+                "status": RunState.CANCELLED.value,
+                "error": JobCancelled(
+                    f"pipeline run {self.id} was cancelled", job_id=self.id
+                ).to_payload(),
+            }
+        )
 
     def _known_meta(self) -> dict[str, Any]:
         meta = self._store.meta(self.id)
         if meta["trace_id"] is None:
-            raise JobTimeout(f"no pipeline run {self.id} (never submitted, or expired)",
-                             job_id=self.id)
+            raise JobTimeout(
+                f"no pipeline run {self.id} (never submitted, or expired)", job_id=self.id
+            )
         return meta
 
     def _check_deadline(self, meta: dict[str, Any]) -> dict[str, Any] | None:
         deadline = float(meta.get("deadline_at") or 0.0)
         if meta.get("outcome") or not deadline or time.time() < deadline:
             return meta.get("outcome")
-        error = PipelineDeadlineExceeded(f"pipeline run {self.id} was still running at its "
-                                         "deadline", job_id=self.id)
+        error = PipelineDeadlineExceeded(
+            f"pipeline run {self.id} was still running at its deadline", job_id=self.id
+        )
         self._store.request_cancel(self.id)
         self._end({"status": RunState.FAILED.value, "error": error.to_payload()})
         return self._store.outcome(self.id)
@@ -240,13 +276,25 @@ class PipelineHandle:
         """End the run unless it already ended (and send its webhook if this call ended it:
         :mod:`.webhook`)."""
         meta = self._store.meta(self.id)
-        ended = end_run(self._store, self._client.app, self.id, outcome,
-                        pipeline=str(meta["pipeline"]), trace_id=str(meta["trace_id"]),
-                        created_at=float(meta["created_at"] or 0.0), webhook=meta["webhook"],
-                        record_ttl_s=self._client.settings.webhook_record_ttl_s)
+        ended = end_run(
+            self._store,
+            self._client.app,
+            self.id,
+            outcome,
+            pipeline=str(meta["pipeline"]),
+            trace_id=str(meta["trace_id"]),
+            created_at=float(meta["created_at"] or 0.0),
+            webhook=meta["webhook"],
+            record_ttl_s=self._client.settings.webhook_record_ttl_s,
+        )
         if ended:
-            emit_stop(self.id, str(meta["pipeline"]), str(meta["trace_id"]), outcome,
-                      float(meta["created_at"] or 0.0))
+            emit_stop(
+                self.id,
+                str(meta["pipeline"]),
+                str(meta["trace_id"]),
+                outcome,
+                float(meta["created_at"] or 0.0),
+            )
         return ended
 
     def __repr__(self) -> str:

@@ -12,9 +12,7 @@ from typing import Any
 __all__ = ["merge_values"]
 
 
-def merge_values(
-    rules: Mapping[str, Sequence[Any]], context: Mapping[str, Any]
-) -> dict[str, Any]:
+def merge_values(rules: Mapping[str, Sequence[Any]], context: Mapping[str, Any]) -> dict[str, Any]:
     """The merged fields.
 
     Args:
@@ -26,16 +24,20 @@ def merge_values(
     """
     merged: dict[str, Any] = {}
     for field, (rule, steps) in rules.items():
-        values = [context[step][field] for step in steps
-                  if isinstance(context.get(step), Mapping) and field in context[step]]
+        values = [
+            context[step][field]
+            for step in steps
+            if isinstance(context.get(step), Mapping) and field in context[step]
+        ]
         if rule == "list":
             merged[field] = values
         elif rule == "first":
             if values:
                 merged[field] = values[0]
         else:
-            joined = [item for value in values
-                      for item in (value if isinstance(value, list) else [value])]
+            joined = [
+                item for value in values for item in (value if isinstance(value, list) else [value])
+            ]
             merged[field] = _unique(joined) if rule == "unique" else joined
     return merged
 

@@ -101,18 +101,25 @@ class OperationSpec:
         if missing:
             raise PipelineValidationError(
                 f"step {step!r}: operation {self.operation!r} needs the parameter(s) "
-                f"{', '.join(missing)}", step=step, field=missing[0])
+                f"{', '.join(missing)}",
+                step=step,
+                field=missing[0],
+            )
         known = set(self.required) | set(self.optional)
         unknown = sorted(set(params) - known)
         if unknown:
             raise PipelineValidationError(
                 f"step {step!r}: operation {self.operation!r} takes no parameter "
                 f"{unknown[0]!r} (it takes: {', '.join(sorted(known)) or 'none'})",
-                step=step, field=unknown[0])
+                step=step,
+                field=unknown[0],
+            )
 
 
 def default_call(
-    where: NativeCall, params: Mapping[str, Any], values: Mapping[str, Any],
+    where: NativeCall,
+    params: Mapping[str, Any],
+    values: Mapping[str, Any],
     outputs: tuple[str, ...],
 ) -> dict[str, Any]:
     """Call the operation with params and values as keywords; shape the value into outputs."""
@@ -121,8 +128,10 @@ def default_call(
     if len(outputs) == 1:
         return {outputs[0]: value}
     if not isinstance(value, Mapping):
-        raise TypeError(f"operation {operation!r} returned {type(value).__name__}; a step "
-                        f"writing {', '.join(outputs)} needs a mapping with those keys")
+        raise TypeError(
+            f"operation {operation!r} returned {type(value).__name__}; a step "
+            f"writing {', '.join(outputs)} needs a mapping with those keys"
+        )
     return {name: value[name] for name in outputs if name in value}
 
 
@@ -131,8 +140,9 @@ def _validate_io(params: Mapping[str, Any]) -> tuple[dict[str, str], tuple[str, 
 
     text = params.get("signature")
     if not isinstance(text, str):
-        raise PipelineValidationError("signature.validate needs a 'signature' text",
-                                      field="signature")
+        raise PipelineValidationError(
+            "signature.validate needs a 'signature' text", field="signature"
+        )
     try:
         names = tuple(f.name for f in Signature.parse(text).inputs)
     except SignatureError as exc:
@@ -143,8 +153,9 @@ def _validate_io(params: Mapping[str, Any]) -> tuple[dict[str, str], tuple[str, 
 def _call_validate(
     where: NativeCall, params: Mapping[str, Any], values: Mapping[str, Any]
 ) -> dict[str, Any]:
-    checked = where.router.call(where.operation, params["signature"], dict(values),
-                                instructions=params.get("instructions"))
+    checked = where.router.call(
+        where.operation, params["signature"], dict(values), instructions=params.get("instructions")
+    )
     return dict(checked)
 
 
@@ -168,10 +179,13 @@ def _call_search(
         from dspex_jobs.neural.operations import default_client
 
         client = default_client(where.settings) if where.settings is not None else None
-        hits = list(where.router.call(where.operation, index=index, query=query, k=k,
-                                      client=client))
-    passages = [str(h.get("document") or h.get("text") or "") if isinstance(h, Mapping)
-                else str(h) for h in hits]
+        hits = list(
+            where.router.call(where.operation, index=index, query=query, k=k, client=client)
+        )
+    passages = [
+        str(h.get("document") or h.get("text") or "") if isinstance(h, Mapping) else str(h)
+        for h in hits
+    ]
     return {"passages": passages, "hits": hits}
 
 
@@ -194,8 +208,10 @@ def register_spec(spec: OperationSpec, *, replace: bool = False) -> OperationSpe
     """
     with _lock:
         if spec.operation in _specs and not replace:
-            raise ValueError(f"operation {spec.operation!r} already has a pipeline spec; "
-                             "pass replace=True to replace it")
+            raise ValueError(
+                f"operation {spec.operation!r} already has a pipeline spec; "
+                "pass replace=True to replace it"
+            )
         _specs[spec.operation] = spec
     return spec
 
@@ -205,13 +221,33 @@ def operation_spec(operation: str) -> OperationSpec | None:
     return _specs.get(operation)
 
 
-register_spec(OperationSpec(
-    "signature.validate", dynamic=_validate_io, required=("signature",),
-    optional=("instructions",), call=_call_validate, typed_inputs="signature"))
-register_spec(OperationSpec(
-    "search", reads={"query": "question"}, writes=("passages", "hits"), queue="neural",
-    required=("index",), optional=("k",), call=_call_search))
+register_spec(
+    OperationSpec(
+        "signature.validate",
+        dynamic=_validate_io,
+        required=("signature",),
+        optional=("instructions",),
+        call=_call_validate,
+        typed_inputs="signature",
+    )
+)
+register_spec(
+    OperationSpec(
+        "search",
+        reads={"query": "question"},
+        writes=("passages", "hits"),
+        queue="neural",
+        required=("index",),
+        optional=("k",),
+        call=_call_search,
+    )
+)
 for _metric in ("metric.exact_match", "metric.token_f1"):
-    register_spec(OperationSpec(
-        _metric, reads={"prediction": "answer", "answers": "answers"}, writes=("score",),
-        call=_call_metric))
+    register_spec(
+        OperationSpec(
+            _metric,
+            reads={"prediction": "answer", "answers": "answers"},
+            writes=("score",),
+            call=_call_metric,
+        )
+    )

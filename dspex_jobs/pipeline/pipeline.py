@@ -54,8 +54,12 @@ class Pipeline:
     """
 
     def __init__(
-        self, steps: Sequence[Step], *, name: str = "pipeline",
-        inputs: Sequence[str] | None = None, timeout_s: float | None = None,
+        self,
+        steps: Sequence[Step],
+        *,
+        name: str = "pipeline",
+        inputs: Sequence[str] | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         if isinstance(steps, Step):
             steps = [steps]
@@ -93,11 +97,15 @@ class Pipeline:
         for name in required:
             if name not in inputs:
                 step = self.analysis.required_inputs.get(name, "?")
-                message = (f"step {step!r} needs {name!r}, which this run's inputs do not "
-                           f"give (given: {', '.join(sorted(inputs)) or 'none'})")
+                message = (
+                    f"step {step!r} needs {name!r}, which this run's inputs do not "
+                    f"give (given: {', '.join(sorted(inputs)) or 'none'})"
+                )
                 if name in self.analysis.written_later:
-                    message += (f"; step {self.analysis.written_later[name]!r} writes it, "
-                                "but runs later: reorder the steps")
+                    message += (
+                        f"; step {self.analysis.written_later[name]!r} writes it, "
+                        "but runs later: reorder the steps"
+                    )
                 raise PipelineValidationError(message, step=step, field=name)
         unknown = sorted(set(inputs) - set(required))
         if unknown:
@@ -105,7 +113,9 @@ class Pipeline:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise PipelineValidationError(
                 f"no step reads the input {unknown[0]!r}{hint}; this pipeline reads "
-                f"{', '.join(required) or 'nothing'}", field=unknown[0])
+                f"{', '.join(required) or 'nothing'}",
+                field=unknown[0],
+            )
         return _typed(dict(inputs), self.analysis.input_types)
 
     # -- what runs -------------------------------------------------------------------------
@@ -140,19 +150,26 @@ class Pipeline:
         """
         if not isinstance(data, Mapping):
             raise PipelineValidationError(
-                f"a pipeline document is a mapping with 'steps', not {type(data).__name__}")
+                f"a pipeline document is a mapping with 'steps', not {type(data).__name__}"
+            )
         unknown = sorted(set(map(str, data)) - PIPELINE_KEYS)
         if unknown:
             raise PipelineValidationError(
                 f"a pipeline document has no key {unknown[0]!r} (its keys: "
-                f"{', '.join(sorted(PIPELINE_KEYS))})", field=unknown[0])
+                f"{', '.join(sorted(PIPELINE_KEYS))})",
+                field=unknown[0],
+            )
         if "steps" not in data:
             raise PipelineValidationError("a pipeline document needs 'steps'", field="steps")
         inputs = data.get("inputs")
         if inputs is not None and (isinstance(inputs, str) or not isinstance(inputs, Sequence)):
             raise PipelineValidationError("'inputs' is a list of field names", field="inputs")
-        return cls(steps_from_list(data["steps"], "steps"), name=str(data.get("name") or
-                   "pipeline"), inputs=inputs, timeout_s=data.get("timeout_s"))
+        return cls(
+            steps_from_list(data["steps"], "steps"),
+            name=str(data.get("name") or "pipeline"),
+            inputs=inputs,
+            timeout_s=data.get("timeout_s"),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Pipeline:
@@ -213,12 +230,15 @@ def _named(steps: list[Step], fields: set[str]) -> tuple[Step, ...]:
     for step in walk(steps):
         if step.name is not None:
             if step.name in taken:
-                raise PipelineValidationError(f"two steps are named {step.name!r}",
-                                              step=step.name, field="name")
+                raise PipelineValidationError(
+                    f"two steps are named {step.name!r}", step=step.name, field="name"
+                )
             if step.name in fields:
                 raise PipelineValidationError(
                     f"step name {step.name!r} is also a field name; rename the step",
-                    step=step.name, field="name")
+                    step=step.name,
+                    field="name",
+                )
             taken.add(step.name)
     return tuple(_name_tree(step, taken | fields, taken) for step in steps)
 
@@ -236,8 +256,9 @@ def _name_tree(step: Step, unavailable: set[str], taken: set[str]) -> Step:
     elif isinstance(step, Parallel | When):
         step = step.with_name(step.name)  # a copy: the caller's object is never changed
     if isinstance(step, Parallel):
-        step.branches = tuple(tuple(_name_tree(s, unavailable, taken) for s in branch)
-                              for branch in step.branches)
+        step.branches = tuple(
+            tuple(_name_tree(s, unavailable, taken) for s in branch) for branch in step.branches
+        )
     elif isinstance(step, When):
         step.then = tuple(_name_tree(s, unavailable, taken) for s in step.then)
         step.otherwise = tuple(_name_tree(s, unavailable, taken) for s in step.otherwise)

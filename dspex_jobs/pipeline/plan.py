@@ -71,9 +71,15 @@ class Plan:
 
     def to_json(self) -> str:
         """The stored form."""
-        return json.dumps({"pipeline": self.pipeline, "whens": self.whens, "layout": self.layout,
-                           "nodes": {n: asdict(node) for n, node in self.nodes.items()}},
-                          separators=(",", ":"))
+        return json.dumps(
+            {
+                "pipeline": self.pipeline,
+                "whens": self.whens,
+                "layout": self.layout,
+                "nodes": {n: asdict(node) for n, node in self.nodes.items()},
+            },
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Plan:
@@ -108,8 +114,12 @@ class _Builder:
         name = str(step.name)
         not_flat = self.analysis.not_flat.get(name, set())
         self.nodes[name] = Node(
-            name=name, kind=step.kind, queue=step.target_queue(), step=step.to_dict(),
-            reads=step.reads(), writes=[f for f in step.writes() if f not in not_flat],
+            name=name,
+            kind=step.kind,
+            queue=step.target_queue(),
+            step=step.to_dict(),
+            reads=step.reads(),
+            writes=[f for f in step.writes() if f not in not_flat],
             guards=guards,
         )
         return {"step": name}
@@ -123,9 +133,13 @@ class _Builder:
             self.nodes[member] = replace(self.nodes[member], parallel=name)
         sources = self.analysis.merge_sources.get(name, {})
         self.nodes[name] = Node(
-            name=name, kind="merge", queue=MERGE_QUEUE, guards=guards,
-            writes=sorted(sources), merge={f: [rule, leaves] for f, (rule, leaves)
-                                           in sources.items()}, members=members,
+            name=name,
+            kind="merge",
+            queue=MERGE_QUEUE,
+            guards=guards,
+            writes=sorted(sources),
+            merge={f: [rule, leaves] for f, (rule, leaves) in sources.items()},
+            members=members,
         )
         return {"parallel": name, "branches": branches}
 

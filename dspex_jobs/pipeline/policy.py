@@ -101,13 +101,15 @@ class Retry(FailurePolicy):
         if not 0 < self.times <= MAX_RETRIES:
             raise PipelineValidationError(
                 f"retry times must be between 1 and {MAX_RETRIES}, not {self.times}",
-                field="on_error")
+                field="on_error",
+            )
         if self.backoff_s < 0:
-            raise PipelineValidationError("retry backoff_s must not be negative",
-                                          field="on_error")
+            raise PipelineValidationError("retry backoff_s must not be negative", field="on_error")
         if isinstance(self.then, Retry):
-            raise PipelineValidationError("a retry policy cannot retry again once spent; "
-                                          "give a larger 'times' instead", field="on_error")
+            raise PipelineValidationError(
+                "a retry policy cannot retry again once spent; give a larger 'times' instead",
+                field="on_error",
+            )
 
     def delay_s(self, attempt: int) -> float:
         """The wait before retry number ``attempt`` (1 for the first retry)."""
@@ -159,7 +161,10 @@ def parse_policy(value: Any, where: str, parse_step: StepParser | None = None) -
         return _from_mapping(value, where, parse_step)
     raise PipelineValidationError(
         f"{where}: on_error must be 'fail', 'skip', {{retry: N, backoff_s: S}} or "
-        f"{{fallback: <step>}}, not {value!r}", step=where, field="on_error")
+        f"{{fallback: <step>}}, not {value!r}",
+        step=where,
+        field="on_error",
+    )
 
 
 def _from_mapping(
@@ -184,9 +189,12 @@ def _from_mapping(
             if isinstance(inner, Step):
                 return Fallback(inner)
     except (TypeError, ValueError) as exc:
-        raise PipelineValidationError(f"{where}: bad on_error {dict(value)!r}: {exc}",
-                                      step=where, field="on_error") from None
+        raise PipelineValidationError(
+            f"{where}: bad on_error {dict(value)!r}: {exc}", step=where, field="on_error"
+        ) from None
     raise PipelineValidationError(
         f"{where}: unknown on_error {dict(value)!r}; expected one of {{retry: N, backoff_s: S, "
         "then: ...}}, {skip: {defaults: {...}}}, {fallback: <step>}",
-        step=where, field="on_error")
+        step=where,
+        field="on_error",
+    )

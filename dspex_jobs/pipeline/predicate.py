@@ -28,9 +28,14 @@ from dspex_jobs.errors import PipelineValidationError
 __all__ = ["OPERATORS", "Predicate"]
 
 _COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
-    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-    ">": operator.gt, ">=": operator.ge,
-    "in": lambda a, b: a in b, "not in": lambda a, b: a not in b,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "in": lambda a, b: a in b,
+    "not in": lambda a, b: a not in b,
 }
 
 OPERATORS: Final = ("truthy", "falsy", *_COMPARE)
@@ -64,10 +69,12 @@ class Predicate:
         if self.op not in OPERATORS:
             raise PipelineValidationError(
                 f"unknown predicate operator {self.op!r}; expected one of {', '.join(OPERATORS)}",
-                field="when")
+                field="when",
+            )
         if not re.fullmatch(_FIELD, self.field):
-            raise PipelineValidationError(f"predicate field {self.field!r} is not a field name",
-                                          field="when")
+            raise PipelineValidationError(
+                f"predicate field {self.field!r} is not a field name", field="when"
+            )
 
     @classmethod
     def parse(cls, source: str | Mapping[str, Any] | Predicate) -> Predicate:
@@ -83,15 +90,22 @@ class Predicate:
             if unknown or "field" not in source:
                 raise PipelineValidationError(
                     f"a predicate mapping takes field, op, value, length; got {sorted(source)}",
-                    field="when")
-            return cls(str(source["field"]), str(source.get("op", "truthy")),
-                       source.get("value"), bool(source.get("length", False)))
+                    field="when",
+                )
+            return cls(
+                str(source["field"]),
+                str(source.get("op", "truthy")),
+                source.get("value"),
+                bool(source.get("length", False)),
+            )
         match = _SYNTAX.match(str(source))
         if match is None:
             raise PipelineValidationError(
                 f"cannot read the condition {source!r}: expected 'field', 'not field', "
                 "'field OP value' or 'len(field) OP value' with OP one of "
-                "==, !=, <, <=, >, >=, in, not in", field="when")
+                "==, !=, <, <=, >, >=, in, not in",
+                field="when",
+            )
         if match["negated"]:
             return cls(match["negated"], "falsy")
         op = re.sub(r"\s+", " ", match["op"]) if match["op"] else "truthy"
@@ -144,4 +158,6 @@ def _literal(text: str, whole: str) -> Any:
     except json.JSONDecodeError:
         raise PipelineValidationError(
             f"in the condition {whole!r}, {text!r} is not a JSON value (quote strings: "
-            '"like this")', field="when") from None
+            '"like this")',
+            field="when",
+        ) from None

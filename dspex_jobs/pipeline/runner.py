@@ -62,8 +62,7 @@ class NodeRun:
 
         self.task = task
         self.ctx = worker_context(task.app)
-        self.store = RunStore(self.ctx.store.client, self.ctx.keys,
-                              self.ctx.settings.result_ttl_s)
+        self.store = RunStore(self.ctx.store.client, self.ctx.keys, self.ctx.settings.result_ttl_s)
         self.run_id = run_id
         self.name = name
         self.worker = str(task.request.hostname or self.ctx.worker_name)
@@ -77,13 +76,18 @@ class NodeRun:
         view = self.store.view(self.run_id, self.name)
         node = view.plan.nodes.get(self.name) if view is not None else None
         if view is None or node is None:
-            logger.warning("pipeline run %s has no step %s (expired?); dropped", self.run_id,
-                           self.name)
+            logger.warning(
+                "pipeline run %s has no step %s (expired?); dropped", self.run_id, self.name
+            )
             return None
         self.view, self.node = view, node
         # Log lines of the step (and of the jobs it runs in process) carry the run's trace id.
-        with job_context(run_id=self.run_id, step=self.name, trace_id=view.trace_id,
-                         queue=(self.task.request.delivery_info or {}).get("routing_key")):
+        with job_context(
+            run_id=self.run_id,
+            step=self.name,
+            trace_id=view.trace_id,
+            queue=(self.task.request.delivery_info or {}).get("routing_key"),
+        ):
             return self._run_node(view, node)
 
     def _run_node(self, view: RunView, node: Node) -> dict[str, Any] | None:
@@ -93,13 +97,19 @@ class NodeRun:
                 self.end_run({"status": "succeeded"})  # a redelivered copy: finish, never rerun
             return None
         if view.outcome is not None:
-            return self.finish(StepState.CANCELLED, note="not run: the run had ended "
-                               f"({view.outcome.get('status')})", end=False)
+            return self.finish(
+                StepState.CANCELLED,
+                note=f"not run: the run had ended ({view.outcome.get('status')})",
+                end=False,
+            )
         if not self.guards_hold():
             return self.finish(StepState.SKIPPED, note="its condition did not hold")
         if view.deadline_at is not None and time.time() >= view.deadline_at:
-            return self.fail_run(PipelineDeadlineExceeded(
-                f"step {self.name!r} had not started at the pipeline's deadline"))
+            return self.fail_run(
+                PipelineDeadlineExceeded(
+                    f"step {self.name!r} had not started at the pipeline's deadline"
+                )
+            )
         if node.kind == "merge":
             return self.finish(StepState.DONE, writes=self.merged(node))
         self.attempt = int(prior.get("next_attempt") or 1)
@@ -125,9 +135,12 @@ class NodeRun:
         values = self.inputs(step)
         delivery = self.task.request.delivery_info or {}
         info = RunInfo(self.run_id, self.name, self.view.trace_id, delivery.get("routing_key"))
-        return run_watched(lambda: execute(self.ctx, step, values, info),
-                           timeout_s=step.timeout_s, deadline_at=self.view.deadline_at,
-                           stop=lambda: self.store.stop_reason(self.run_id))
+        return run_watched(
+            lambda: execute(self.ctx, step, values, info),
+            timeout_s=step.timeout_s,
+            deadline_at=self.view.deadline_at,
+            stop=lambda: self.store.stop_reason(self.run_id),
+        )
 
     def inputs(self, step: LeafStep) -> dict[str, Any]:
         reads = step.reads()
@@ -139,9 +152,12 @@ class NodeRun:
             if tail:
                 value = value.get(tail) if isinstance(value, dict) else None
             if value is None and (head not in context or tail):
-                raise JobFailed(f"step {self.name!r} needs {source!r}, which is not in the "
-                                "context (a step it depends on was skipped?)",
-                                field=source, step=self.name)
+                raise JobFailed(
+                    f"step {self.name!r} needs {source!r}, which is not in the "
+                    "context (a step it depends on was skipped?)",
+                    field=source,
+                    step=self.name,
+                )
             values[argument] = value
         return values
 
@@ -181,8 +197,12 @@ class NodeRun:
         if isinstance(policy, Skip):
             writes = {self.name: dict(policy.defaults)} if policy.defaults else {}
             writes.update({f: v for f, v in policy.defaults.items() if f in self.node.writes})
-            return self.finish(StepState.SKIPPED, error=error, writes=writes,
-                               note="skipped after an error (on_error: skip)")
+            return self.finish(
+                StepState.SKIPPED,
+                error=error,
+                writes=writes,
+                note="skipped after an error (on_error: skip)",
+            )
         assert isinstance(policy, Fail)
         return self.fail_step(error)
 
@@ -197,22 +217,33 @@ class NodeRun:
         except Exception as exc:
             second = _typed(exc, self.name)
             return self.fail_step(second, note=f"its fallback failed too, after: {cause}")
-        return self.succeeded(outcome, note=f"answered by its fallback {step.name or ''} "
-                              f"after: {cause}".replace("  ", " "))
+        return self.succeeded(
+            outcome,
+            note=f"answered by its fallback {step.name or ''} after: {cause}".replace("  ", " "),
+        )
 
-    def retry(self, delay_s: float, error: DSPexError | None, *,
-              same_attempt: bool = False) -> NoReturn:
+    def retry(
+        self, delay_s: float, error: DSPexError | None, *, same_attempt: bool = False
+    ) -> NoReturn:
         """Record the failed attempt and hand the step back to Celery for a later delivery."""
         countdown = min(delay_s, self.ctx.countdown_limit_s)
-        self.record(StepState.RETRYING, error=error,
-                    next_attempt=self.attempt if same_attempt else self.attempt + 1)
+        self.record(
+            StepState.RETRYING,
+            error=error,
+            next_attempt=self.attempt if same_attempt else self.attempt + 1,
+        )
         raise self.task.retry(countdown=countdown, exc=error, serializer=SERIALIZER)
 
     def fail_step(self, error: DSPexError, note: str | None = None) -> dict[str, Any]:
         self.finish(StepState.FAILED, error=error, note=note, end=False)
-        return self.fail_run(PipelineStepFailed(
-            f"step {self.name!r} failed: [{error.code}] {error.message}",
-            step=self.name, cause=error.to_payload()), record=False)
+        return self.fail_run(
+            PipelineStepFailed(
+                f"step {self.name!r} failed: [{error.code}] {error.message}",
+                step=self.name,
+                cause=error.to_payload(),
+            ),
+            record=False,
+        )
 
     def fail_run(self, error: DSPexError, *, record: bool = True) -> dict[str, Any]:
         """End the run failed (unless it already ended), waking the producer."""
@@ -225,18 +256,36 @@ class NodeRun:
         """End the run unless it already ended; whoever ends it sends its webhook, if any
         (recorded with the outcome, :mod:`.webhook`)."""
         view = self.view
-        if end_run(self.store, self.task.app, self.run_id, outcome,
-                   pipeline=view.plan.pipeline, trace_id=view.trace_id,
-                   created_at=view.created_at, webhook=view.webhook,
-                   record_ttl_s=self.ctx.settings.webhook_record_ttl_s, plan=view.plan):
-            emit_stop(self.run_id, self.view.plan.pipeline, self.view.trace_id, outcome,
-                      self.view.created_at)
+        if end_run(
+            self.store,
+            self.task.app,
+            self.run_id,
+            outcome,
+            pipeline=view.plan.pipeline,
+            trace_id=view.trace_id,
+            created_at=view.created_at,
+            webhook=view.webhook,
+            record_ttl_s=self.ctx.settings.webhook_record_ttl_s,
+            plan=view.plan,
+        ):
+            emit_stop(
+                self.run_id,
+                self.view.plan.pipeline,
+                self.view.trace_id,
+                outcome,
+                self.view.created_at,
+            )
 
     # -- records ---------------------------------------------------------------------------
 
     def finish(
-        self, state: StepState, *, writes: dict[str, Any] | None = None,
-        error: DSPexError | None = None, note: str | None = None, end: bool = True,
+        self,
+        state: StepState,
+        *,
+        writes: dict[str, Any] | None = None,
+        error: DSPexError | None = None,
+        note: str | None = None,
+        end: bool = True,
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Record the step's end (and its writes); end the run if it is the last task."""
@@ -259,23 +308,42 @@ class NodeRun:
             return  # another branch still runs: it will join
         writes = self.merged(merge)
         now = time.time()
-        record = {"name": merge.name, "kind": merge.kind, "queue": merge.queue,
-                  "state": StepState.DONE.value, "attempt": 1, "worker": self.worker,
-                  "started_at": now, "finished_at": now, "duration_s": 0.0,
-                  "note": f"merged by its last branch step, {self.name}"}
+        record = {
+            "name": merge.name,
+            "kind": merge.kind,
+            "queue": merge.queue,
+            "state": StepState.DONE.value,
+            "attempt": 1,
+            "worker": self.worker,
+            "started_at": now,
+            "finished_at": now,
+            "duration_s": 0.0,
+            "note": f"merged by its last branch step, {self.name}",
+        }
         self.store.record(self.run_id, merge.name, record, writes)
         emit_step(self.run_id, self.view.plan.pipeline, self.view.trace_id, record)
         self.end_run({"status": "succeeded"})
 
     def record(
-        self, state: StepState, *, writes: dict[str, Any] | None = None,
-        error: DSPexError | None = None, note: str | None = None, **extra: Any,
+        self,
+        state: StepState,
+        *,
+        writes: dict[str, Any] | None = None,
+        error: DSPexError | None = None,
+        note: str | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
         now = time.time()
         record: dict[str, Any] = {
-            "name": self.name, "kind": self.node.kind, "queue": self.node.queue,
-            "state": state.value, "attempt": self.attempt, "worker": self.worker,
-            "started_at": self.started_at, "task_id": self.task.request.id, **extra,
+            "name": self.name,
+            "kind": self.node.kind,
+            "queue": self.node.queue,
+            "state": state.value,
+            "attempt": self.attempt,
+            "worker": self.worker,
+            "started_at": self.started_at,
+            "task_id": self.task.request.id,
+            **extra,
         }
         if state.finished:
             record.update(finished_at=now, duration_s=now - self.started_at)

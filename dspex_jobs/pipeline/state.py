@@ -52,8 +52,7 @@ class StepState(StrEnum):
     @property
     def finished(self) -> bool:
         """Whether the step will not change any more."""
-        return self in (StepState.DONE, StepState.FAILED, StepState.SKIPPED,
-                        StepState.CANCELLED)
+        return self in (StepState.DONE, StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED)
 
 
 class RunState(StrEnum):
@@ -121,23 +120,44 @@ class RunStore:
         self.ttl_s = ttl_s
 
     def create(
-        self, run_id: str, plan: Plan, inputs: Mapping[str, Any], *, trace_id: str,
-        deadline_at: float | None, webhook: str | None = None,
+        self,
+        run_id: str,
+        plan: Plan,
+        inputs: Mapping[str, Any],
+        *,
+        trace_id: str,
+        deadline_at: float | None,
+        webhook: str | None = None,
     ) -> None:
         """Store a new run: its plan, inputs and a ``pending`` record per node (and the URL
         its webhook goes to, already checked)."""
         now = time.time()
         meta: dict[Any, Any] = {
-            "plan": plan.to_json(), "pipeline": plan.pipeline, "trace_id": trace_id,
-            "created_at": repr(now), "deadline_at": repr(deadline_at or 0.0),
+            "plan": plan.to_json(),
+            "pipeline": plan.pipeline,
+            "trace_id": trace_id,
+            "created_at": repr(now),
+            "deadline_at": repr(deadline_at or 0.0),
         }
         if webhook:
             meta["webhook"] = webhook
-        records = _encoded({name: {"name": name, "kind": node.kind, "queue": node.queue,
-                                   "state": StepState.PENDING.value, "attempt": 0}
-                            for name, node in plan.nodes.items()})
-        keys = (self.keys.pipeline(run_id), self.keys.pipeline_context(run_id),
-                self.keys.pipeline_steps(run_id))
+        records = _encoded(
+            {
+                name: {
+                    "name": name,
+                    "kind": node.kind,
+                    "queue": node.queue,
+                    "state": StepState.PENDING.value,
+                    "attempt": 0,
+                }
+                for name, node in plan.nodes.items()
+            }
+        )
+        keys = (
+            self.keys.pipeline(run_id),
+            self.keys.pipeline_context(run_id),
+            self.keys.pipeline_steps(run_id),
+        )
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(keys[0], mapping=meta)
         if inputs:
@@ -153,8 +173,14 @@ class RunStore:
         plan = _cached_plan(run_id)
         node = plan.nodes.get(name) if plan is not None else None
         guards = [str(g[0]) for g in node.guards] if node is not None else []
-        fields = ["trace_id", "deadline_at", "outcome", "created_at", "webhook",
-                  *(f"when:{g}" for g in guards)]
+        fields = [
+            "trace_id",
+            "deadline_at",
+            "outcome",
+            "created_at",
+            "webhook",
+            *(f"when:{g}" for g in guards),
+        ]
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(self.keys.pipeline(run_id), [*fields, *([] if plan else ["plan"])])
         pipe.hget(self.keys.pipeline_steps(run_id), name)
@@ -164,13 +190,20 @@ class RunStore:
         if plan is None:
             plan = Plan.from_json(values[-1])
             _cache_plan(run_id, plan)
-        decisions = {g: values[5 + i] == b"1" for i, g in enumerate(guards)
-                     if values[5 + i] is not None}
+        decisions = {
+            g: values[5 + i] == b"1" for i, g in enumerate(guards) if values[5 + i] is not None
+        }
         deadline = float(values[1] or 0.0)
-        return RunView(plan, _text(values[0]), deadline or None,
-                       json.loads(values[2]) if values[2] else None,
-                       json.loads(record) if record else None, decisions,
-                       float(values[3] or 0.0), _text(values[4]) if values[4] else None)
+        return RunView(
+            plan,
+            _text(values[0]),
+            deadline or None,
+            json.loads(values[2]) if values[2] else None,
+            json.loads(record) if record else None,
+            decisions,
+            float(values[3] or 0.0),
+            _text(values[4]) if values[4] else None,
+        )
 
     def decide(self, run_id: str, when: str, value: bool) -> bool:
         """Record a ``When`` decision unless one exists; the decision that stands."""
@@ -194,8 +227,13 @@ class RunStore:
         values = self.client.hmget(key, wanted)
         return {f: json.loads(v) for f, v in zip(wanted, values, strict=True) if v is not None}
 
-    def record(self, run_id: str, name: str, record: Mapping[str, Any],
-               writes: Mapping[str, Any] | None = None) -> None:
+    def record(
+        self,
+        run_id: str,
+        name: str,
+        record: Mapping[str, Any],
+        writes: Mapping[str, Any] | None = None,
+    ) -> None:
         """Store a step's record, and the context fields it wrote, in one round trip."""
         pipe = self.client.pipeline(transaction=True)
         if writes:
@@ -218,11 +256,19 @@ class RunStore:
 
     def meta(self, run_id: str) -> dict[str, Any]:
         """The run's facts (trace id, times, outcome), without the plan."""
-        fields = ["pipeline", "trace_id", "created_at", "deadline_at", "outcome", "cancel",
-                  "webhook"]
+        fields = [
+            "pipeline",
+            "trace_id",
+            "created_at",
+            "deadline_at",
+            "outcome",
+            "cancel",
+            "webhook",
+        ]
         values = self.client.hmget(self.keys.pipeline(run_id), fields)
-        meta: dict[str, Any] = {f: (_text(v) if v is not None else None)
-                for f, v in zip(fields, values, strict=True)}
+        meta: dict[str, Any] = {
+            f: (_text(v) if v is not None else None) for f, v in zip(fields, values, strict=True)
+        }
         if meta["outcome"]:
             meta["outcome"] = json.loads(meta["outcome"])
         return meta
@@ -232,9 +278,13 @@ class RunStore:
         raw = self.client.hget(self.keys.pipeline(run_id), "plan")
         return None if raw is None else Plan.from_json(raw)
 
-    def finish(self, run_id: str, outcome: Mapping[str, Any], *,
-               also: Callable[[dict[str, Any]], Callable[[redis.client.Pipeline], None]]
-               | None = None) -> bool:
+    def finish(
+        self,
+        run_id: str,
+        outcome: Mapping[str, Any],
+        *,
+        also: Callable[[dict[str, Any]], Callable[[redis.client.Pipeline], None]] | None = None,
+    ) -> bool:
         """End the run with ``outcome`` unless it already ended; whether this call ended it.
 
         ``also(stored outcome)`` returns what to queue in the same ``MULTI`` as the outcome

@@ -50,8 +50,12 @@ __all__ = [
 DSPY_MODULES: Final = ("Predict", "ChainOfThought", "ReAct", "BestOfN", "Refine")
 """The DSPy modules a :class:`Dspy` step can name (besides registered programs)."""
 
-_ALIASES: Final = {**{m.lower(): m for m in DSPY_MODULES}, "chain_of_thought": "ChainOfThought",
-                   "best_of_n": "BestOfN", "cot": "ChainOfThought"}
+_ALIASES: Final = {
+    **{m.lower(): m for m in DSPY_MODULES},
+    "chain_of_thought": "ChainOfThought",
+    "best_of_n": "BestOfN",
+    "cot": "ChainOfThought",
+}
 
 MERGE_RULES: Final = ("list", "concat", "unique", "first")
 """How a :class:`Parallel` merges one field written by several branches: ``list`` (each
@@ -84,8 +88,11 @@ class Step:
         raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Step) and type(other) is type(self) \
+        return (
+            isinstance(other, Step)
+            and type(other) is type(self)
             and self.to_dict() == other.to_dict()
+        )
 
     __hash__ = None  # type: ignore[assignment]  # equal by value, and mutable while named
 
@@ -96,7 +103,8 @@ class Step:
 def _check_name(name: str | None) -> str | None:
     if name is not None and not _NAME.fullmatch(name):
         raise PipelineValidationError(
-            f"step name {name!r} must be an identifier of at most 64 characters", field="name")
+            f"step name {name!r} must be an identifier of at most 64 characters", field="name"
+        )
     return name
 
 
@@ -114,9 +122,13 @@ class LeafStep(Step):
     """
 
     def __init__(
-        self, *, name: str | None = None, inputs: Mapping[str, str] | None = None,
+        self,
+        *,
+        name: str | None = None,
+        inputs: Mapping[str, str] | None = None,
         on_error: FailurePolicy | str | Mapping[str, Any] | None = None,
-        timeout_s: float | None = None, queue: str | None = None,
+        timeout_s: float | None = None,
+        queue: str | None = None,
     ) -> None:
         self.name = _check_name(name)
         self.inputs = dict(inputs or {})
@@ -124,14 +136,16 @@ class LeafStep(Step):
             if not isinstance(source, str) or not _SOURCE.fullmatch(source):
                 raise PipelineValidationError(
                     f"inputs[{argument!r}] must be a field name or 'step.field', not {source!r}",
-                    field=argument)
+                    field=argument,
+                )
         self.on_error = parse_policy(on_error, name or self.kind)
         if timeout_s is not None and timeout_s <= 0:
             raise PipelineValidationError("timeout_s must be positive", field="timeout_s")
         self.timeout_s = timeout_s
         if queue is not None and queue not in QUEUES:
             raise PipelineValidationError(
-                f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}", field="queue")
+                f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}", field="queue"
+            )
         self.queue = queue
 
     def reads(self) -> dict[str, str]:
@@ -176,8 +190,9 @@ class LeafStep(Step):
         return out
 
 
-NATIVE_KEYS: Final = frozenset({"native", "name", "inputs", "outputs", "queue", "on_error",
-                                "timeout_s", "params"})
+NATIVE_KEYS: Final = frozenset(
+    {"native", "name", "inputs", "outputs", "queue", "on_error", "timeout_s", "params"}
+)
 """Keys of a native step document that are not operation parameters."""
 
 
@@ -194,14 +209,22 @@ class Native(LeafStep):
     kind = "native"
 
     def __init__(
-        self, operation: str, /, *, name: str | None = None,
-        inputs: Mapping[str, str] | None = None, outputs: Sequence[str] | None = None,
-        queue: str | None = None, on_error: FailurePolicy | str | Mapping[str, Any] | None = None,
-        timeout_s: float | None = None, params: Mapping[str, Any] | None = None,
+        self,
+        operation: str,
+        /,
+        *,
+        name: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        outputs: Sequence[str] | None = None,
+        queue: str | None = None,
+        on_error: FailurePolicy | str | Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        params: Mapping[str, Any] | None = None,
         **more_params: Any,
     ) -> None:
-        super().__init__(name=name, inputs=inputs, on_error=on_error, timeout_s=timeout_s,
-                         queue=queue)
+        super().__init__(
+            name=name, inputs=inputs, on_error=on_error, timeout_s=timeout_s, queue=queue
+        )
         self.operation = operation
         self.outputs = tuple(outputs or ())
         self.params = {**(params or {}), **more_params}
@@ -243,20 +266,29 @@ class Native(LeafStep):
             if not self.outputs:
                 raise PipelineValidationError(
                     f"step {where!r}: operation {self.operation!r} has no pipeline spec, so the "
-                    "step must say what it writes: outputs=[...]", step=where, field="outputs")
+                    "step must say what it writes: outputs=[...]",
+                    step=where,
+                    field="outputs",
+                )
             return
         spec.check_params(self.params, where)
         if self.outputs:
             raise PipelineValidationError(
                 f"step {where!r}: operation {self.operation!r} always writes "
                 f"{', '.join(spec.io(self.params)[1])}; outputs= is only for operations "
-                "without a spec", step=where, field="outputs")
+                "without a spec",
+                step=where,
+                field="outputs",
+            )
         reads, _ = spec.io(self.params)
         unknown = sorted(set(self.inputs) - set(reads))
         if unknown:
             raise PipelineValidationError(
                 f"step {where!r}: operation {self.operation!r} has no argument {unknown[0]!r} "
-                f"(its arguments: {', '.join(reads) or 'none'})", step=where, field=unknown[0])
+                f"(its arguments: {', '.join(reads) or 'none'})",
+                step=where,
+                field=unknown[0],
+            )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"native": self.operation, **self._common()}
@@ -279,7 +311,10 @@ def _check_known_operation(operation: str, where: str) -> None:
         raise PipelineValidationError(
             f"step {where!r}: unknown operation {operation!r}; register it with the router "
             f"(dspex_jobs.router.implementation) where the pipeline is built and in the "
-            f"workers", step=where, field="native") from None
+            f"workers",
+            step=where,
+            field="native",
+        ) from None
 
 
 class Dspy(LeafStep):
@@ -302,16 +337,28 @@ class Dspy(LeafStep):
     kind = "dspy"
 
     def __init__(
-        self, module: str, /, signature: str | None = None, *, name: str | None = None,
-        inputs: Mapping[str, str] | None = None, instructions: str | None = None,
-        lm: LMOptions | Mapping[str, Any] | None = None, tools: Sequence[str] = (),
-        max_iters: int | None = None, n: int | None = None, reward: str | None = None,
-        threshold: float | None = None, base: str | None = None, queue: str | None = None,
+        self,
+        module: str,
+        /,
+        signature: str | None = None,
+        *,
+        name: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        instructions: str | None = None,
+        lm: LMOptions | Mapping[str, Any] | None = None,
+        tools: Sequence[str] = (),
+        max_iters: int | None = None,
+        n: int | None = None,
+        reward: str | None = None,
+        threshold: float | None = None,
+        base: str | None = None,
+        queue: str | None = None,
         on_error: FailurePolicy | str | Mapping[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> None:
-        super().__init__(name=name, inputs=inputs, on_error=on_error, timeout_s=timeout_s,
-                         queue=queue)
+        super().__init__(
+            name=name, inputs=inputs, on_error=on_error, timeout_s=timeout_s, queue=queue
+        )
         self.module = _ALIASES.get(module.lower(), module) if isinstance(module, str) else module
         self.signature = signature
         self.instructions = instructions
@@ -344,13 +391,18 @@ class Dspy(LeafStep):
         if not text:
             raise PipelineValidationError(
                 f"step {self.name or self.default_name()!r}: a {self.module} step needs a "
-                "signature", step=self.name, field="signature")
+                "signature",
+                step=self.name,
+                field="signature",
+            )
         try:
             return Signature.parse(text, instructions=self.instructions)
         except SignatureError as exc:
             raise PipelineValidationError(
-                f"step {self.name or self.default_name()!r}: {exc}", step=self.name,
-                field="signature") from None
+                f"step {self.name or self.default_name()!r}: {exc}",
+                step=self.name,
+                field="signature",
+            ) from None
 
     def reads(self) -> dict[str, str]:
         return {f.name: self.inputs.get(f.name, f.name) for f in self.parsed_signature().inputs}
@@ -377,13 +429,18 @@ class Dspy(LeafStep):
             raise PipelineValidationError(
                 f"step {where!r}: unknown DSPy module {self.module!r}; expected one of "
                 f"{', '.join(known)} (register programs with components.program)",
-                step=where, field="dspy")
+                step=where,
+                field="dspy",
+            )
         signature = self.parsed_signature()
         unknown = sorted(set(self.inputs) - {f.name for f in signature.inputs})
         if unknown:
             raise PipelineValidationError(
                 f"step {where!r}: inputs names {unknown[0]!r}, which is not an input of its "
-                f"signature", step=where, field=unknown[0])
+                f"signature",
+                step=where,
+                field=unknown[0],
+            )
         _check_module_options(self, where)
 
     def to_dict(self) -> dict[str, Any]:
@@ -391,8 +448,14 @@ class Dspy(LeafStep):
         if self.signature is not None:
             out["signature"] = self.signature
         out.update(self._common())
-        options = {"instructions": self.instructions, "max_iters": self.max_iters, "n": self.n,
-                   "reward": self.reward, "threshold": self.threshold, "base": self.base}
+        options = {
+            "instructions": self.instructions,
+            "max_iters": self.max_iters,
+            "n": self.n,
+            "reward": self.reward,
+            "threshold": self.threshold,
+            "base": self.base,
+        }
         out.update({k: v for k, v in options.items() if v is not None})
         if self.tools:
             out["tools"] = list(self.tools)
@@ -402,24 +465,36 @@ class Dspy(LeafStep):
 
     def module_options(self) -> dict[str, Any]:
         """What a worker needs to build the module (with defaults filled in)."""
-        return {"module": self.module, "tools": list(self.tools),
-                "max_iters": self.max_iters or _DEFAULT_MAX_ITERS, "n": self.n,
-                "reward": self.reward,
-                "threshold": 1.0 if self.threshold is None else self.threshold,
-                "base": self.base or "Predict"}
+        return {
+            "module": self.module,
+            "tools": list(self.tools),
+            "max_iters": self.max_iters or _DEFAULT_MAX_ITERS,
+            "n": self.n,
+            "reward": self.reward,
+            "threshold": 1.0 if self.threshold is None else self.threshold,
+            "base": self.base or "Predict",
+        }
 
 
 def _check_module_options(step: Dspy, where: str) -> None:
     """ReAct needs tools, BestOfN/Refine a reward and n; others take neither."""
+
     def refuse(message: str, field: str) -> PipelineValidationError:
         return PipelineValidationError(f"step {where!r}: {message}", step=where, field=field)
 
-    given = {"tools": bool(step.tools), "max_iters": step.max_iters is not None,
-             "n": step.n is not None, "reward": step.reward is not None,
-             "threshold": step.threshold is not None, "base": step.base is not None}
-    allowed = {"ReAct": {"tools", "max_iters"},
-               "BestOfN": {"n", "reward", "threshold", "base"},
-               "Refine": {"n", "reward", "threshold", "base"}}.get(str(step.module), set())
+    given = {
+        "tools": bool(step.tools),
+        "max_iters": step.max_iters is not None,
+        "n": step.n is not None,
+        "reward": step.reward is not None,
+        "threshold": step.threshold is not None,
+        "base": step.base is not None,
+    }
+    allowed = {
+        "ReAct": {"tools", "max_iters"},
+        "BestOfN": {"n", "reward", "threshold", "base"},
+        "Refine": {"n", "reward", "threshold", "base"},
+    }.get(str(step.module), set())
     extra = sorted(k for k, v in given.items() if v and k not in allowed)
     if extra:
         raise refuse(f"{extra[0]!r} does not apply to {step.module}", extra[0])
@@ -428,14 +503,20 @@ def _check_module_options(step: Dspy, where: str) -> None:
             raise refuse("ReAct needs tools=[...] (names of registered tools)", "tools")
         for name in step.tools:
             if components.lookup("tool", name) is None:
-                raise refuse(f"unknown tool {name!r}; registered tools: "
-                             f"{', '.join(components.names('tool')) or 'none'}", "tools")
+                raise refuse(
+                    f"unknown tool {name!r}; registered tools: "
+                    f"{', '.join(components.names('tool')) or 'none'}",
+                    "tools",
+                )
     if step.module in ("BestOfN", "Refine"):
         if not step.n or step.n < 1 or not step.reward:
             raise refuse(f"{step.module} needs n >= 1 and reward (a registered reward)", "n")
         if components.lookup("reward", step.reward) is None:
-            raise refuse(f"unknown reward {step.reward!r}; registered rewards: "
-                         f"{', '.join(components.names('reward')) or 'none'}", "reward")
+            raise refuse(
+                f"unknown reward {step.reward!r}; registered rewards: "
+                f"{', '.join(components.names('reward')) or 'none'}",
+                "reward",
+            )
         if step.base not in (None, "Predict", "ChainOfThought"):
             raise refuse("base must be Predict or ChainOfThought", "base")
 
@@ -455,22 +536,33 @@ class Map(LeafStep):
     kind = "map"
 
     def __init__(
-        self, over: str, step: LeafStep, /, *, item: str | None = None, name: str | None = None,
-        max_concurrency: int = 4, on_error: FailurePolicy | str | Mapping[str, Any] | None = None,
-        timeout_s: float | None = None, queue: str | None = None,
+        self,
+        over: str,
+        step: LeafStep,
+        /,
+        *,
+        item: str | None = None,
+        name: str | None = None,
+        max_concurrency: int = 4,
+        on_error: FailurePolicy | str | Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        queue: str | None = None,
     ) -> None:
         super().__init__(name=name, on_error=on_error, timeout_s=timeout_s, queue=queue)
         if not isinstance(over, str) or not _SOURCE.fullmatch(over):
-            raise PipelineValidationError(f"Map needs a field name to map over, not {over!r}",
-                                          field="map")
+            raise PipelineValidationError(
+                f"Map needs a field name to map over, not {over!r}", field="map"
+            )
         if not isinstance(step, Native | Dspy):
             raise PipelineValidationError("Map takes a Native or Dspy step", field="map")
         if not isinstance(step.on_error, Fail):
             raise PipelineValidationError(
-                "put on_error on the Map, not on the step it maps", field="on_error")
+                "put on_error on the Map, not on the step it maps", field="on_error"
+            )
         if not 1 <= max_concurrency <= 64:
-            raise PipelineValidationError("max_concurrency must be between 1 and 64",
-                                          field="max_concurrency")
+            raise PipelineValidationError(
+                "max_concurrency must be between 1 and 64", field="max_concurrency"
+            )
         self.over = over
         self.step = step
         self.explicit_item = item
@@ -506,7 +598,10 @@ class Map(LeafStep):
         if self.item not in self.step.reads():
             raise PipelineValidationError(
                 f"step {where!r}: item {self.item!r} is not an argument of the mapped step "
-                f"(it reads {', '.join(self.step.reads())})", step=where, field="item")
+                f"(it reads {', '.join(self.step.reads())})",
+                step=where,
+                field="item",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"map": self.over, "step": self.step.to_dict()}
@@ -539,7 +634,11 @@ class Parallel(Step):
     kind = "parallel"
 
     def __init__(
-        self, branches: Sequence[Step | Sequence[Step]], /, *, name: str | None = None,
+        self,
+        branches: Sequence[Step | Sequence[Step]],
+        /,
+        *,
+        name: str | None = None,
         merge: Mapping[str, str] | None = None,
     ) -> None:
         self.name = _check_name(name)
@@ -551,11 +650,14 @@ class Parallel(Step):
             if rule not in MERGE_RULES:
                 raise PipelineValidationError(
                     f"merge rule {rule!r} for {field!r} is unknown; expected one of "
-                    f"{', '.join(MERGE_RULES)}", field=field)
+                    f"{', '.join(MERGE_RULES)}",
+                    field=field,
+                )
 
     def to_dict(self) -> dict[str, Any]:
-        branches = [b[0].to_dict() if len(b) == 1 else [s.to_dict() for s in b]
-                    for b in self.branches]
+        branches = [
+            b[0].to_dict() if len(b) == 1 else [s.to_dict() for s in b] for b in self.branches
+        ]
         out: dict[str, Any] = {"parallel": branches}
         if self.name is not None:
             out["name"] = self.name
@@ -575,8 +677,13 @@ class When(Step):
     kind = "when"
 
     def __init__(
-        self, condition: Predicate | str | Mapping[str, Any], then: Step | Sequence[Step],
-        otherwise: Step | Sequence[Step] | None = None, /, *, name: str | None = None,
+        self,
+        condition: Predicate | str | Mapping[str, Any],
+        then: Step | Sequence[Step],
+        otherwise: Step | Sequence[Step] | None = None,
+        /,
+        *,
+        name: str | None = None,
     ) -> None:
         self.name = _check_name(name)
         self.condition = Predicate.parse(condition)
@@ -584,8 +691,10 @@ class When(Step):
         self.otherwise: Branch = _branch(otherwise) if otherwise is not None else ()
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"when": self.condition.to_text(),
-                               "then": [s.to_dict() for s in self.then]}
+        out: dict[str, Any] = {
+            "when": self.condition.to_text(),
+            "then": [s.to_dict() for s in self.then],
+        }
         if self.otherwise:
             out["else"] = [s.to_dict() for s in self.otherwise]
         if self.name is not None:

@@ -56,13 +56,19 @@ def as_pipeline(pipeline: PipelineLike) -> Pipeline:
         return Pipeline.from_dict(pipeline)
     if isinstance(pipeline, str | Path):
         return Pipeline.load(pipeline)
-    raise PipelineValidationError(f"cannot run a {type(pipeline).__name__}: give a Pipeline, "
-                                  "its document, or the path of one")
+    raise PipelineValidationError(
+        f"cannot run a {type(pipeline).__name__}: give a Pipeline, its document, or the path of one"
+    )
 
 
 def run_pipeline(
-    client: Client, pipeline: PipelineLike, inputs: Mapping[str, Any], *,
-    timeout_s: float | None = None, trace_id: str | None = None, webhook: str | None = None,
+    client: Client,
+    pipeline: PipelineLike,
+    inputs: Mapping[str, Any],
+    *,
+    timeout_s: float | None = None,
+    trace_id: str | None = None,
+    webhook: str | None = None,
 ) -> PipelineHandle:
     """Check and start a run of ``pipeline`` (what :meth:`Client.run` does).
 
@@ -96,14 +102,14 @@ def run_pipeline(
     deadline_at = None if limit_s is None else time.time() + limit_s
     store = RunStore(client._redis, client._keys, client.settings.result_ttl_s)
     try:
-        store.create(run_id, plan, values, trace_id=trace, deadline_at=deadline_at,
-                     webhook=url)
+        store.create(run_id, plan, values, trace_id=trace, deadline_at=deadline_at, webhook=url)
         compile_canvas(client.app, plan, run_id).apply_async()
         release_results(client.app)
     except _REDIS_DOWN as exc:
         raise BrokerUnavailable(
             f"cannot start pipeline {checked.name!r} on "
-            f"{client.settings.redacted_redis_url()}: {exc}") from exc
+            f"{client.settings.redacted_redis_url()}: {exc}"
+        ) from exc
     emit_start(run_id, checked.name, trace, len(plan.nodes))
     return PipelineHandle(run_id, client)
 
@@ -116,4 +122,7 @@ def _check_size(values: Mapping[str, Any], limit_bytes: int) -> None:
     if size > limit_bytes:
         raise PayloadTooLarge(
             f"the pipeline's inputs are {size} bytes encoded, over the limit of {limit_bytes} "
-            "(DSPEX_MAX_PAYLOAD_BYTES)", size=size, limit=limit_bytes)
+            "(DSPEX_MAX_PAYLOAD_BYTES)",
+            size=size,
+            limit=limit_bytes,
+        )

@@ -94,12 +94,17 @@ class _Checker:
             extra = sorted(set(policy.defaults) - writes)[0]
             raise PipelineValidationError(
                 f"step {name!r}: skip defaults name {extra!r}, which the step does not write",
-                step=name, field=extra)
+                step=name,
+                field=extra,
+            )
         if isinstance(policy, Fallback):
             fallback = policy.step
             if not isinstance(fallback, LeafStep) or isinstance(fallback, Map):
-                raise PipelineValidationError(f"step {name!r}: a fallback is a native or dspy "
-                                              "step", step=name, field="on_error")
+                raise PipelineValidationError(
+                    f"step {name!r}: a fallback is a native or dspy step",
+                    step=name,
+                    field="on_error",
+                )
             fallback.check(f"{name} fallback")
             for argument, source in fallback.reads().items():
                 self.need(source, f"{name} (fallback)", argument, scope)
@@ -107,7 +112,10 @@ class _Checker:
             if missing:
                 raise PipelineValidationError(
                     f"step {name!r}: its fallback does not write {missing[0]!r}, which the "
-                    "step writes (later steps may read it)", step=name, field=missing[0])
+                    "step writes (later steps may read it)",
+                    step=name,
+                    field=missing[0],
+                )
 
     def need(self, source: str, step: str, argument: str, scope: _Scope) -> bool:
         """Check that ``source`` is available; whether it is a pipeline input."""
@@ -117,12 +125,18 @@ class _Checker:
                 return False
             raise PipelineValidationError(
                 f"step {step!r} reads {source!r}, but no earlier step named {head!r} "
-                f"writes {tail!r}", step=step, field=source)
+                f"writes {tail!r}",
+                step=step,
+                field=source,
+            )
         if source in scope.fields:
             written = any(source in outputs for outputs in scope.outputs.values())
             return self.declared is not None and source in self.declared and not written
-        if self.declared is None and source not in scope.conditional \
-                and source not in self.result.required_inputs:
+        if (
+            self.declared is None
+            and source not in scope.conditional
+            and source not in self.result.required_inputs
+        ):
             self.result.required_inputs[source] = step
             later = [w for w in self.writers.get(source, ()) if w != step]
             if later:
@@ -135,14 +149,19 @@ class _Checker:
     def missing(
         self, source: str, step: str, argument: str, scope: _Scope
     ) -> PipelineValidationError:
-        what = f"input {argument!r} (from {source!r})" if argument != source \
-            else f"input {source!r}"
+        what = (
+            f"input {argument!r} (from {source!r})" if argument != source else f"input {source!r}"
+        )
         inputs = ", ".join(self.declared or ()) or "none"
-        message = (f"step {step!r} needs {what}, which neither the pipeline's inputs "
-                   f"({inputs}) nor an earlier step provides")
+        message = (
+            f"step {step!r} needs {what}, which neither the pipeline's inputs "
+            f"({inputs}) nor an earlier step provides"
+        )
         if source in scope.conditional:
-            message += (f"; it is written only in one branch of {scope.conditional[source]!r} "
-                        "(write it in both, or read it inside the branch)")
+            message += (
+                f"; it is written only in one branch of {scope.conditional[source]!r} "
+                "(write it in both, or read it inside the branch)"
+            )
         elif source in self.writers:
             message += f"; step {self.writers[source][0]!r} writes it, but runs later"
         else:
@@ -161,7 +180,9 @@ class _Checker:
                 raise PipelineValidationError(
                     f"step {name!r}: a Parallel inside a Parallel ({nested[0].name!r}) would "
                     "be a nested chord; add its branches to the outer Parallel instead",
-                    step=name, field="parallel")
+                    step=name,
+                    field="parallel",
+                )
             inner = scope.copy()
             self.sequence(branch, inner)
             branch_scopes.append(inner)
@@ -184,13 +205,18 @@ class _Checker:
                 raise PipelineValidationError(
                     f"parallel branches {leaves[0]!r} and {leaves[1]!r} of {name!r} both write "
                     f"{written!r}; merge it (merge={{{written!r}: 'list'}}, or concat, unique, "
-                    "first) or rename one output", step=name, field=written)
+                    "first) or rename one output",
+                    step=name,
+                    field=written,
+                )
         sources: dict[str, tuple[str, list[str]]] = {}
         for written, rule in step.merge.items():
             if written not in writers:
                 raise PipelineValidationError(
                     f"step {name!r} merges {written!r}, which no branch writes",
-                    step=name, field=written)
+                    step=name,
+                    field=written,
+                )
             sources[written] = (rule, writers[written])
             for leaf in writers[written]:
                 self.result.not_flat.setdefault(leaf, set()).add(written)

@@ -58,9 +58,17 @@ def check_run_webhook(url: str | None, settings: Settings) -> str | None:
 
 
 def end_run(
-    store: RunStore, app: Celery, run_id: str, outcome: Mapping[str, Any], *,
-    pipeline: str, trace_id: str, created_at: float, webhook: str | None,
-    record_ttl_s: int, plan: Plan | None = None,
+    store: RunStore,
+    app: Celery,
+    run_id: str,
+    outcome: Mapping[str, Any],
+    *,
+    pipeline: str,
+    trace_id: str,
+    created_at: float,
+    webhook: str | None,
+    record_ttl_s: int,
+    plan: Plan | None = None,
 ) -> bool:
     """End the run with ``outcome`` unless it already ended, and if this call ended it and
     the run has a webhook, record and send it; whether this call ended the run.
@@ -74,28 +82,43 @@ def end_run(
     member = outbox_member(DELIVER_TASK, WEBHOOK_QUEUE, run_id)
 
     def record_delivery(stored: dict[str, Any]) -> Callable[[redis.client.Pipeline], None]:
-        outputs, usage = _read(store, run_id, plan if stored.get("status") == "succeeded"
-                               else None)
-        body = pipeline_event(run_id, pipeline, stored, trace_id=trace_id,
-                              created_at=created_at, outputs=outputs, usage=usage)
-        return lambda pipe: webhooks.schedule_in(pipe, run_id, webhook, body,
-                                                 event=str(body["event"]), kind=WEBHOOK_KIND,
-                                                 member=member)
+        outputs, usage = _read(store, run_id, plan if stored.get("status") == "succeeded" else None)
+        body = pipeline_event(
+            run_id,
+            pipeline,
+            stored,
+            trace_id=trace_id,
+            created_at=created_at,
+            outputs=outputs,
+            usage=usage,
+        )
+        return lambda pipe: webhooks.schedule_in(
+            pipe, run_id, webhook, body, event=str(body["event"]), kind=WEBHOOK_KIND, member=member
+        )
 
     if not store.finish(run_id, outcome, also=record_delivery):
         return False
     try:
-        app.send_task(DELIVER_TASK, args=({"id": run_id},), task_id=run_id,
-                      queue=WEBHOOK_QUEUE, ignore_result=True)
+        app.send_task(
+            DELIVER_TASK,
+            args=({"id": run_id},),
+            task_id=run_id,
+            queue=WEBHOOK_QUEUE,
+            ignore_result=True,
+        )
         webhooks.sent(member)
     except Exception as exc:  # the run has ended: the outbox entry sends the webhook later
-        logger.warning("pipeline run %s: could not send its webhook now (%s); the outbox "
-                       "sends it shortly", run_id, exc)
+        logger.warning(
+            "pipeline run %s: could not send its webhook now (%s); the outbox sends it shortly",
+            run_id,
+            exc,
+        )
     return True
 
 
-def _read(store: RunStore, run_id: str,
-          plan: Plan | None) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+def _read(
+    store: RunStore, run_id: str, plan: Plan | None
+) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
     """The body's ``outputs`` (what the steps wrote, when ``plan`` is given: every step's
     outputs and the fields written flat, never the inputs) and ``usage`` (LM token counts by
     model, summed over the steps, as ``PipelineResult.usage``), in one round trip."""
@@ -114,8 +137,7 @@ def _read(store: RunStore, run_id: str,
     outputs = None
     if plan is not None:
         values = replies[1] if fields else []
-        outputs = {f: json.loads(v) for f, v in zip(fields, values, strict=True)
-                   if v is not None}
+        outputs = {f: json.loads(v) for f, v in zip(fields, values, strict=True) if v is not None}
     usage: dict[str, dict[str, Any]] = {}
     for raw in replies[0].values():
         for model, counts in (json.loads(raw).get("usage") or {}).items():

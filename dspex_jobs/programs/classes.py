@@ -24,8 +24,14 @@ from typing import Any, TypeVar
 
 from dspex_jobs.errors import ProgramLoadError
 
-__all__ = ["ENTRY_POINT_GROUP", "RegisteredClass", "import_program_modules", "lookup_class",
-           "program_class", "registered_classes"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "RegisteredClass",
+    "import_program_modules",
+    "lookup_class",
+    "program_class",
+    "registered_classes",
+]
 
 ENTRY_POINT_GROUP = "dspex_jobs.programs"
 """Entry point group scanned for program classes (``name = "pkg.module:Class"``)."""
@@ -50,8 +56,9 @@ _lock = threading.Lock()
 _entry_points_loaded = False
 
 
-def program_class(name: str, *, input_fields: Iterable[str] = (),
-                  code_version: str | None = None) -> Callable[[C], C]:
+def program_class(
+    name: str, *, input_fields: Iterable[str] = (), code_version: str | None = None
+) -> Callable[[C], C]:
     """Register a DSPy module class as program module ``name``.
 
     Args:
@@ -62,8 +69,11 @@ def program_class(name: str, *, input_fields: Iterable[str] = (),
     """
 
     def decorate(cls: C) -> C:
-        version = code_version or str(getattr(cls, "code_version", "")) or \
-            f"{cls.__module__}:{cls.__qualname__}"
+        version = (
+            code_version
+            or str(getattr(cls, "code_version", ""))
+            or f"{cls.__module__}:{cls.__qualname__}"
+        )
         with _lock:
             _classes[name] = RegisteredClass(name, cls, tuple(input_fields), version)
         return cls
@@ -92,7 +102,9 @@ def lookup_class(name: str) -> RegisteredClass:
         raise ProgramLoadError(
             f"no program class {name!r} is registered in this worker; register it with "
             "@program_class and list its module in DSPEX_PROGRAM_MODULES (or an entry point "
-            f"in {ENTRY_POINT_GROUP!r})", module=name)
+            f"in {ENTRY_POINT_GROUP!r})",
+            module=name,
+        )
     return found
 
 
@@ -106,8 +118,9 @@ def import_program_modules(modules: Iterable[str]) -> None:
         try:
             importlib.import_module(module)
         except Exception as exc:
-            raise ProgramLoadError(f"DSPEX_PROGRAM_MODULES: cannot import {module!r}: {exc}",
-                                   module=module) from exc
+            raise ProgramLoadError(
+                f"DSPEX_PROGRAM_MODULES: cannot import {module!r}: {exc}", module=module
+            ) from exc
 
 
 def _load_entry_points() -> None:
@@ -122,6 +135,12 @@ def _load_entry_points() -> None:
             logger.exception("could not load program class entry point %s", entry.value)
             continue
         with _lock:
-            _classes.setdefault(entry.name, RegisteredClass(
-                entry.name, cls, tuple(getattr(cls, "input_fields", ()) or ()),
-                str(getattr(cls, "code_version", "")) or entry.value))
+            _classes.setdefault(
+                entry.name,
+                RegisteredClass(
+                    entry.name,
+                    cls,
+                    tuple(getattr(cls, "input_fields", ()) or ()),
+                    str(getattr(cls, "code_version", "")) or entry.value,
+                ),
+            )

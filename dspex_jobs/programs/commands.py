@@ -52,35 +52,69 @@ def _parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 @click.command()
 @click.option("--program", "-p", required=True, help="Program name (stored as NAME@N).")
-@click.option("--signature", "-s", default=None,
-              help="Define the program inline: its DSPy signature.")
-@click.option("--module", "-m", default=None,
-              help="predict, chain_of_thought or a registered class (with --signature).")
-@click.option("--optimizer", "-o", required=True,
-              help="LabeledFewShot, BootstrapFewShot, BootstrapFewShotWithRandomSearch, "
-              "MIPROv2 or GEPA.")
+@click.option(
+    "--signature", "-s", default=None, help="Define the program inline: its DSPy signature."
+)
+@click.option(
+    "--module",
+    "-m",
+    default=None,
+    help="predict, chain_of_thought or a registered class (with --signature).",
+)
+@click.option(
+    "--optimizer",
+    "-o",
+    required=True,
+    help="LabeledFewShot, BootstrapFewShot, BootstrapFewShotWithRandomSearch, MIPROv2 or GEPA.",
+)
 @click.option("--trainset", required=True, help="JSONL, JSON, CSV or Parquet file.")
 @click.option("--valset", default=None, help="Scored after optimizing (same formats).")
-@click.option("--metric", default="exact_match", show_default=True,
-              help="A registered metric's name.")
-@click.option("--arg", "-a", "pairs", multiple=True,
-              help="Optimizer argument NAME=VALUE (VALUE as JSON when it parses).")
+@click.option(
+    "--metric", default="exact_match", show_default=True, help="A registered metric's name."
+)
+@click.option(
+    "--arg",
+    "-a",
+    "pairs",
+    multiple=True,
+    help="Optimizer argument NAME=VALUE (VALUE as JSON when it parses).",
+)
 @click.option("--reflection-lm", default=None, help="GEPA reflection / MIPROv2 prompt model.")
 @click.option("--promote-to", default=None, help="Promote the result to this alias...")
 @click.option("--min-score", type=float, default=None, help="...if it scores at least this.")
 @click.option("--follow", "-f", is_flag=True, help="Draw progress until it ends.")
 @click.option("--timeout", type=float, default=None, help="Seconds to follow.")
-def optimize(program: str, signature: str | None, module: str | None, optimizer: str,
-             trainset: str, valset: str | None, metric: str, pairs: tuple[str, ...],
-             reflection_lm: str | None, promote_to: str | None, min_score: float | None,
-             follow: bool, timeout: float | None) -> None:
+def optimize(
+    program: str,
+    signature: str | None,
+    module: str | None,
+    optimizer: str,
+    trainset: str,
+    valset: str | None,
+    metric: str,
+    pairs: tuple[str, ...],
+    reflection_lm: str | None,
+    promote_to: str | None,
+    min_score: float | None,
+    follow: bool,
+    timeout: float | None,
+) -> None:
     """Submit an optimization on the optimizer queue; print its job id (or follow it)."""
     try:
         with _client() as client:
             handle = client.optimize(
-                program=program, signature=signature, module=module, optimizer=optimizer,
-                trainset=trainset, valset=valset, metric=metric, reflection_lm=reflection_lm,
-                promote_to=promote_to, min_score=min_score, **_parse_args(pairs))
+                program=program,
+                signature=signature,
+                module=module,
+                optimizer=optimizer,
+                trainset=trainset,
+                valset=valset,
+                metric=metric,
+                reflection_lm=reflection_lm,
+                promote_to=promote_to,
+                min_score=min_score,
+                **_parse_args(pairs),
+            )
             if not follow:
                 click.echo(handle.id)
                 return
@@ -120,8 +154,10 @@ def programs_ls(as_json: bool) -> None:
     for row in rows:
         aliases = ",".join(f"{k}={v}" for k, v in sorted(row["aliases"].items())) or "-"
         latest = "-" if row["latest"] is None else str(row["latest"])
-        click.echo(f"{row['name']:<24}{latest:>7}  {aliases:<24}{row['module']:<18}"
-                   f"{row['signature'] or '-'}")
+        click.echo(
+            f"{row['name']:<24}{latest:>7}  {aliases:<24}{row['module']:<18}"
+            f"{row['signature'] or '-'}"
+        )
 
 
 @programs.command("show")
@@ -155,8 +191,13 @@ def programs_promote(ref: str, alias: str) -> None:
 
 @programs.command("export")
 @click.argument("ref")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write here instead of stdout.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write here instead of stdout.",
+)
 def programs_export(ref: str, output: str | None) -> None:
     """Export a version as JSON (state and metadata; never a pickle)."""
     try:
@@ -189,15 +230,28 @@ def programs_import(path: str, name: str | None) -> None:
 
 @click.command()
 @click.option("--program", "-p", required=True, help="NAME@latest, NAME@N or NAME@ALIAS.")
-@click.option("--input", "-i", "input_path", required=True,
-              type=click.Path(exists=True, dir_okay=False), help="JSONL, JSON, CSV, Parquet.")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
-              help="JSONL answers, in input order. Run again to resume.")
-@click.option("--chunk-rows", type=int, default=None,
-              help="Rows per job (default: DSPEX_BATCH_CHUNK_ROWS).")
+@click.option(
+    "--input",
+    "-i",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSONL, JSON, CSV, Parquet.",
+)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="JSONL answers, in input order. Run again to resume.",
+)
+@click.option(
+    "--chunk-rows", type=int, default=None, help="Rows per job (default: DSPEX_BATCH_CHUNK_ROWS)."
+)
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
-def batch(program: str, input_path: str, output: str, chunk_rows: int | None,
-          timeout: float | None) -> None:
+def batch(
+    program: str, input_path: str, output: str, chunk_rows: int | None, timeout: float | None
+) -> None:
     """Run a program over every row of a dataset in parallel chunks, with progress."""
     from dspex_jobs.batch import render_batch_progress
 
@@ -208,11 +262,18 @@ def batch(program: str, input_path: str, output: str, chunk_rows: int | None,
     started = time.monotonic()
     try:
         with _client() as client:
-            report = client.batch(program, input_path, output, chunk_rows=chunk_rows,
-                                  timeout_s=timeout, on_progress=draw)
+            report = client.batch(
+                program,
+                input_path,
+                output,
+                chunk_rows=chunk_rows,
+                timeout_s=timeout,
+                on_progress=draw,
+            )
     except DSPexError as exc:
         raise _fail(exc) from None
     finally:
         sys.stderr.write("\n")
-    click.echo(json.dumps({**report.to_dict(),
-                           "wall_s": round(time.monotonic() - started, 2)}, indent=2))
+    click.echo(
+        json.dumps({**report.to_dict(), "wall_s": round(time.monotonic() - started, 2)}, indent=2)
+    )

@@ -37,8 +37,9 @@ def program_cache(ctx: WorkerContext) -> ProgramCache:
             cache = getattr(ctx, "_dspex_program_cache", None)
             if cache is None:
                 import_program_modules(ctx.settings.program_modules)
-                registry = ProgramRegistry(ctx.store.client, ctx.keys,
-                                           ctx.settings.program_max_bytes)
+                registry = ProgramRegistry(
+                    ctx.store.client, ctx.keys, ctx.settings.program_max_bytes
+                )
                 cache = ProgramCache(registry, ctx.settings.program_cache_size)
                 ctx._dspex_program_cache = cache  # type: ignore[attr-defined]
     return cache
@@ -73,8 +74,12 @@ def _run_batch(ctx: WorkerContext, job: Job, module: Any) -> RunOutcome:
 
     def one(row: Any) -> dict[str, Any]:
         if not isinstance(row, dict):
-            return {"error": {"code": "validation_error",
-                              "message": f"a row must be an object, not {type(row).__name__}"}}
+            return {
+                "error": {
+                    "code": "validation_error",
+                    "message": f"a row must be an object, not {type(row).__name__}",
+                }
+            }
         try:
             with dspy.context(lm=lm, disable_history=True, track_usage=False):
                 prediction = module(**row)

@@ -42,11 +42,14 @@ def build_module(spec: ProgramSpec) -> dspy.Module:
     try:
         module = registered.cls(**options)
     except Exception as exc:
-        raise ProgramLoadError(f"program class {spec.module!r} did not build with options "
-                               f"{sorted(options)}: {exc}", module=spec.module) from exc
+        raise ProgramLoadError(
+            f"program class {spec.module!r} did not build with options {sorted(options)}: {exc}",
+            module=spec.module,
+        ) from exc
     if not isinstance(module, dspy.Module):
-        raise ProgramLoadError(f"program class {spec.module!r} is not a dspy.Module",
-                               module=spec.module)
+        raise ProgramLoadError(
+            f"program class {spec.module!r} is not a dspy.Module", module=spec.module
+        )
     return module
 
 
@@ -71,7 +74,9 @@ def load_version(stored: ProgramVersion) -> dspy.Module:
             raise ProgramLoadError(
                 f"{stored.ref}: its stored state does not load into {stored.spec.module} "
                 f"({type(exc).__name__}: {exc}); it was made by code version "
-                f"{stored.metadata.get('code_version')!r}", ref=stored.ref) from exc
+                f"{stored.metadata.get('code_version')!r}",
+                ref=stored.ref,
+            ) from exc
     return module
 
 

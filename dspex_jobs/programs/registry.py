@@ -65,8 +65,10 @@ class ProgramRegistry:
         check_name(name)
         parsed = _spec(spec)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.keys.program(name), mapping={"spec": parsed.model_dump_json(),
-                                                    "updated_at": time.time()})
+        pipe.hset(
+            self.keys.program(name),
+            mapping={"spec": parsed.model_dump_json(), "updated_at": time.time()},
+        )
         pipe.sadd(self.keys.programs(), name)
         pipe.execute()
         return parsed
@@ -79,8 +81,11 @@ class ProgramRegistry:
         """
         raw = self.client.hget(self.keys.program(check_name(name)), "spec")
         if raw is None:
-            raise ProgramNotFound(f"no program named {name!r}; define it (client.programs."
-                                  "define) or run an optimization that creates it", name=name)
+            raise ProgramNotFound(
+                f"no program named {name!r}; define it (client.programs."
+                "define) or run an optimization that creates it",
+                name=name,
+            )
         return ProgramSpec.model_validate_json(raw)
 
     def exists(self, name: str) -> bool:
@@ -90,7 +95,10 @@ class ProgramRegistry:
     # -- versions --------------------------------------------------------------------------
 
     def save(
-        self, name: str, spec: ProgramSpec, state: Mapping[str, Any],
+        self,
+        name: str,
+        spec: ProgramSpec,
+        state: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
     ) -> ProgramVersion:
         """Store a new version (the next number) and make it ``latest``.
@@ -99,13 +107,17 @@ class ProgramRegistry:
             PayloadTooLarge: The version is over ``max_bytes``.
         """
         check_name(name)
-        draft = ProgramVersion(name=name, version=1, spec=spec, state=dict(state),
-                               metadata=dict(metadata or {}))
+        draft = ProgramVersion(
+            name=name, version=1, spec=spec, state=dict(state), metadata=dict(metadata or {})
+        )
         size = len(draft.model_dump_json())
         if size > self.max_bytes:
-            raise PayloadTooLarge(f"program {name} is {size} bytes as JSON, over the limit of "
-                                  f"{self.max_bytes} (DSPEX_PROGRAM_MAX_BYTES)",
-                                  size=size, limit=self.max_bytes)
+            raise PayloadTooLarge(
+                f"program {name} is {size} bytes as JSON, over the limit of "
+                f"{self.max_bytes} (DSPEX_PROGRAM_MAX_BYTES)",
+                size=size,
+                limit=self.max_bytes,
+            )
         key = self.keys.program(name)
         version = int(self.client.hincrby(key, "next", 1))
         stored = draft.model_copy(update={"version": version})
@@ -128,8 +140,11 @@ class ProgramRegistry:
         key = self.keys.program(parsed.name)
         if parsed.version is not None:
             if not self.client.exists(self.keys.program_version(parsed.name, parsed.version)):
-                raise ProgramNotFound(f"program {parsed.name} has no version {parsed.version}",
-                                      name=parsed.name, ref=str(parsed))
+                raise ProgramNotFound(
+                    f"program {parsed.name} has no version {parsed.version}",
+                    name=parsed.name,
+                    ref=str(parsed),
+                )
             return parsed.version
         field = "latest" if parsed.alias == "latest" else f"alias:{parsed.alias}"
         pipe = self.client.pipeline(transaction=False)
@@ -138,12 +153,17 @@ class ProgramRegistry:
         raw, exists = pipe.execute()
         if raw is None:
             if not exists:
-                raise ProgramNotFound(f"no program named {parsed.name!r}", name=parsed.name,
-                                      ref=str(parsed))
-            what = "no versions yet (run an optimization)" if parsed.alias == "latest" \
+                raise ProgramNotFound(
+                    f"no program named {parsed.name!r}", name=parsed.name, ref=str(parsed)
+                )
+            what = (
+                "no versions yet (run an optimization)"
+                if parsed.alias == "latest"
                 else f"no version promoted as {parsed.alias!r} (dspex-jobs programs promote)"
-            raise ProgramNotFound(f"program {parsed.name} has {what}", name=parsed.name,
-                                  ref=str(parsed))
+            )
+            raise ProgramNotFound(
+                f"program {parsed.name} has {what}", name=parsed.name, ref=str(parsed)
+            )
         return int(raw)
 
     def get(self, ref: str | ProgramRef) -> ProgramVersion:
@@ -164,8 +184,9 @@ class ProgramRegistry:
         """
         raw = self.client.get(self.keys.program_version(name, version))
         if raw is None:
-            raise ProgramNotFound(f"program {name} has no version {version}", name=name,
-                                  ref=f"{name}@{version}")
+            raise ProgramNotFound(
+                f"program {name} has no version {version}", name=name, ref=f"{name}@{version}"
+            )
         return ProgramVersion.model_validate_json(raw)
 
     def versions(self, name: str) -> list[ProgramVersion]:
@@ -196,8 +217,11 @@ class ProgramRegistry:
     def aliases(self, name: str) -> dict[str, int]:
         """Alias -> version for ``name``."""
         fields = self.client.hgetall(self.keys.program(name))
-        return {_text(k)[len("alias:"):]: int(v) for k, v in fields.items()
-                if _text(k).startswith("alias:")}
+        return {
+            _text(k)[len("alias:") :]: int(v)
+            for k, v in fields.items()
+            if _text(k).startswith("alias:")
+        }
 
     # -- listing, export, import -----------------------------------------------------------
 
@@ -209,18 +233,26 @@ class ProgramRegistry:
         """One summary per program: name, module, signature, latest version, aliases."""
         rows = []
         for name in self.names():
-            fields = {_text(k): _text(v) for k, v in
-                      self.client.hgetall(self.keys.program(name)).items()}
+            fields = {
+                _text(k): _text(v) for k, v in self.client.hgetall(self.keys.program(name)).items()
+            }
             if "spec" not in fields:
                 continue
             spec = ProgramSpec.model_validate_json(fields["spec"])
-            rows.append({
-                "name": name, "module": spec.module, "signature": spec.signature,
-                "latest": int(fields["latest"]) if "latest" in fields else None,
-                "aliases": {k[len("alias:"):]: int(v) for k, v in fields.items()
-                            if k.startswith("alias:")},
-                "updated_at": float(fields.get("updated_at", 0)),
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "module": spec.module,
+                    "signature": spec.signature,
+                    "latest": int(fields["latest"]) if "latest" in fields else None,
+                    "aliases": {
+                        k[len("alias:") :]: int(v)
+                        for k, v in fields.items()
+                        if k.startswith("alias:")
+                    },
+                    "updated_at": float(fields.get("updated_at", 0)),
+                }
+            )
         return rows
 
     def export(self, ref: str) -> dict[str, Any]:
@@ -236,22 +268,28 @@ class ProgramRegistry:
             ValidationError: The document is not an export, or from a newer format.
         """
         if not isinstance(document, Mapping):  # e.g. a JSON list from `programs import`
-            raise ValidationError("not a program export: expected a JSON object, not "
-                                  f"{type(document).__name__}", field="format")
+            raise ValidationError(
+                f"not a program export: expected a JSON object, not {type(document).__name__}",
+                field="format",
+            )
         data = dict(document)
         fmt = data.pop("format", None)
         if fmt != EXPORT_FORMAT:
-            raise ValidationError(f"not a program export: format is {fmt!r}, expected "
-                                  f"{EXPORT_FORMAT!r}", field="format")
+            raise ValidationError(
+                f"not a program export: format is {fmt!r}, expected {EXPORT_FORMAT!r}",
+                field="format",
+            )
         try:
             original = ProgramVersion.model_validate(data)
         except PydanticValidationError as exc:
             error = exc.errors()[0]
             field = ".".join(str(p) for p in error["loc"])
-            raise ValidationError(f"program export: {field}: {error['msg']}",
-                                  field=field) from None
-        metadata = {**original.metadata, "imported_from": original.ref,
-                    "imported_created_at": original.created_at}
+            raise ValidationError(f"program export: {field}: {error['msg']}", field=field) from None
+        metadata = {
+            **original.metadata,
+            "imported_from": original.ref,
+            "imported_created_at": original.created_at,
+        }
         return self.save(name or original.name, original.spec, original.state, metadata)
 
     def delete(self, name: str) -> bool:
@@ -278,8 +316,9 @@ def _spec(spec: ProgramSpec | Mapping[str, Any]) -> ProgramSpec:
     except PydanticValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error["loc"]) or "program"
-        raise ValidationError(f"program spec: {field}: {error['msg']}",
-                              field=f"program.{field}") from None
+        raise ValidationError(
+            f"program spec: {field}: {error['msg']}", field=f"program.{field}"
+        ) from None
 
 
 def _text(value: Any) -> str:

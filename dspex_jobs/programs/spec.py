@@ -48,8 +48,9 @@ class ProgramRef:
             ValidationError: The name or the part after ``@`` is malformed.
         """
         if not isinstance(ref, str):
-            raise ValidationError(f"{field} must be a string like 'qa@latest', not "
-                                  f"{type(ref).__name__}", field=field)
+            raise ValidationError(
+                f"{field} must be a string like 'qa@latest', not {type(ref).__name__}", field=field
+            )
         name, sep, tail = ref.partition("@")
         check_name(name, field=field)
         if not sep or tail == "latest":
@@ -59,7 +60,9 @@ class ProgramRef:
         if not _ALIAS.match(tail):
             raise ValidationError(
                 f"{field} {ref!r}: after '@' expected a version number (1, 2, ...), 'latest' "
-                "or an alias such as 'production'", field=field)
+                "or an alias such as 'production'",
+                field=field,
+            )
         return cls(name, None, tail)
 
     def __str__(self) -> str:
@@ -71,15 +74,20 @@ def check_name(name: str, *, field: str = "program") -> str:
     if not _NAME.match(name or ""):
         raise ValidationError(
             f"{field}: program name {name!r} must start with a letter and use only letters, "
-            "digits, '_', '.' and '-' (at most 64)", field=field)
+            "digits, '_', '.' and '-' (at most 64)",
+            field=field,
+        )
     return name
 
 
 def check_alias(alias: str) -> str:
     """An alias name (``production``, ``staging``); ``latest`` is reserved."""
     if alias == "latest" or alias.isdigit() or not _ALIAS.match(alias):
-        raise ValidationError(f"alias {alias!r} must start with a letter and use letters, "
-                              "digits, '_' and '-'; 'latest' is reserved", field="alias")
+        raise ValidationError(
+            f"alias {alias!r} must start with a letter and use letters, "
+            "digits, '_' and '-'; 'latest' is reserved",
+            field="alias",
+        )
     return alias
 
 

@@ -61,8 +61,13 @@ def rows_to_ipc(rows: list[Any] | tuple[Any, ...]) -> bytes | None:
     keys, values = columns
     pa = _pyarrow()
 
-    exact = {pa.int64(): None, pa.string(): None, pa.bool_(): None,
-             pa.float64(): frozenset((float, _NONE)), pa.binary(): frozenset((bytes, _NONE))}
+    exact = {
+        pa.int64(): None,
+        pa.string(): None,
+        pa.bool_(): None,
+        pa.float64(): frozenset((float, _NONE)),
+        pa.binary(): frozenset((bytes, _NONE)),
+    }
     arrays = []
     try:
         for column in values:
@@ -78,8 +83,9 @@ def rows_to_ipc(rows: list[Any] | tuple[Any, ...]) -> bytes | None:
             arrays.append(array)
     except (pa.ArrowException, OverflowError, TypeError):  # e.g. an int beyond int64
         return None
-    schema = pa.schema([pa.field(k, a.type) for k, a in zip(keys, arrays, strict=True)],
-                       metadata={_KIND: _ROWS})
+    schema = pa.schema(
+        [pa.field(k, a.type) for k, a in zip(keys, arrays, strict=True)], metadata={_KIND: _ROWS}
+    )
     return _write(pa.RecordBatch.from_arrays(arrays, schema=schema))
 
 
@@ -94,6 +100,7 @@ def lists_to_ipc(rows: list[Any] | tuple[Any, ...]) -> bytes | None:
     if set(map(type, itertools.chain.from_iterable(rows))) != {float}:
         return None
     import numpy
+
     pa = _pyarrow()
 
     flat = pa.array(numpy.array(rows, dtype=numpy.float64).reshape(-1))
@@ -110,12 +117,16 @@ def ndarray_to_ipc(array: Any) -> bytes | None:
     if not dtype.isnative:
         return None
     import numpy
+
     pa = _pyarrow()
 
     flat = pa.array(numpy.ascontiguousarray(array).reshape(-1))
     column = pa.FixedSizeListArray.from_arrays(flat, array.shape[1])
-    metadata = {_KIND: _NDARRAY, b"dtype": dtype.str.encode("ascii"),
-                b"shape": f"{array.shape[0]},{array.shape[1]}".encode("ascii")}
+    metadata = {
+        _KIND: _NDARRAY,
+        b"dtype": dtype.str.encode("ascii"),
+        b"shape": f"{array.shape[0]},{array.shape[1]}".encode("ascii"),
+    }
     schema = pa.schema([pa.field("ndarray", column.type)], metadata=metadata)
     return _write(pa.RecordBatch.from_arrays([column], schema=schema))
 
@@ -200,6 +211,7 @@ def _read_rows(table: Any) -> list[dict[str, Any]]:
 
 def _read_matrix(table: Any, kind: bytes) -> Any:
     import numpy
+
     pa = _pyarrow()
 
     if table.num_columns != 1:

@@ -53,8 +53,7 @@ def check_in(
             worker can report a missing payload against the right job).
     """
     client.set(key, frame.data, ex=ttl_s)
-    return {CLAIM_KEY: key, "codec": frame.info.describe(), "size": frame.info.size_bytes,
-            **meta}
+    return {CLAIM_KEY: key, "codec": frame.info.describe(), "size": frame.info.size_bytes, **meta}
 
 
 def check_out(
@@ -88,7 +87,8 @@ def check_out(
         raise ClaimCheckMissing(
             f"the payload of job {reference.get('id')!r} ({key}) is gone: it expired or was "
             "deleted before a worker took the job; resubmit it, and keep DSPEX_RESULT_TTL_S "
-            "above the time jobs wait in the queue", key=key,
+            "above the time jobs wait in the queue",
+            key=key,
         )
     if not isinstance(data, bytes):
         raise PayloadDecodeError(f"claim check {key} must be read as bytes (decode_responses off)")
@@ -101,6 +101,7 @@ def check_out(
         raise PayloadTooLarge(
             f"claimed payload {key} is {info.length_bytes} bytes encoded, over this worker's "
             f"limit of {max_payload_bytes} (DSPEX_MAX_PAYLOAD_BYTES)",
-            size=info.length_bytes, limit=max_payload_bytes,
+            size=info.length_bytes,
+            limit=max_payload_bytes,
         )
     return decode(data, max_decompressed_bytes=max_decompressed_bytes)

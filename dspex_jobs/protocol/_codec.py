@@ -111,8 +111,10 @@ class EncodeOptions:
     @classmethod
     def from_settings(cls, settings: Settings) -> EncodeOptions:
         """The options ``DSPEX_PROTOCOL_CODEC`` and ``DSPEX_COMPRESS_THRESHOLD_BYTES`` set."""
-        return cls(codec=settings.protocol_codec,
-                   compress_threshold_bytes=settings.compress_threshold_bytes)
+        return cls(
+            codec=settings.protocol_codec,
+            compress_threshold_bytes=settings.compress_threshold_bytes,
+        )
 
     def token(self) -> str:
         """A short name for these options, for serializer names (``json-auto-16384-64``)."""
@@ -213,8 +215,9 @@ def _decode(data: bytes | bytearray | memoryview, budget: DecodeBudget) -> Any:
         if len(payload) != info.length_bytes:
             raise PayloadDecodeError(
                 f"truncated frame: its header says {info.length_bytes} body bytes, "
-                f"{len(payload)} arrived" if len(payload) < info.length_bytes else
-                f"frame has {len(payload) - info.length_bytes} bytes past its body"
+                f"{len(payload)} arrived"
+                if len(payload) < info.length_bytes
+                else f"frame has {len(payload) - info.length_bytes} bytes past its body"
             )
         body: bytes | memoryview = payload
     else:

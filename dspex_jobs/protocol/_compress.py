@@ -140,7 +140,9 @@ def _zstd_decompress(payload: memoryview, length_bytes: int) -> bytes:
     if declared > length_bytes:  # a bomb: zstandard would allocate what its header says
         raise DecompressedTooLarge(
             f"zstd body declares {declared} bytes but its frame says {length_bytes}; "
-            "refusing to inflate it", size=declared, limit=length_bytes,
+            "refusing to inflate it",
+            size=declared,
+            limit=length_bytes,
         )
     if declared != length_bytes:  # -1 (no content size: not ours) or a short body
         raise PayloadDecodeError(
@@ -169,7 +171,9 @@ def _zlib_decompress(payload: memoryview, length_bytes: int) -> bytes:
     if len(body) > length_bytes or inflater.unconsumed_tail:
         raise DecompressedTooLarge(
             f"zlib body inflates past the {length_bytes} bytes its frame declares; refusing "
-            "to inflate it", size=len(body), limit=length_bytes,
+            "to inflate it",
+            size=len(body),
+            limit=length_bytes,
         )
     if len(body) != length_bytes or not inflater.eof or inflater.unused_data:
         raise PayloadDecodeError(

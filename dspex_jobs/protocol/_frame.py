@@ -135,8 +135,10 @@ class Encoded:
         self.info = info
 
     def __repr__(self) -> str:
-        return (f"<dspex frame {self.info.describe()}, {self.info.size_bytes} bytes, "
-                f"{self.info.length_bytes} before compression>")
+        return (
+            f"<dspex frame {self.info.describe()}, {self.info.size_bytes} bytes, "
+            f"{self.info.length_bytes} before compression>"
+        )
 
 
 class DecodeBudget:
@@ -169,7 +171,8 @@ class DecodeBudget:
                 f"frame declares {length_bytes} bytes, over the decompression limit of "
                 f"{self.max_decompressed_bytes} (DSPEX_MAX_DECOMPRESSED_BYTES; "
                 f"{spent} already used by this message)",
-                size=length_bytes, limit=self.max_decompressed_bytes,
+                size=length_bytes,
+                limit=self.max_decompressed_bytes,
             )
         self.remaining_bytes -= length_bytes
 
@@ -181,7 +184,8 @@ def pack_frame(
     if length_bytes > _MAX_LENGTH_BYTES:
         raise DecompressedTooLarge(
             f"a frame body holds at most {_MAX_LENGTH_BYTES} bytes, not {length_bytes}",
-            size=length_bytes, limit=_MAX_LENGTH_BYTES,
+            size=length_bytes,
+            limit=_MAX_LENGTH_BYTES,
         )
     return _HEADER.pack(MAGIC, FRAME_VERSION, codec, compression, flags, length_bytes) + body
 
@@ -214,7 +218,9 @@ def read_frame(data: bytes | bytearray | memoryview) -> tuple[FrameInfo, memoryv
         if version > FRAME_VERSION:
             raise ProtocolVersionError(
                 f"frame version {version} is newer than this dspex-jobs understands "
-                f"({FRAME_VERSION}); {_UPGRADE}", version=version, known=FRAME_VERSION,
+                f"({FRAME_VERSION}); {_UPGRADE}",
+                version=version,
+                known=FRAME_VERSION,
             )
         raise PayloadDecodeError(f"frame version {version} does not exist (corrupt header?)")
     if codec_id >= len(_CODECS):
@@ -224,10 +230,12 @@ def read_frame(data: bytes | bytearray | memoryview) -> tuple[FrameInfo, memoryv
     if flags & ~_KNOWN_FLAGS:
         raise ProtocolVersionError(
             f"frame flags {flags:#04x} include bits unknown to this dspex-jobs "
-            f"(knows {_KNOWN_FLAGS:#04x}); {_UPGRADE}", flags=flags,
+            f"(knows {_KNOWN_FLAGS:#04x}); {_UPGRADE}",
+            flags=flags,
         )
-    info = FrameInfo(version, _CODECS[codec_id], _COMPRESSIONS[compression_id], flags, length,
-                     len(view))
+    info = FrameInfo(
+        version, _CODECS[codec_id], _COMPRESSIONS[compression_id], flags, length, len(view)
+    )
     return info, view[HEADER_BYTES:]
 
 

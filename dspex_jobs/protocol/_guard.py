@@ -64,8 +64,11 @@ def check_task_body(payload: Any) -> None:
         return  # protocol 1 (hybrid): Celery validates it itself
     if isinstance(payload, list | tuple) and len(payload) == 3:
         args, kwargs, embed = payload
-        if isinstance(args, list | tuple) and isinstance(kwargs, dict) \
-                and (embed is None or isinstance(embed, dict)):
+        if (
+            isinstance(args, list | tuple)
+            and isinstance(kwargs, dict)
+            and (embed is None or isinstance(embed, dict))
+        ):
             return
     shape = f"{len(payload)} bytes" if isinstance(payload, bytes) else type(payload).__name__
     error = PayloadDecodeError(

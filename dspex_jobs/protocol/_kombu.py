@@ -90,16 +90,27 @@ def register_serializer(
     name = SERIALIZER_NAME if options == DEFAULT_OPTIONS else f"{SERIALIZER_NAME}-{options.token()}"
     with _lock:
         first = not _options_by_name
-        _limit["bytes"] = max_decompressed_bytes if first else max(_limit["bytes"],
-                                                                   max_decompressed_bytes)
+        _limit["bytes"] = (
+            max_decompressed_bytes if first else max(_limit["bytes"], max_decompressed_bytes)
+        )
         _options_by_name.setdefault(SERIALIZER_NAME, DEFAULT_OPTIONS)
         _options_by_name.setdefault(name, options)
         if name != SERIALIZER_NAME:
-            register(name, _encoder(options), _decode, content_type=CONTENT_TYPE,
-                     content_encoding="binary")
+            register(
+                name,
+                _encoder(options),
+                _decode,
+                content_type=CONTENT_TYPE,
+                content_encoding="binary",
+            )
         # Registered last, so that kombu names the content type "dspex" in its errors.
-        register(SERIALIZER_NAME, _encoder(DEFAULT_OPTIONS), _decode, content_type=CONTENT_TYPE,
-                 content_encoding="binary")
+        register(
+            SERIALIZER_NAME,
+            _encoder(DEFAULT_OPTIONS),
+            _decode,
+            content_type=CONTENT_TYPE,
+            content_encoding="binary",
+        )
         bound_kombu_compression()
     return name
 
@@ -120,9 +131,7 @@ def _encoder(options: EncodeOptions) -> Callable[[Any], Any]:
 
 def _decode(data: Any) -> Any:
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise PayloadDecodeError(
-            f"a {CONTENT_TYPE} body must be bytes, not {type(data).__name__}"
-        )
+        raise PayloadDecodeError(f"a {CONTENT_TYPE} body must be bytes, not {type(data).__name__}")
     return decode(data, max_decompressed_bytes=_limit["bytes"])
 
 
@@ -132,22 +141,30 @@ def bound_kombu_compression() -> None:
     Idempotent. Encoders are kombu's own; zstd is added (from ``zstandard``) if kombu has
     no zstd of its own.
     """
-    bounded = {"application/x-gzip": _inflate_zlib, "application/x-bz2": _inflate_bz2,
-               "application/x-lzma": _inflate_lzma}
+    bounded = {
+        "application/x-gzip": _inflate_zlib,
+        "application/x-bz2": _inflate_bz2,
+        "application/x-lzma": _inflate_lzma,
+    }
     get_encoder: Any = kombu_compression.get_encoder  # its stub says it returns a callable
     for content_type, inflate in bounded.items():
         encoder, _ = get_encoder(content_type)
         kombu_compression.register(encoder, inflate, content_type)
     if "application/zstd" not in kombu_compression.encoders() and zstd_available():
-        kombu_compression.register(partial(compress, method=Compression.ZSTD), _inflate_zstd,
-                                   "application/zstd", aliases=["zstd", "zstandard"])
+        kombu_compression.register(
+            partial(compress, method=Compression.ZSTD),
+            _inflate_zstd,
+            "application/zstd",
+            aliases=["zstd", "zstandard"],
+        )
 
 
 def _too_large(method: str) -> DecompressedTooLarge:
     limit = _limit["bytes"]
     return DecompressedTooLarge(
         f"{method} message body inflates past {limit} bytes (DSPEX_MAX_DECOMPRESSED_BYTES); "
-        "refused", limit=limit,
+        "refused",
+        limit=limit,
     )
 
 

@@ -116,8 +116,9 @@ class _Packer:
 
     def pack(self, value: Any) -> bytes:
         """``value`` packed by this packer (for the body, and for parts nested in it)."""
-        body: bytes = msgpack.packb(value, default=self.default, use_bin_type=True,
-                                    datetime=False, strict_types=True)
+        body: bytes = msgpack.packb(
+            value, default=self.default, use_bin_type=True, datetime=False, strict_types=True
+        )
         return body
 
     def _ndarray(self, array: Any) -> msgpack.ExtType:
@@ -205,7 +206,8 @@ def unpack(body: bytes | memoryview, budget: DecodeBudget, nested: NestedDecoder
             return Decimal(data.decode("ascii"))
         raise ProtocolVersionError(
             f"MessagePack extension type {code} is unknown to this dspex-jobs; upgrade it on "
-            "the workers", ext_type=code,
+            "the workers",
+            ext_type=code,
         )
 
     try:
@@ -213,14 +215,11 @@ def unpack(body: bytes | memoryview, budget: DecodeBudget, nested: NestedDecoder
     except DSPexError:
         raise
     except Exception as exc:  # every malformed body lands here: truncated, bad UTF-8, ...
-        raise PayloadDecodeError(
-            f"corrupt MessagePack body: {type(exc).__name__}: {exc}"
-        ) from None
+        raise PayloadDecodeError(f"corrupt MessagePack body: {type(exc).__name__}: {exc}") from None
 
 
 def _unpackb(data: bytes | memoryview, ext_hook: Callable[[int, bytes], Any]) -> Any:
-    return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False,
-                           timestamp=0)
+    return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False, timestamp=0)
 
 
 def _rows(table: Any, budget: DecodeBudget) -> list[dict[str, Any]]:

@@ -82,8 +82,13 @@ class _Walker:
             return container if self.budget < 0 else self._entries(container, container.items())
         if size >= self.shortest:
             first = type(container[0])
-            part = self._table(container) if first is dict else \
-                self._matrix(container) if first is list and self.arrow else None
+            part = (
+                self._table(container)
+                if first is dict
+                else self._matrix(container)
+                if first is list and self.arrow
+                else None
+            )
             if part is not None:
                 return part
         self.budget -= size

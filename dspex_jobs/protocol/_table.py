@@ -24,8 +24,17 @@ from typing import Any
 
 from dspex_jobs.errors import PayloadDecodeError
 
-__all__ = ["MAX_COLUMNS", "ROW_COST_BYTES", "VALUE_COST_BYTES", "Columns", "build_rows",
-           "decoded_cost", "row_builder", "rows_from_columns", "table_columns"]
+__all__ = [
+    "MAX_COLUMNS",
+    "ROW_COST_BYTES",
+    "VALUE_COST_BYTES",
+    "Columns",
+    "build_rows",
+    "decoded_cost",
+    "row_builder",
+    "rows_from_columns",
+    "table_columns",
+]
 
 MAX_COLUMNS = 1_024
 """Widest table sent by columns; wider ones go row by row."""
@@ -85,11 +94,18 @@ def rows_from_columns(keys: Any, columns: list[Any]) -> list[dict[str, Any]]:
         PayloadDecodeError: Keys that are not distinct ``str``, too many or none, a column
             count that differs from the keys', or columns of different lengths.
     """
-    if type(keys) is not list or not 0 < len(keys) <= MAX_COLUMNS \
-            or set(map(type, keys)) != {str} or len(set(keys)) != len(keys):
+    if (
+        type(keys) is not list
+        or not 0 < len(keys) <= MAX_COLUMNS
+        or set(map(type, keys)) != {str}
+        or len(set(keys)) != len(keys)
+    ):
         raise PayloadDecodeError("a table needs 1 to 1024 distinct str column names")
-    if len(columns) != len(keys) or set(map(type, columns)) != {list} \
-            or len(set(map(len, columns))) != 1:
+    if (
+        len(columns) != len(keys)
+        or set(map(type, columns)) != {list}
+        or len(set(map(len, columns))) != 1
+    ):
         raise PayloadDecodeError(
             f"a table of {len(keys)} columns needs that many lists of one length"
         )
@@ -112,14 +128,17 @@ def row_builder(keys: tuple[str, ...]) -> Callable[[list[list[Any]]], list[dict[
     ``dict(zip(keys, row))``, which is most of the cost of reading a table back.
     """
     names = [f"c{i}" for i in range(len(keys))]
-    row = ast.Dict(keys=[ast.Constant(k) for k in keys],
-                   values=[ast.Name(n, ast.Load()) for n in names])
+    row = ast.Dict(
+        keys=[ast.Constant(k) for k in keys], values=[ast.Name(n, ast.Load()) for n in names]
+    )
     target = ast.Tuple([ast.Name(n, ast.Store()) for n in names], ast.Store())
-    source = ast.Call(ast.Name("zip", ast.Load()),
-                      [ast.Starred(ast.Name("columns", ast.Load()), ast.Load())], [])
+    source = ast.Call(
+        ast.Name("zip", ast.Load()), [ast.Starred(ast.Name("columns", ast.Load()), ast.Load())], []
+    )
     body = ast.ListComp(row, [ast.comprehension(target, source, [], 0)])
-    arguments = ast.arguments(posonlyargs=[], args=[ast.arg("columns")], kwonlyargs=[],
-                              kw_defaults=[], defaults=[])
+    arguments = ast.arguments(
+        posonlyargs=[], args=[ast.arg("columns")], kwonlyargs=[], kw_defaults=[], defaults=[]
+    )
     tree = ast.fix_missing_locations(ast.Expression(ast.Lambda(arguments, body)))
     code = compile(tree, "<dspex rows>", "eval")
     # bandit B307: evaluates the tree built above (column names are ast.Constant data, never

@@ -138,20 +138,23 @@ class CircuitBreaker:
     def allow(self, endpoint: str) -> Decision:
         """Whether a call to ``endpoint`` may go ahead now."""
         self._name(endpoint)
-        state, allowed, retry_in, *changed = self._allow(keys=[self.key(endpoint)],
-                                                         args=[time.time(), self.config.open_s])
+        state, allowed, retry_in, *changed = self._allow(
+            keys=[self.key(endpoint)], args=[time.time(), self.config.open_s]
+        )
         state = BreakerState(_text(state))
         if changed:
             breaker_changed(endpoint, state.value, _text(changed[0]))
         ok = _text(allowed) == "1"
-        return Decision(ok, state, float(_text(retry_in)), probe=ok and state is not
-                        BreakerState.CLOSED)
+        return Decision(
+            ok, state, float(_text(retry_in)), probe=ok and state is not BreakerState.CLOSED
+        )
 
     def record_failure(self, endpoint: str) -> BreakerState:
         """Count a failure that says the endpoint is unwell (not a bad request)."""
-        state = self._failure(keys=[self.key(endpoint)],
-                              args=[time.time(), self.config.failure_threshold,
-                                    self.config.window_s])
+        state = self._failure(
+            keys=[self.key(endpoint)],
+            args=[time.time(), self.config.failure_threshold, self.config.window_s],
+        )
         return _transition(endpoint, state)
 
     def record_success(self, endpoint: str) -> BreakerState:
@@ -163,10 +166,14 @@ class CircuitBreaker:
         found = []
         for key in self.client.scan_iter(match=self.keys.breaker("*"), count=500):
             raw = {_text(k): _text(v) for k, v in self.client.hgetall(key).items()}
-            found.append({"endpoint": raw.get("endpoint", "?"),
-                          "state": raw.get("state", "closed"),
-                          "failures": int(raw.get("failures", 0) or 0),
-                          "opened_at": float(raw.get("opened_at", 0) or 0)})
+            found.append(
+                {
+                    "endpoint": raw.get("endpoint", "?"),
+                    "state": raw.get("state", "closed"),
+                    "failures": int(raw.get("failures", 0) or 0),
+                    "opened_at": float(raw.get("opened_at", 0) or 0),
+                }
+            )
         return sorted(found, key=lambda b: b["endpoint"])
 
     def reset(self, endpoint: str) -> None:

@@ -28,14 +28,30 @@ class DeadLetters:
         self.client = client
         self.keys = keys
 
-    def record(self, payload: dict[str, Any], task_name: str, queue: str, error: DSPexError,
-               traceback: str, worker: str, attempt: int) -> None:
+    def record(
+        self,
+        payload: dict[str, Any],
+        task_name: str,
+        queue: str,
+        error: DSPexError,
+        traceback: str,
+        worker: str,
+        attempt: int,
+    ) -> None:
         """Keep a failed job."""
         job_id = str(payload.get("id"))
         failed_at = time.time()
-        letter = {"job_id": job_id, "task": task_name, "queue": queue, "envelope": payload,
-                  "error": error.to_payload(), "traceback": traceback, "worker": worker,
-                  "attempt": attempt, "failed_at": failed_at}
+        letter = {
+            "job_id": job_id,
+            "task": task_name,
+            "queue": queue,
+            "envelope": payload,
+            "error": error.to_payload(),
+            "traceback": traceback,
+            "worker": worker,
+            "attempt": attempt,
+            "failed_at": failed_at,
+        }
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self.keys.dead_letters(), job_id, json.dumps(letter, default=str))
         pipe.zadd(self.keys.dead_letter_index(), {job_id: failed_at})
@@ -43,8 +59,10 @@ class DeadLetters:
 
     def list(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest dead letters first."""
-        ids = [str(i.decode() if isinstance(i, bytes) else i) for i in
-               self.client.zrevrange(self.keys.dead_letter_index(), 0, limit - 1)]
+        ids = [
+            str(i.decode() if isinstance(i, bytes) else i)
+            for i in self.client.zrevrange(self.keys.dead_letter_index(), 0, limit - 1)
+        ]
         if not ids:
             return []
         raws = self.client.hmget(self.keys.dead_letters(), ids)

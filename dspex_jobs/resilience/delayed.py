@@ -39,8 +39,7 @@ class DelayedJobs:
 
     def park(self, task_name: str, payload: dict[str, Any], queue: str, delay_s: float) -> None:
         """Send ``payload`` to ``task_name`` on ``queue`` in ``delay_s`` seconds."""
-        member = json.dumps({"task": task_name, "queue": queue, "payload": payload},
-                            sort_keys=True)
+        member = json.dumps({"task": task_name, "queue": queue, "payload": payload}, sort_keys=True)
         self.client.zadd(self.key, {member: time.time() + delay_s})
 
     def release_due(self, app: Celery, limit: int = 100) -> int:
@@ -49,8 +48,9 @@ class DelayedJobs:
         for raw in self._pop_due(keys=[self.key], args=[time.time(), limit]):
             item = json.loads(raw)
             payload = item["payload"]
-            app.send_task(item["task"], args=(payload,), task_id=payload.get("id"),
-                          queue=item["queue"])
+            app.send_task(
+                item["task"], args=(payload,), task_id=payload.get("id"), queue=item["queue"]
+            )
             released += 1
         return released
 

@@ -33,7 +33,8 @@ class LMGuard:
                 raise CircuitOpen(
                     f"the circuit breaker of {endpoint} is {decision.state.value}: failing "
                     f"fast; it retries the endpoint in {decision.retry_in_s:.1f} s",
-                    retry_after_s=max(decision.retry_in_s, 0.1), endpoint=endpoint,
+                    retry_after_s=max(decision.retry_in_s, 0.1),
+                    endpoint=endpoint,
                 )
         if self.limiter is not None:
             wait_s = self.limiter.acquire(endpoint)

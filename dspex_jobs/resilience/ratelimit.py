@@ -81,9 +81,12 @@ class RateLimiter:
         if self.limits.tokens_per_minute and tokens > 0:
             self._call(endpoint, "tokens", self.limits.tokens_per_minute, tokens, force=True)
 
-    def _call(self, endpoint: str, bucket: str, per_minute: int, cost: int,
-              force: bool = False) -> float:
+    def _call(
+        self, endpoint: str, bucket: str, per_minute: int, cost: int, force: bool = False
+    ) -> float:
         key = self.keys.rate_limit(f"{_key_part(endpoint)}:{bucket}")
-        wait = self._take(keys=[key], args=[time.time(), per_minute, per_minute / 60.0, cost,
-                                            "1" if force else "0"])
+        wait = self._take(
+            keys=[key],
+            args=[time.time(), per_minute, per_minute / 60.0, cost, "1" if force else "0"],
+        )
         return float(wait.decode() if isinstance(wait, bytes) else wait)

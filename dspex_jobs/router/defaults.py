@@ -53,21 +53,47 @@ _router: Router | None = None
 def register_builtins(registry: Registry) -> Registry:
     """Register the built-in operations (see the module docstring) on ``registry``."""
     native, dspy = ImplementationKind.NATIVE, ImplementationKind.DSPY
-    registry.register("signature.validate", target=f"{_NATIVE}:validate_signature", kind=native,
-                      description="parse a signature and validate inputs against it")
-    registry.register("template.render", target=f"{_NATIVE}:render_template", kind=native,
-                      description="render a sandboxed prompt template")
+    registry.register(
+        "signature.validate",
+        target=f"{_NATIVE}:validate_signature",
+        kind=native,
+        description="parse a signature and validate inputs against it",
+    )
+    registry.register(
+        "template.render",
+        target=f"{_NATIVE}:render_template",
+        kind=native,
+        description="render a sandboxed prompt template",
+    )
     for metric in ("exact_match", "token_f1"):
-        registry.register(f"metric.{metric}", target=f"{_NATIVE}:{metric}", kind=native,
-                          description=f"SQuAD-style {metric}, native")
-        registry.register(f"metric.{metric}", target=f"{_DSPY}:{metric}", kind=dspy,
-                          queue="optimizer", description=f"dspy.evaluate {metric}")
-    registry.register("search", target="dspex_jobs.neural.operations:search_operation",
-                      kind=native, description="nearest documents of a vector index "
-                      "(in process on a neural worker, else a job on the neural queue)")
+        registry.register(
+            f"metric.{metric}",
+            target=f"{_NATIVE}:{metric}",
+            kind=native,
+            description=f"SQuAD-style {metric}, native",
+        )
+        registry.register(
+            f"metric.{metric}",
+            target=f"{_DSPY}:{metric}",
+            kind=dspy,
+            queue="optimizer",
+            description=f"dspy.evaluate {metric}",
+        )
+    registry.register(
+        "search",
+        target="dspex_jobs.neural.operations:search_operation",
+        kind=native,
+        description="nearest documents of a vector index "
+        "(in process on a neural worker, else a job on the neural queue)",
+    )
     for kind in (JobKind.PREDICT, JobKind.CHAIN_OF_THOUGHT):
-        registry.register(kind.value, target=f"{_DSPY}:{kind.value}", kind=dspy, queue=kind.queue,
-                          description=f"run a dspy module ({kind.value})")
+        registry.register(
+            kind.value,
+            target=f"{_DSPY}:{kind.value}",
+            kind=dspy,
+            queue=kind.queue,
+            description=f"run a dspy module ({kind.value})",
+        )
     return registry
 
 
@@ -99,9 +125,15 @@ def default_router() -> Router:
 
 
 def implementation(
-    operation: str, *, kind: ImplementationKind | str = ImplementationKind.NATIVE,
-    name: str | None = None, queue: str | None = None, unsupported: Iterable[str] = (),
-    priority: int = 0, description: str = "", replace: bool = False,
+    operation: str,
+    *,
+    kind: ImplementationKind | str = ImplementationKind.NATIVE,
+    name: str | None = None,
+    queue: str | None = None,
+    unsupported: Iterable[str] = (),
+    priority: int = 0,
+    description: str = "",
+    replace: bool = False,
 ) -> Callable[[F], F]:
     """Register the decorated function on the default registry (see
     :meth:`Registry.implementation`).
@@ -114,6 +146,12 @@ def implementation(
         def score(prediction: str, answers: list[str]) -> float: ...
     """
     return default_registry().implementation(
-        operation, kind=kind, name=name, queue=queue, unsupported=unsupported, priority=priority,
-        description=description, replace=replace,
+        operation,
+        kind=kind,
+        name=name,
+        queue=queue,
+        unsupported=unsupported,
+        priority=priority,
+        description=description,
+        replace=replace,
     )

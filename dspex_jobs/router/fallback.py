@@ -77,15 +77,20 @@ class Attempt:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, for error details and logs."""
         return {
-            "implementation": self.implementation, "kind": self.kind.value,
-            "error_code": self.error_code, "message": self.message,
+            "implementation": self.implementation,
+            "kind": self.kind.value,
+            "error_code": self.error_code,
+            "message": self.message,
             "reason": None if self.reason is None else self.reason.value,
             "duration_s": self.duration_s,
         }
 
 
 def run_with_fallback(
-    route: Route, args: tuple[Any, ...], kwargs: Mapping[str, Any], *,
+    route: Route,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    *,
     policy: FallbackPolicy = fallback_reason,
     on_fallback: Callable[[Attempt, Implementation], None] | None = None,
     attempts: list[Attempt] | None = None,
@@ -118,9 +123,12 @@ def run_with_fallback(
             reason = policy(error)
             is_last = position == len(candidates) - 1
             attempt = Attempt(
-                implementation.name, implementation.kind,
+                implementation.name,
+                implementation.kind,
                 error.code if isinstance(error, DSPexError) else type(error).__name__,
-                str(error), None if is_last else reason, time.perf_counter() - started,
+                str(error),
+                None if is_last else reason,
+                time.perf_counter() - started,
             )
             attempts.append(attempt)
             if reason is None or is_last:

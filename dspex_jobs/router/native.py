@@ -46,8 +46,12 @@ def validate_signature(
 
 
 def render_template(
-    template: str, values: Mapping[str, Any], *, signature: str | None = None,
-    extras: Iterable[str] = (), max_chars: int | None = None,
+    template: str,
+    values: Mapping[str, Any],
+    *,
+    signature: str | None = None,
+    extras: Iterable[str] = (),
+    max_chars: int | None = None,
 ) -> str:
     """Render a prompt template, checked against ``signature`` when one is given.
 

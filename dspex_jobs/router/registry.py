@@ -115,10 +115,18 @@ class Registry:
     # -- adding and removing -----------------------------------------------------------------
 
     def register(
-        self, operation: str, function: Callable[..., Any] | None = None, *,
-        kind: ImplementationKind | str = ImplementationKind.NATIVE, name: str | None = None,
-        target: str | None = None, queue: str | None = None, unsupported: Iterable[str] = (),
-        priority: int = 0, description: str = "", replace: bool = False,
+        self,
+        operation: str,
+        function: Callable[..., Any] | None = None,
+        *,
+        kind: ImplementationKind | str = ImplementationKind.NATIVE,
+        name: str | None = None,
+        target: str | None = None,
+        queue: str | None = None,
+        unsupported: Iterable[str] = (),
+        priority: int = 0,
+        description: str = "",
+        replace: bool = False,
     ) -> Implementation:
         """Add an implementation of ``operation``, given as a function or a ``target`` path.
 
@@ -153,9 +161,15 @@ class Registry:
         elif queue is not None:
             raise ValueError("native implementations run in process and take no queue")
         implementation = Implementation(
-            operation=operation, name=name or impl_kind.value, kind=impl_kind, target=str(target),
-            queue=queue, unsupported=frozenset(unsupported), priority=priority,
-            description=description, function=function,
+            operation=operation,
+            name=name or impl_kind.value,
+            kind=impl_kind,
+            target=str(target),
+            queue=queue,
+            unsupported=frozenset(unsupported),
+            priority=priority,
+            description=description,
+            function=function,
         )
         return self.add(implementation, replace=replace)
 
@@ -171,10 +185,11 @@ class Registry:
                         f"operation {implementation.operation!r} already has an implementation "
                         f"named {implementation.name!r}; pass replace=True to replace it, or "
                         "give the new one another name",
-                        operation=implementation.operation, implementation=implementation.name,
+                        operation=implementation.operation,
+                        implementation=implementation.name,
                     )
                 position = names.index(implementation.name)
-                updated = (*existing[:position], implementation, *existing[position + 1:])
+                updated = (*existing[:position], implementation, *existing[position + 1 :])
             else:
                 updated = (*existing, implementation)
             self._operations[implementation.operation] = updated
@@ -182,9 +197,16 @@ class Registry:
         return implementation
 
     def implementation(
-        self, operation: str, *, kind: ImplementationKind | str = ImplementationKind.NATIVE,
-        name: str | None = None, queue: str | None = None, unsupported: Iterable[str] = (),
-        priority: int = 0, description: str = "", replace: bool = False,
+        self,
+        operation: str,
+        *,
+        kind: ImplementationKind | str = ImplementationKind.NATIVE,
+        name: str | None = None,
+        queue: str | None = None,
+        unsupported: Iterable[str] = (),
+        priority: int = 0,
+        description: str = "",
+        replace: bool = False,
     ) -> Callable[[F], F]:
         """Decorator form of :meth:`register`; returns the function unchanged.
 
@@ -196,8 +218,15 @@ class Registry:
 
         def decorate(function: F) -> F:
             self.register(
-                operation, function, kind=kind, name=name, queue=queue, unsupported=unsupported,
-                priority=priority, description=description, replace=replace,
+                operation,
+                function,
+                kind=kind,
+                name=name,
+                queue=queue,
+                unsupported=unsupported,
+                priority=priority,
+                description=description,
+                replace=replace,
             )
             return function
 
@@ -268,7 +297,8 @@ class Registry:
                 raise ConfigurationError(
                     f"entry point {entry_point.name!r} ({entry_point.value}) in group "
                     f"{self._entry_point_group!r} failed to load: {type(exc).__name__}: {exc}",
-                    operation=operation, entry_point=entry_point.value,
+                    operation=operation,
+                    entry_point=entry_point.value,
                 ) from exc
             self._add_loaded(operation, loaded, entry_point.value)
             logger.info("loaded operation %r from entry point %s", operation, entry_point.value)
@@ -285,7 +315,8 @@ class Registry:
             raise ConfigurationError(
                 f"entry point {source} for {operation!r} must be a function, an Implementation "
                 f"of {operation!r}, or a list of them; got {type(loaded).__name__}",
-                operation=operation, entry_point=source,
+                operation=operation,
+                entry_point=source,
             )
         for impl in loaded:
             self.add(impl)
@@ -306,11 +337,14 @@ def _check(implementation: Implementation) -> None:
     if not implementation.name.isidentifier():
         raise ValueError(f"implementation names are identifiers, not {implementation.name!r}")
     if not _TARGET.fullmatch(implementation.target.replace("<locals>", "locals")):
-        raise ValueError(f"target must look like 'package.module:function', not "
-                         f"{implementation.target!r}")
+        raise ValueError(
+            f"target must look like 'package.module:function', not {implementation.target!r}"
+        )
     if implementation.kind is ImplementationKind.DSPY and implementation.queue not in QUEUES:
-        raise ValueError(f"unknown queue {implementation.queue!r} for a dspy implementation; "
-                         f"expected one of {', '.join(QUEUES)}")
+        raise ValueError(
+            f"unknown queue {implementation.queue!r} for a dspy implementation; "
+            f"expected one of {', '.join(QUEUES)}"
+        )
 
 
 def _import_target(target: str) -> Callable[..., Any]:

@@ -75,7 +75,10 @@ class Router:
     """
 
     def __init__(
-        self, registry: Registry, *, strategy: Strategy | None = None,
+        self,
+        registry: Registry,
+        *,
+        strategy: Strategy | None = None,
         fallback_policy: FallbackPolicy = fallback_reason,
     ) -> None:
         self.registry = registry
@@ -86,8 +89,12 @@ class Router:
         self._decisions_version = registry.version
 
     def route(
-        self, operation: str, *, implementation: str | None = None,
-        requires: Iterable[str] = (), queue: str | None = None,
+        self,
+        operation: str,
+        *,
+        implementation: str | None = None,
+        requires: Iterable[str] = (),
+        queue: str | None = None,
     ) -> Route:
         """Decide how ``operation`` runs, without running it.
 
@@ -107,13 +114,22 @@ class Router:
         chosen = self._decide(operation, implementation, requires, queue)
         self.metrics.routed(operation, chosen.implementation.name)
         if timed:
-            emit(ROUTE_EVENT, {"duration_s": time.perf_counter() - started},
-                 _metadata(chosen, chosen.implementation, (), call=False))
+            emit(
+                ROUTE_EVENT,
+                {"duration_s": time.perf_counter() - started},
+                _metadata(chosen, chosen.implementation, (), call=False),
+            )
         return chosen
 
     def run(
-        self, operation: str, /, *args: Any, implementation: str | None = None,
-        requires: Iterable[str] = (), queue: str | None = None, **kwargs: Any,
+        self,
+        operation: str,
+        /,
+        *args: Any,
+        implementation: str | None = None,
+        requires: Iterable[str] = (),
+        queue: str | None = None,
+        **kwargs: Any,
     ) -> Outcome:
         """Decide, then run the operation in process with fallback; report what happened.
 
@@ -131,8 +147,14 @@ class Router:
         return Outcome(value, chosen, answered, tuple(attempts))
 
     def call(
-        self, operation: str, /, *args: Any, implementation: str | None = None,
-        requires: Iterable[str] = (), queue: str | None = None, **kwargs: Any,
+        self,
+        operation: str,
+        /,
+        *args: Any,
+        implementation: str | None = None,
+        requires: Iterable[str] = (),
+        queue: str | None = None,
+        **kwargs: Any,
     ) -> Any:
         """:meth:`run`, returning only the value.
 
@@ -141,8 +163,7 @@ class Router:
             router.call("metric.token_f1", "the Eiffel Tower", ["Eiffel Tower"])  # 1.0
         """
         attempts: list[Attempt] = []
-        return self._execute(operation, implementation, requires, queue, args, kwargs,
-                             attempts)[2]
+        return self._execute(operation, implementation, requires, queue, args, kwargs, attempts)[2]
 
     def stats(self) -> dict[str, dict[str, ImplementationStats]]:
         """Counters by operation, then implementation (see :class:`ImplementationStats`)."""
@@ -155,8 +176,13 @@ class Router:
     # -- internals -------------------------------------------------------------------------
 
     def _execute(
-        self, operation: str, implementation: str | None, requires: Iterable[str],
-        queue: str | None, args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        operation: str,
+        implementation: str | None,
+        requires: Iterable[str],
+        queue: str | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         attempts: list[Attempt],
     ) -> tuple[Route, Implementation, Any]:
         timed = has_handlers(ROUTE_EVENT)
@@ -165,28 +191,43 @@ class Router:
         decided = time.perf_counter() if timed else 0.0
         try:
             value, answered = run_with_fallback(
-                chosen, args, kwargs, policy=self.fallback_policy, on_fallback=self._fell_back,
+                chosen,
+                args,
+                kwargs,
+                policy=self.fallback_policy,
+                on_fallback=self._fell_back,
                 attempts=attempts,
             )
         except Exception as error:
             last = _named(chosen, attempts[-1].implementation)
             self.metrics.called(operation, chosen.implementation.name, last.name, ok=False)
             if timed:
-                emit(ROUTE_EVENT, _measurements(started, decided),
-                     _metadata(chosen, last, attempts, call=True, error=error))
+                emit(
+                    ROUTE_EVENT,
+                    _measurements(started, decided),
+                    _metadata(chosen, last, attempts, call=True, error=error),
+                )
             raise
         self.metrics.called(operation, chosen.implementation.name, answered.name, ok=True)
         if timed:
-            emit(ROUTE_EVENT, _measurements(started, decided),
-                 _metadata(chosen, answered, attempts, call=True))
+            emit(
+                ROUTE_EVENT,
+                _measurements(started, decided),
+                _metadata(chosen, answered, attempts, call=True),
+            )
         return chosen, answered, value
 
     def _decide(
-        self, operation: str, implementation: str | None, requires: Iterable[str],
+        self,
+        operation: str,
+        implementation: str | None,
+        requires: Iterable[str],
         queue: str | None,
     ) -> Route:
-        needs = requires if isinstance(requires, frozenset) else (
-            frozenset(requires) if requires else _NOTHING
+        needs = (
+            requires
+            if isinstance(requires, frozenset)
+            else (frozenset(requires) if requires else _NOTHING)
         )
         key = (operation, implementation, needs, queue)
         if self._decisions_version != self.registry.version:
@@ -195,8 +236,11 @@ class Router:
         found = self._decisions.get(key)
         if found is None:
             found = self.strategy.choose(
-                operation, self.registry.implementations(operation),
-                implementation=implementation, requires=needs, queue=queue,
+                operation,
+                self.registry.implementations(operation),
+                implementation=implementation,
+                requires=needs,
+                queue=queue,
             )
             if len(self._decisions) >= DECISION_CACHE_SIZE:
                 self._decisions = {}
@@ -208,11 +252,17 @@ class Router:
         reason = str(attempt.reason)
         self.metrics.fell_back(operation, attempt.implementation, reason)
         if has_handlers(FALLBACK_EVENT):
-            emit(FALLBACK_EVENT, {"duration_s": attempt.duration_s}, {
-                "operation": operation, "implementation": attempt.implementation,
-                "next": next_implementation.name, "reason": reason,
-                "error_code": attempt.error_code,
-            })
+            emit(
+                FALLBACK_EVENT,
+                {"duration_s": attempt.duration_s},
+                {
+                    "operation": operation,
+                    "implementation": attempt.implementation,
+                    "next": next_implementation.name,
+                    "reason": reason,
+                    "error_code": attempt.error_code,
+                },
+            )
 
 
 def _measurements(started: float, decided: float) -> dict[str, float]:
@@ -220,8 +270,12 @@ def _measurements(started: float, decided: float) -> dict[str, float]:
 
 
 def _metadata(
-    route: Route, implementation: Implementation, attempts: list[Attempt] | tuple[()], *,
-    call: bool, error: Exception | None = None,
+    route: Route,
+    implementation: Implementation,
+    attempts: list[Attempt] | tuple[()],
+    *,
+    call: bool,
+    error: Exception | None = None,
 ) -> dict[str, Any]:
     return {
         "operation": route.operation,
@@ -233,9 +287,9 @@ def _metadata(
         "fallback_reasons": [str(a.reason) for a in attempts if a.reason is not None],
         "call": call,
         "ok": error is None,
-        "error_code": None if error is None else (
-            error.code if isinstance(error, DSPexError) else type(error).__name__
-        ),
+        "error_code": None
+        if error is None
+        else (error.code if isinstance(error, DSPexError) else type(error).__name__),
     }
 
 

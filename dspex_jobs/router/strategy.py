@@ -72,15 +72,22 @@ class Strategy:
     """
 
     def __init__(
-        self, prefer: Sequence[ImplementationKind | str] = (ImplementationKind.NATIVE,
-                                                           ImplementationKind.DSPY),
+        self,
+        prefer: Sequence[ImplementationKind | str] = (
+            ImplementationKind.NATIVE,
+            ImplementationKind.DSPY,
+        ),
     ) -> None:
         self.prefer = tuple(ImplementationKind(kind) for kind in prefer)
         self._rank = {kind: i for i, kind in enumerate(self.prefer)}
 
     def choose(
-        self, operation: str, implementations: Sequence[Implementation], *,
-        implementation: str | None = None, requires: frozenset[str] = frozenset(),
+        self,
+        operation: str,
+        implementations: Sequence[Implementation],
+        *,
+        implementation: str | None = None,
+        requires: frozenset[str] = frozenset(),
         queue: str | None = None,
     ) -> Route:
         """Decide how to run ``operation``.
@@ -98,8 +105,9 @@ class Strategy:
             ValidationError: ``queue`` is not a known queue.
         """
         if queue is not None and queue not in QUEUES:
-            raise ValidationError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}",
-                                  field="queue")
+            raise ValidationError(
+                f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}", field="queue"
+            )
         candidates = _forced(operation, implementations, implementation)
         able: list[Implementation] = []
         skipped: list[tuple[str, str]] = []
@@ -113,11 +121,17 @@ class Strategy:
             reasons = "; ".join(f"{name}: {why}" for name, why in skipped)
             raise NoImplementation(
                 f"no implementation of {operation!r} can handle this request ({reasons})",
-                operation=operation, skipped=dict(skipped),
+                operation=operation,
+                skipped=dict(skipped),
             )
         order = {impl.name: i for i, impl in enumerate(implementations)}
-        able.sort(key=lambda impl: (self._rank.get(impl.kind, len(self._rank)), -impl.priority,
-                                    order[impl.name]))
+        able.sort(
+            key=lambda impl: (
+                self._rank.get(impl.kind, len(self._rank)),
+                -impl.priority,
+                order[impl.name],
+            )
+        )
         chosen = able[0]
         route_queue = None if chosen.kind is ImplementationKind.NATIVE else (queue or chosen.queue)
         return Route(operation, chosen, tuple(able[1:]), route_queue, tuple(skipped))
@@ -129,13 +143,17 @@ def _forced(
     if forced is None:
         return list(implementations)
     kinds = {kind.value for kind in ImplementationKind}
-    kept = [impl for impl in implementations
-            if (impl.kind == forced if forced in kinds else impl.name == forced)]
+    kept = [
+        impl
+        for impl in implementations
+        if (impl.kind == forced if forced in kinds else impl.name == forced)
+    ]
     if not kept:
         available = ", ".join(f"{impl.name} ({impl.kind})" for impl in implementations)
         raise NoImplementation(
             f"operation {operation!r} has no {forced!r} implementation; it has: {available}",
-            operation=operation, implementation=forced,
+            operation=operation,
+            implementation=forced,
         )
     return kept
 
@@ -156,8 +174,10 @@ def requirements_of(signature: Signature) -> frozenset[str]:
 def _collect(node: TypeExpr, found: set[str]) -> None:
     if isinstance(node, NamedType | GenericType):
         found.add(f"type:{node.spec.name}")
-    children = node.args if isinstance(node, GenericType) else (
-        node.members if isinstance(node, UnionType) else ()
+    children = (
+        node.args
+        if isinstance(node, GenericType)
+        else (node.members if isinstance(node, UnionType) else ())
     )
     for child in children:
         _collect(child, found)

@@ -63,7 +63,8 @@ def endpoint_of(request: dict[str, Any]) -> dict[str, str] | None:
     default endpoint, which the model string (``openai/...``) already names.
     """
     if "request" in request and str(request.get("_fn_identifier", "")).startswith(
-            "dspy.clients.lm15"):
+        "dspy.clients.lm15"
+    ):
         return None
     base = request.get("api_base") or request.get("base_url") or "provider-default"
     api_key = request.get("api_key")
@@ -83,15 +84,23 @@ class SharedLMCache(Cache):  # type: ignore[misc]  # dspy ships no type informat
         super().__init__(enable_disk_cache=False, enable_memory_cache=False, disk_cache_dir=None)
         self.store = store
         self.max_entry_bytes = max_entry_bytes
-        self._counts = {"hits": 0, "misses": 0, "writes": 0, "evictions": 0, "bypassed": 0,
-                        "uncacheable": 0, "errors": 0}
+        self._counts = {
+            "hits": 0,
+            "misses": 0,
+            "writes": 0,
+            "evictions": 0,
+            "bypassed": 0,
+            "uncacheable": 0,
+            "errors": 0,
+        }
         self._count_lock = threading.Lock()
         self._warned_at = 0.0
 
     # -- DSPy's Cache interface -------------------------------------------------------------
 
-    def cache_key(self, request: dict[str, Any],
-                  ignored_args_for_cache_key: list[str] | None = None) -> str:
+    def cache_key(
+        self, request: dict[str, Any], ignored_args_for_cache_key: list[str] | None = None
+    ) -> str:
         """SHA-256 of the request with its endpoint folded in (see the module docstring)."""
         endpoint = endpoint_of(request)
         if endpoint is None:
@@ -108,8 +117,9 @@ class SharedLMCache(Cache):  # type: ignore[misc]  # dspy ships no type informat
         except redis.RedisError:
             return False
 
-    def get(self, request: dict[str, Any],
-            ignored_args_for_cache_key: list[str] | None = None) -> Any:
+    def get(
+        self, request: dict[str, Any], ignored_args_for_cache_key: list[str] | None = None
+    ) -> Any:
         """The cached response for ``request``, or ``None`` (then DSPy calls the LM)."""
         digest = self._digest(request, ignored_args_for_cache_key)
         if digest is None:
@@ -132,9 +142,13 @@ class SharedLMCache(Cache):  # type: ignore[misc]  # dspy ships no type informat
             self._failed("decode", exc)
             return None
 
-    def put(self, request: dict[str, Any], value: Any,
-            ignored_args_for_cache_key: list[str] | None = None,
-            enable_memory_cache: bool = True) -> None:
+    def put(
+        self,
+        request: dict[str, Any],
+        value: Any,
+        ignored_args_for_cache_key: list[str] | None = None,
+        enable_memory_cache: bool = True,
+    ) -> None:
         """Store a response, if it is plain data and not too large."""
         digest = self._digest(request, ignored_args_for_cache_key)
         if digest is None:

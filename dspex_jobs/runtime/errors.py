@@ -65,7 +65,8 @@ def map_exception(exc: BaseException, job_id: str | None = None) -> DSPexError:
     if isinstance(exc, dspy_errors.AdapterParseError):
         return JobFailed(
             f"the LM's answer did not match the signature's output fields: {exc}",
-            job_id=job_id, reason="adapter_parse_error",
+            job_id=job_id,
+            reason="adapter_parse_error",
         )
     return JobFailed(message, job_id=job_id)
 
@@ -76,7 +77,8 @@ def _lm_error(cls: type[LMError], message: str, job_id: str | None, exc: BaseExc
     if cls is LMRateLimited:
         retry_after = getattr(exc, "retry_after", None)
         return LMRateLimited(
-            message, job_id=job_id,
+            message,
+            job_id=job_id,
             retry_after_s=float(retry_after) if isinstance(retry_after, int | float) else None,
             **details,
         )

@@ -42,6 +42,7 @@ class RunOutcome:
     usage: dict[str, dict[str, Any]]
     model: str | None
 
+
 logger = logging.getLogger("dspex_jobs.runtime")
 
 _configured_lock = threading.Lock()
@@ -77,8 +78,11 @@ class Runtime:
         _configure_once(dspy, self.lms.get())
 
     def run(
-        self, job: Job, on_chunk: ChunkCallback | None = None,
-        session: SessionState | None = None, module: Any = None,
+        self,
+        job: Job,
+        on_chunk: ChunkCallback | None = None,
+        session: SessionState | None = None,
+        module: Any = None,
     ) -> RunOutcome:
         """Run a job: its outputs (JSON-able), LM usage by model, and the model that answered.
 
@@ -127,25 +131,45 @@ class Runtime:
                 raise
             except Exception as exc:
                 error = map_exception(exc, job_id=job.id)
-                lm_events.lm_call(job, lm.model, endpoint, time.perf_counter() - started,
-                                  None, error, position > 0)
+                lm_events.lm_call(
+                    job,
+                    lm.model,
+                    endpoint,
+                    time.perf_counter() - started,
+                    None,
+                    error,
+                    position > 0,
+                )
                 self.guard.failed(endpoint, error)
                 last = position == len(candidates) - 1
                 if last or not (isinstance(error, LMError) and error.retryable):
                     raise error from exc
-                logger.warning("job %s: %s failed (%s); falling back to %s", job.id,
-                               lm.model, error.code, candidates[position + 1].model)
+                logger.warning(
+                    "job %s: %s failed (%s); falling back to %s",
+                    job.id,
+                    lm.model,
+                    error.code,
+                    candidates[position + 1].model,
+                )
                 continue
             outcome = self._outcome(prediction, lm.model, endpoint)
-            lm_events.lm_call(job, lm.model, endpoint, time.perf_counter() - started,
-                              outcome.usage, None, position > 0)
+            lm_events.lm_call(
+                job,
+                lm.model,
+                endpoint,
+                time.perf_counter() - started,
+                outcome.usage,
+                None,
+                position > 0,
+            )
             return outcome
         raise AssertionError("unreachable: there is always at least one candidate")
 
     def _candidates(self, options: LMOptions) -> list[LMOptions]:
         """The job's LM options, then one per fallback model (job's, else settings')."""
-        fallbacks = options.fallbacks if options.fallbacks is not None \
-            else self.settings.lm_fallbacks
+        fallbacks = (
+            options.fallbacks if options.fallbacks is not None else self.settings.lm_fallbacks
+        )
         primary = options.model_copy(update={"fallbacks": None})
         return [primary] + [primary.model_copy(update={"model": m}) for m in fallbacks]
 
@@ -155,8 +179,7 @@ class Runtime:
         outputs = to_jsonable_python(prediction.toDict(), fallback=str)
         usage = to_jsonable_python(prediction.get_lm_usage() or {}, fallback=str)
         usage = {str(m): dict(u) for m, u in usage.items()}
-        self.guard.succeeded(endpoint, sum(int(u.get("total_tokens") or 0)
-                                           for u in usage.values()))
+        self.guard.succeeded(endpoint, sum(int(u.get("total_tokens") or 0) for u in usage.values()))
         return RunOutcome(dict(outputs), usage, model)
 
     def _with_session(
@@ -178,11 +201,13 @@ class Runtime:
         """Run ``module`` through ``dspy.streamify`` with a fresh listener per output field."""
         from dspy.streaming import StreamListener, StreamResponse
 
-        fields = [name for _, predictor in module.named_predictors()
-                  for name in predictor.signature.output_fields]
+        fields = [
+            name
+            for _, predictor in module.named_predictors()
+            for name in predictor.signature.output_fields
+        ]
         listeners = [StreamListener(signature_field_name=name) for name in fields]
-        program = self._dspy.streamify(module, stream_listeners=listeners,
-                                       async_streaming=False)
+        program = self._dspy.streamify(module, stream_listeners=listeners, async_streaming=False)
         streamed: set[str] = set()
         prediction = None
         for item in program(**inputs):
@@ -206,8 +231,12 @@ def _shared_lm_cache(dspy: Any, settings: Settings) -> SharedLMCache:
     from dspex_jobs.lmcache import LMCacheStore
     from dspex_jobs.runtime.cache import install_shared_cache
 
-    store = LMCacheStore(process_redis(settings), Keys(settings.key_prefix),
-                         settings.lm_cache_ttl_s, settings.lm_cache_max_entries)
+    store = LMCacheStore(
+        process_redis(settings),
+        Keys(settings.key_prefix),
+        settings.lm_cache_ttl_s,
+        settings.lm_cache_max_entries,
+    )
     return install_shared_cache(dspy, store, settings.lm_cache_max_entry_bytes)
 
 

@@ -58,8 +58,14 @@ class JobWindows:
         clock: Seconds since some epoch (tests pass their own).
     """
 
-    def __init__(self, window_s: float, error_rate: float, min_jobs: int, factor: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        window_s: float,
+        error_rate: float,
+        min_jobs: int,
+        factor: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.window_s = window_s
         self.error_rate = error_rate
         self.min_jobs = min_jobs
@@ -72,8 +78,9 @@ class JobWindows:
         self._windows = 0
         self._baseline: dict[str, float] = {}
 
-    def __call__(self, name: str, measurements: Mapping[str, float],
-                 metadata: Mapping[str, Any]) -> None:
+    def __call__(
+        self, name: str, measurements: Mapping[str, float], metadata: Mapping[str, Any]
+    ) -> None:
         """The ``dspex.job.stop`` handler."""
         closed = None
         with self._lock:
@@ -102,10 +109,16 @@ class JobWindows:
             return
         rate = failed / jobs
         if rate >= self.error_rate:
-            emit(ALERT_FIRED, {"value": rate, "threshold": self.error_rate},
-                 {"rule": "error_rate", "window_s": self.window_s,
-                  "message": f"{failed} of {jobs} jobs failed in the last "
-                             f"{self.window_s:g} s ({rate:.0%})"})
+            emit(
+                ALERT_FIRED,
+                {"value": rate, "threshold": self.error_rate},
+                {
+                    "rule": "error_rate",
+                    "window_s": self.window_s,
+                    "message": f"{failed} of {jobs} jobs failed in the last "
+                    f"{self.window_s:g} s ({rate:.0%})",
+                },
+            )
         signals = {"error_rate": rate, "latency_p50_s": statistics.median(durations)}
         self._windows += 1
         for signal, value in signals.items():
@@ -113,12 +126,20 @@ class JobWindows:
             if baseline is not None and self._windows > BASELINE_WINDOWS:
                 floor = 0.01 if signal == "error_rate" else 1e-3  # 0 -> tiny is no spike
                 if value > self.factor * max(baseline, floor):
-                    emit(ANOMALY_DETECTED,
-                         {"value": value, "baseline": baseline,
-                          "ratio": value / max(baseline, floor)},
-                         {"signal": signal, "kind": None, "queue": None})
-            self._baseline[signal] = value if baseline is None else (
-                BASELINE_WEIGHT * value + (1 - BASELINE_WEIGHT) * baseline)
+                    emit(
+                        ANOMALY_DETECTED,
+                        {
+                            "value": value,
+                            "baseline": baseline,
+                            "ratio": value / max(baseline, floor),
+                        },
+                        {"signal": signal, "kind": None, "queue": None},
+                    )
+            self._baseline[signal] = (
+                value
+                if baseline is None
+                else (BASELINE_WEIGHT * value + (1 - BASELINE_WEIGHT) * baseline)
+            )
 
 
 class Webhook:
@@ -128,17 +149,19 @@ class Webhook:
         # urllib also opens file:// and ftp:// URLs: refuse them here, at start-up.
         scheme = urlsplit(url).scheme.lower()
         if scheme not in ("http", "https"):  # (the URL may hold a token: not echoed)
-            raise ConfigurationError("DSPEX_ALERT_WEBHOOK_URL must be an http(s) URL, not "
-                                     f"{scheme or 'one without a scheme'!r}")
+            raise ConfigurationError(
+                "DSPEX_ALERT_WEBHOOK_URL must be an http(s) URL, not "
+                f"{scheme or 'one without a scheme'!r}"
+            )
         self.url = url
         self.timeout_s = timeout_s
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=1000)
-        self._thread = threading.Thread(target=self._run, name="dspex-alert-webhook",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="dspex-alert-webhook", daemon=True)
         self._thread.start()
 
-    def __call__(self, name: str, measurements: Mapping[str, float],
-                 metadata: Mapping[str, Any]) -> None:
+    def __call__(
+        self, name: str, measurements: Mapping[str, float], metadata: Mapping[str, Any]
+    ) -> None:
         """The handler: queue the alert (dropped, with a warning, if 1000 are waiting)."""
         body = {"event": name, "at": time.time(), **dict(metadata), **dict(measurements)}
         try:
@@ -171,19 +194,29 @@ class Webhook:
 
     def _post(self, body: dict[str, Any]) -> None:
         request = urllib.request.Request(
-            self.url, data=json.dumps(body, default=str).encode(), method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "dspex-jobs-alerts"})
+            self.url,
+            data=json.dumps(body, default=str).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "dspex-jobs-alerts"},
+        )
         # http(s) only, checked in __init__
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # nosec B310
             response.read()
 
 
-def install_alerts(settings: Any, clock: Callable[[], float] = time.monotonic,
-                   ) -> tuple[JobWindows, Webhook | None]:
+def install_alerts(
+    settings: Any,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[JobWindows, Webhook | None]:
     """Attach the rule windows, and the webhook if ``alert_webhook_url`` is set."""
     uninstall_alerts()
-    windows = JobWindows(settings.alert_window_s, settings.alert_error_rate,
-                         settings.alert_min_jobs, settings.anomaly_factor, clock)
+    windows = JobWindows(
+        settings.alert_window_s,
+        settings.alert_error_rate,
+        settings.alert_min_jobs,
+        settings.anomaly_factor,
+        clock,
+    )
     attach(WINDOWS_ID, JOB_STOP, windows)
     webhook = None
     if settings.alert_webhook_url:

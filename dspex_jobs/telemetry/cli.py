@@ -36,8 +36,14 @@ def _settings() -> Settings:
 
 
 @click.command()
-@click.option("--port", "-p", type=int, default=DEFAULT_METRICS_PORT, show_default=True,
-              help="Port of /metrics.")
+@click.option(
+    "--port",
+    "-p",
+    type=int,
+    default=DEFAULT_METRICS_PORT,
+    show_default=True,
+    help="Port of /metrics.",
+)
 @click.option("--address", default=ALL_INTERFACES, show_default=True, help="Address to bind.")
 @click.option("--once", is_flag=True, help="Print the metrics once and exit.")
 def metrics(port: int, address: str, once: bool) -> None:
@@ -64,9 +70,14 @@ def metrics(port: int, address: str, once: bool) -> None:
 
 def flower_argv(settings: Settings, password: str, port: int, address: str) -> list[str]:
     """The ``celery flower`` arguments: basic auth on, our broker, readable task names."""
-    return ["flower", f"--port={port}", f"--address={address}",
-            f"--basic-auth={settings.flower_user}:{password}",
-            "--persistent=False", "--purge_offline_workers=60"]
+    return [
+        "flower",
+        f"--port={port}",
+        f"--address={address}",
+        f"--basic-auth={settings.flower_user}:{password}",
+        "--persistent=False",
+        "--purge_offline_workers=60",
+    ]
 
 
 @click.command()
@@ -85,7 +96,10 @@ def flower(port: int, address: str) -> None:
         password = settings.flower_password.get_secret_value()
     else:
         password = secrets.token_urlsafe(18)
-        click.echo(f"Flower login: {settings.flower_user} / {password} (generated; set "
-                   "DSPEX_FLOWER_PASSWORD to choose one)", err=True)
+        click.echo(
+            f"Flower login: {settings.flower_user} / {password} (generated; set "
+            "DSPEX_FLOWER_PASSWORD to choose one)",
+            err=True,
+        )
     app = make_app(settings)
     app.start(argv=flower_argv(settings, password, port, address))

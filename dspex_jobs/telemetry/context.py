@@ -28,7 +28,8 @@ __all__ = ["ContextFilter", "JsonFormatter", "current", "install_json_logs", "jo
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "dspex_trace_context", default=_EMPTY)
+    "dspex_trace_context", default=_EMPTY
+)
 
 _FIELDS = ("job_id", "trace_id", "kind", "queue", "run_id", "step")
 """Context keys copied onto log records (absent ones are ``None``)."""

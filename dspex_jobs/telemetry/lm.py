@@ -25,8 +25,13 @@ __all__ = ["breaker_changed", "cache_lookup", "lm_call", "session_bound"]
 
 
 def lm_call(
-    job: Job, model: str, endpoint: str, duration_s: float,
-    usage: Mapping[str, Mapping[str, Any]] | None, error: DSPexError | None, fallback: bool,
+    job: Job,
+    model: str,
+    endpoint: str,
+    duration_s: float,
+    usage: Mapping[str, Mapping[str, Any]] | None,
+    error: DSPexError | None,
+    fallback: bool,
 ) -> None:
     """One LM attempt of ``job`` under ``model``; ``usage`` is DSPy's per-model token usage."""
     if not has_handlers(LM_CALL):
@@ -36,13 +41,26 @@ def lm_call(
         prompt += int(counts.get("prompt_tokens") or 0)
         completion += int(counts.get("completion_tokens") or 0)
         total += int(counts.get("total_tokens") or 0)
-    emit(LM_CALL,
-         {"duration_s": duration_s, "prompt_tokens": float(prompt),
-          "completion_tokens": float(completion),
-          "total_tokens": float(total or prompt + completion)},
-         {"job_id": job.id, "kind": job.kind.value, "queue": job.target_queue,
-          "trace_id": job.trace_id, "model": model, "endpoint": endpoint, "ok": error is None,
-          "error_code": error.code if error else None, "fallback": fallback})
+    emit(
+        LM_CALL,
+        {
+            "duration_s": duration_s,
+            "prompt_tokens": float(prompt),
+            "completion_tokens": float(completion),
+            "total_tokens": float(total or prompt + completion),
+        },
+        {
+            "job_id": job.id,
+            "kind": job.kind.value,
+            "queue": job.target_queue,
+            "trace_id": job.trace_id,
+            "model": model,
+            "endpoint": endpoint,
+            "ok": error is None,
+            "error_code": error.code if error else None,
+            "fallback": fallback,
+        },
+    )
 
 
 def cache_lookup(cache: str, hit: bool) -> None:
@@ -64,8 +82,11 @@ def session_bound(session_id: str, worker: str, previous: str | None) -> None:
         return
     name = SESSION_BIND if previous is None else SESSION_REBIND
     if has_handlers(name):
-        metadata: dict[str, Any] = {"session_id": session_id, "worker": worker,
-                                    "trace_id": current().get("trace_id")}
+        metadata: dict[str, Any] = {
+            "session_id": session_id,
+            "worker": worker,
+            "trace_id": current().get("trace_id"),
+        }
         if previous is not None:
             metadata["previous"] = previous
         emit(name, {}, metadata)

@@ -46,12 +46,17 @@ def job_span(name: str, trace_id: str, attributes: Mapping[str, Any]) -> Iterato
 
     parent = None
     if _HEX32.fullmatch(trace_id) and int(trace_id, 16):
-        remote = SpanContext(trace_id=int(trace_id, 16), span_id=random.getrandbits(63) + 1,
-                             is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        remote = SpanContext(
+            trace_id=int(trace_id, 16),
+            span_id=random.getrandbits(63) + 1,
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
         parent = trace.set_span_in_context(NonRecordingSpan(remote))
     values = {f"dspex.{k}": v for k, v in attributes.items() if v is not None}
     values["dspex.trace_id"] = trace_id
     tracer = trace.get_tracer("dspex_jobs")
-    with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CONSUMER,
-                                      attributes=values):
+    with tracer.start_as_current_span(
+        name, context=parent, kind=SpanKind.CONSUMER, attributes=values
+    ):
         yield

@@ -35,8 +35,17 @@ from dspex_jobs.telemetry import catalogue as ev
 from dspex_jobs.telemetry.events import attach, detach
 
 __all__ = [
-    "HANDLER_ID", "METRICS", "MetricSpec", "Metrics", "RedisCollector", "exported_names",
-    "handle", "install", "serve", "uninstall", "use_multiprocess_dir",
+    "HANDLER_ID",
+    "METRICS",
+    "MetricSpec",
+    "Metrics",
+    "RedisCollector",
+    "exported_names",
+    "handle",
+    "install",
+    "serve",
+    "uninstall",
+    "use_multiprocess_dir",
 ]
 
 logger = logging.getLogger("dspex_jobs.telemetry.prometheus")
@@ -44,8 +53,25 @@ logger = logging.getLogger("dspex_jobs.telemetry.prometheus")
 HANDLER_ID = "dspex-prometheus"
 """The id :func:`install` attaches its handler under."""
 
-DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
-                      600, 1800)
+DURATION_BUCKETS_S = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+)
 """Job, LM and pipeline latencies: from a ping (milliseconds) to an optimization (minutes)."""
 
 
@@ -63,47 +89,103 @@ class MetricSpec:
 _SPECS = (
     MetricSpec("dspex_jobs_submitted_total", "counter", ("kind", "queue"), "Jobs enqueued."),
     MetricSpec("dspex_jobs_started_total", "counter", ("kind", "queue"), "Jobs a worker began."),
-    MetricSpec("dspex_jobs_finished_total", "counter", ("kind", "queue", "status"),
-               "Jobs ended, by status (succeeded, failed, cancelled)."),
-    MetricSpec("dspex_jobs_failed_total", "counter", ("kind", "queue", "error_code"),
-               "Failed jobs by error code."),
-    MetricSpec("dspex_jobs_retried_total", "counter", ("kind", "queue", "error_code"),
-               "Retries scheduled."),
-    MetricSpec("dspex_job_duration_seconds", "histogram", ("kind", "queue", "status"),
-               "Run time of a job on its worker."),
-    MetricSpec("dspex_job_queue_wait_seconds", "histogram", ("kind", "queue"),
-               "From submit to a worker starting the job."),
+    MetricSpec(
+        "dspex_jobs_finished_total",
+        "counter",
+        ("kind", "queue", "status"),
+        "Jobs ended, by status (succeeded, failed, cancelled).",
+    ),
+    MetricSpec(
+        "dspex_jobs_failed_total",
+        "counter",
+        ("kind", "queue", "error_code"),
+        "Failed jobs by error code.",
+    ),
+    MetricSpec(
+        "dspex_jobs_retried_total", "counter", ("kind", "queue", "error_code"), "Retries scheduled."
+    ),
+    MetricSpec(
+        "dspex_job_duration_seconds",
+        "histogram",
+        ("kind", "queue", "status"),
+        "Run time of a job on its worker.",
+    ),
+    MetricSpec(
+        "dspex_job_queue_wait_seconds",
+        "histogram",
+        ("kind", "queue"),
+        "From submit to a worker starting the job.",
+    ),
     MetricSpec("dspex_lm_calls_total", "counter", ("model", "outcome"), "LM attempts (ok, error)."),
     MetricSpec("dspex_lm_latency_seconds", "histogram", ("model",), "LM attempt latency."),
-    MetricSpec("dspex_lm_tokens_total", "counter", ("model", "type"),
-               "LM tokens by type (prompt, completion)."),
-    MetricSpec("dspex_cache_lookups_total", "counter", ("cache", "result"),
-               "Cache lookups (hit, miss)."),
-    MetricSpec("dspex_router_decisions_total", "counter",
-               ("operation", "implementation", "fell_back"), "Router decisions."),
-    MetricSpec("dspex_router_fallbacks_total", "counter", ("operation", "implementation", "reason"),
-               "Router fallbacks away from an implementation."),
-    MetricSpec("dspex_breaker_transitions_total", "counter", ("endpoint", "state"),
-               "Circuit breaker state changes, by the state entered."),
-    MetricSpec("dspex_session_binds_total", "counter", ("outcome",),
-               "Session jobs that bound (bind) or moved (rebind) a session."),
-    MetricSpec("dspex_pipeline_runs_total", "counter", ("pipeline", "status"),
-               "Pipeline runs ended."),
-    MetricSpec("dspex_pipeline_duration_seconds", "histogram", ("pipeline", "status"),
-               "Pipeline run time."),
-    MetricSpec("dspex_pipeline_steps_total", "counter", ("pipeline", "state"),
-               "Pipeline steps ended."),
-    MetricSpec("dspex_optimizer_runs_total", "counter", ("optimizer", "status"),
-               "Optimization runs ended."),
-    MetricSpec("dspex_optimizer_best_score", "gauge", ("optimizer", "program"),
-               "Best score of the latest optimization progress."),
+    MetricSpec(
+        "dspex_lm_tokens_total",
+        "counter",
+        ("model", "type"),
+        "LM tokens by type (prompt, completion).",
+    ),
+    MetricSpec(
+        "dspex_cache_lookups_total", "counter", ("cache", "result"), "Cache lookups (hit, miss)."
+    ),
+    MetricSpec(
+        "dspex_router_decisions_total",
+        "counter",
+        ("operation", "implementation", "fell_back"),
+        "Router decisions.",
+    ),
+    MetricSpec(
+        "dspex_router_fallbacks_total",
+        "counter",
+        ("operation", "implementation", "reason"),
+        "Router fallbacks away from an implementation.",
+    ),
+    MetricSpec(
+        "dspex_breaker_transitions_total",
+        "counter",
+        ("endpoint", "state"),
+        "Circuit breaker state changes, by the state entered.",
+    ),
+    MetricSpec(
+        "dspex_session_binds_total",
+        "counter",
+        ("outcome",),
+        "Session jobs that bound (bind) or moved (rebind) a session.",
+    ),
+    MetricSpec(
+        "dspex_pipeline_runs_total", "counter", ("pipeline", "status"), "Pipeline runs ended."
+    ),
+    MetricSpec(
+        "dspex_pipeline_duration_seconds", "histogram", ("pipeline", "status"), "Pipeline run time."
+    ),
+    MetricSpec(
+        "dspex_pipeline_steps_total", "counter", ("pipeline", "state"), "Pipeline steps ended."
+    ),
+    MetricSpec(
+        "dspex_optimizer_runs_total", "counter", ("optimizer", "status"), "Optimization runs ended."
+    ),
+    MetricSpec(
+        "dspex_optimizer_best_score",
+        "gauge",
+        ("optimizer", "program"),
+        "Best score of the latest optimization progress.",
+    ),
     MetricSpec("dspex_alerts_fired_total", "counter", ("rule",), "Alert rules that fired."),
     MetricSpec("dspex_anomalies_total", "counter", ("signal",), "Anomalies detected."),
     MetricSpec("dspex_queue_depth", "gauge", ("queue",), "Jobs waiting in a queue.", "redis"),
-    MetricSpec("dspex_workers_alive", "gauge", ("queue",),
-               "Workers with a live heartbeat consuming a queue.", "redis"),
-    MetricSpec("dspex_breaker_state", "gauge", ("endpoint",),
-               "Circuit breaker state: 0 closed, 1 half-open, 2 open.", "redis"),
+    MetricSpec(
+        "dspex_workers_alive",
+        "gauge",
+        ("queue",),
+        "Workers with a live heartbeat consuming a queue.",
+        "redis",
+    ),
+    MetricSpec(
+        "dspex_breaker_state",
+        "gauge",
+        ("endpoint",),
+        "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+        "redis",
+    ),
 )
 
 METRICS: Final[dict[str, MetricSpec]] = {spec.name: spec for spec in _SPECS}
@@ -148,11 +230,21 @@ class Metrics:
             if spec.kind == "counter":
                 family: Any = Counter(spec.name, spec.doc, spec.labels, registry=self.registry)
             elif spec.kind == "histogram":
-                family = Histogram(spec.name, spec.doc, spec.labels, registry=self.registry,
-                                   buckets=DURATION_BUCKETS_S)
+                family = Histogram(
+                    spec.name,
+                    spec.doc,
+                    spec.labels,
+                    registry=self.registry,
+                    buckets=DURATION_BUCKETS_S,
+                )
             else:
-                family = Gauge(spec.name, spec.doc, spec.labels, registry=self.registry,
-                               multiprocess_mode="mostrecent")
+                family = Gauge(
+                    spec.name,
+                    spec.doc,
+                    spec.labels,
+                    registry=self.registry,
+                    multiprocess_mode="mostrecent",
+                )
             self.families[spec.name] = family
 
     def inc(self, name: str, *labels: Any, amount: float = 1.0) -> None:
@@ -194,8 +286,9 @@ def handle(metrics: Metrics, name: str, m: Mapping[str, float], d: Mapping[str, 
     except (KeyError, TypeError, ValueError) as exc:
         if name not in _warned:
             _warned.add(name)
-            logger.warning("metrics: skipped a malformed %s event (%s: %s)", name,
-                           type(exc).__name__, exc)
+            logger.warning(
+                "metrics: skipped a malformed %s event (%s: %s)", name, type(exc).__name__, exc
+            )
 
 
 def _job_stop(x: Metrics, m: Mapping[str, float], d: Mapping[str, Any]) -> None:
@@ -227,29 +320,40 @@ _UPDATES: dict[str, Any] = {
     ev.JOB_SUBMIT: lambda x, m, d: x.inc("dspex_jobs_submitted_total", d["kind"], d["queue"]),
     ev.JOB_START: lambda x, m, d: (
         x.inc("dspex_jobs_started_total", d["kind"], d["queue"]),
-        x.observe("dspex_job_queue_wait_seconds", m["queue_wait_s"], d["kind"], d["queue"])),
+        x.observe("dspex_job_queue_wait_seconds", m["queue_wait_s"], d["kind"], d["queue"]),
+    ),
     ev.JOB_STOP: _job_stop,
-    ev.JOB_FAIL: lambda x, m, d: x.inc("dspex_jobs_failed_total", d["kind"], d["queue"],
-                                       d["error_code"]),
-    ev.JOB_RETRY: lambda x, m, d: x.inc("dspex_jobs_retried_total", d["kind"], d["queue"],
-                                        d["error_code"]),
+    ev.JOB_FAIL: lambda x, m, d: x.inc(
+        "dspex_jobs_failed_total", d["kind"], d["queue"], d["error_code"]
+    ),
+    ev.JOB_RETRY: lambda x, m, d: x.inc(
+        "dspex_jobs_retried_total", d["kind"], d["queue"], d["error_code"]
+    ),
     ev.LM_CALL: _lm_call,
     ev.CACHE_HIT: lambda x, m, d: x.inc("dspex_cache_lookups_total", d["cache"], "hit"),
     ev.CACHE_MISS: lambda x, m, d: x.inc("dspex_cache_lookups_total", d["cache"], "miss"),
-    ev.ROUTER_ROUTE: lambda x, m, d: x.inc("dspex_router_decisions_total", d.get("operation"),
-                                           d.get("implementation"), bool(d.get("fell_back"))),
-    ev.ROUTER_FALLBACK: lambda x, m, d: x.inc("dspex_router_fallbacks_total", d.get("operation"),
-                                              d.get("implementation"), d.get("reason")),
-    ev.BREAKER_STATE: lambda x, m, d: x.inc("dspex_breaker_transitions_total", d["endpoint"],
-                                            d["state"]),
+    ev.ROUTER_ROUTE: lambda x, m, d: x.inc(
+        "dspex_router_decisions_total",
+        d.get("operation"),
+        d.get("implementation"),
+        bool(d.get("fell_back")),
+    ),
+    ev.ROUTER_FALLBACK: lambda x, m, d: x.inc(
+        "dspex_router_fallbacks_total", d.get("operation"), d.get("implementation"), d.get("reason")
+    ),
+    ev.BREAKER_STATE: lambda x, m, d: x.inc(
+        "dspex_breaker_transitions_total", d["endpoint"], d["state"]
+    ),
     ev.SESSION_BIND: lambda x, m, d: x.inc("dspex_session_binds_total", "bind"),
     ev.SESSION_REBIND: lambda x, m, d: x.inc("dspex_session_binds_total", "rebind"),
-    ev.PIPELINE_STEP: lambda x, m, d: x.inc("dspex_pipeline_steps_total", d.get("pipeline"),
-                                            d.get("state")),
+    ev.PIPELINE_STEP: lambda x, m, d: x.inc(
+        "dspex_pipeline_steps_total", d.get("pipeline"), d.get("state")
+    ),
     ev.PIPELINE_STOP: _pipeline_stop,
     ev.OPTIMIZER_PROGRESS: _optimizer_progress,
-    ev.OPTIMIZER_STOP: lambda x, m, d: x.inc("dspex_optimizer_runs_total", d.get("optimizer"),
-                                             d.get("status")),
+    ev.OPTIMIZER_STOP: lambda x, m, d: x.inc(
+        "dspex_optimizer_runs_total", d.get("optimizer"), d.get("status")
+    ),
     ev.ALERT_FIRED: lambda x, m, d: x.inc("dspex_alerts_fired_total", d["rule"]),
     ev.ANOMALY_DETECTED: lambda x, m, d: x.inc("dspex_anomalies_total", d["signal"]),
 }
@@ -268,8 +372,7 @@ def install(registry: CollectorRegistry | None = None) -> Metrics:
             _installed.clear()
             metrics = _installed[pid] = Metrics(registry)
             detach(HANDLER_ID)
-            attach(HANDLER_ID, list(_UPDATES),
-                   lambda name, m, d: handle(metrics, name, m, d))
+            attach(HANDLER_ID, list(_UPDATES), lambda name, m, d: handle(metrics, name, m, d))
     return metrics
 
 
@@ -292,24 +395,28 @@ class RedisCollector(Collector):
         from dspex_jobs.keys import Keys
         from dspex_jobs.settings import QUEUES
 
-        depth = GaugeMetricFamily("dspex_queue_depth", METRICS["dspex_queue_depth"].doc,
-                                  labels=["queue"])
-        alive = GaugeMetricFamily("dspex_workers_alive", METRICS["dspex_workers_alive"].doc,
-                                  labels=["queue"])
-        breakers = GaugeMetricFamily("dspex_breaker_state", METRICS["dspex_breaker_state"].doc,
-                                     labels=["endpoint"])
+        depth = GaugeMetricFamily(
+            "dspex_queue_depth", METRICS["dspex_queue_depth"].doc, labels=["queue"]
+        )
+        alive = GaugeMetricFamily(
+            "dspex_workers_alive", METRICS["dspex_workers_alive"].doc, labels=["queue"]
+        )
+        breakers = GaugeMetricFamily(
+            "dspex_breaker_state", METRICS["dspex_breaker_state"].doc, labels=["endpoint"]
+        )
         client = redis_client(self.settings)
         try:
             keys = Keys(self.settings.key_prefix)
             workers = _live_workers(client, keys)
             for queue in QUEUES:
                 depth.add_metric([queue], float(queue_depth(client, queue)))
-                alive.add_metric([queue], float(sum(queue in w.get("queues", ())
-                                                    for w in workers)))
+                alive.add_metric([queue], float(sum(queue in w.get("queues", ()) for w in workers)))
             for key in client.scan_iter(match=keys.breaker("*"), count=500):
                 raw = {_text(k): _text(v) for k, v in client.hgetall(key).items()}
-                breakers.add_metric([raw.get("endpoint", "?")],
-                                    BREAKER_STATE_VALUES.get(raw.get("state", "closed"), 0.0))
+                breakers.add_metric(
+                    [raw.get("endpoint", "?")],
+                    BREAKER_STATE_VALUES.get(raw.get("state", "closed"), 0.0),
+                )
         except Exception as exc:  # a scrape must answer even when Redis does not
             logger.warning("metrics: cannot read Redis: %s", exc)
         finally:
@@ -323,9 +430,15 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def serve(settings: Any, port: int, *, redis: bool = True,  # 0.0.0.0: see docs/security.md
-          registry: CollectorRegistry | None = None,
-          addr: str = "0.0.0.0") -> tuple[Any, int]:  # nosec B104
+def serve(
+    settings: Any,
+    port: int,
+    *,
+    redis: bool = True,
+    registry: CollectorRegistry | None = None,
+    # All interfaces: Prometheus scrapes from other hosts (docs/security.md).
+    addr: str = "0.0.0.0",  # nosec B104
+) -> tuple[Any, int]:
     """Serve ``/metrics`` on ``port`` from a daemon thread; returns (server, bound port).
 
     In multiprocess mode the page sums every process's files; otherwise it shows ``registry``

@@ -35,15 +35,36 @@ HANDLER_ID = "dspex-sentry"
 FILTERED = "[Filtered]"
 """What a scrubbed value becomes (Sentry's own marker)."""
 
-SENSITIVE_KEYS = ("api_key", "apikey", "authorization", "password", "passwd", "secret",
-                  "token", "access_token", "refresh_token", "lm_api_key", "sentry_dsn",
-                  "flower_password", "cookie", "x-api-key", "x_api_key", "credentials", "dsn")
+SENSITIVE_KEYS = (
+    "api_key",
+    "apikey",
+    "authorization",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "lm_api_key",
+    "sentry_dsn",
+    "flower_password",
+    "cookie",
+    "x-api-key",
+    "x_api_key",
+    "credentials",
+    "dsn",
+)
 """Keys whose values are never sent (compared lower-case, ``-`` and ``_`` alike)."""
 
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s/]+@")
-_CONTEXT_TAGS = {"job_id": "job.id", "trace_id": "trace_id", "kind": "job.kind",
-                 "queue": "job.queue", "run_id": "pipeline.run_id"}
+_CONTEXT_TAGS = {
+    "job_id": "job.id",
+    "trace_id": "trace_id",
+    "kind": "job.kind",
+    "queue": "job.queue",
+    "run_id": "pipeline.run_id",
+}
 
 
 class Scrubber:
@@ -114,8 +135,9 @@ def init_sentry(settings: Any, *, transport: Any = None, **options: Any) -> bool
         traces_sample_rate=settings.sentry_traces_sample_rate,
         send_default_pii=False,
         integrations=[CeleryIntegration(propagate_traces=True)],
-        event_scrubber=EventScrubber(denylist=[*DEFAULT_DENYLIST, *SENSITIVE_KEYS, *fields],
-                                     recursive=True),
+        event_scrubber=EventScrubber(
+            denylist=[*DEFAULT_DENYLIST, *SENSITIVE_KEYS, *fields], recursive=True
+        ),
         before_send=scrubber,
         before_send_transaction=scrubber,
         transport=transport,
@@ -128,25 +150,40 @@ def init_sentry(settings: Any, *, transport: Any = None, **options: Any) -> bool
     return True
 
 
-def _report_failure(name: str, measurements: Mapping[str, float],
-                    metadata: Mapping[str, Any]) -> None:
+def _report_failure(
+    name: str, measurements: Mapping[str, float], metadata: Mapping[str, Any]
+) -> None:
     import sentry_sdk
 
     with sentry_sdk.new_scope() as scope:
-        for key, tag in (("kind", "job.kind"), ("queue", "job.queue"), ("job_id", "job.id"),
-                         ("trace_id", "trace_id"), ("error_code", "error.code"),
-                         ("worker", "worker")):
+        for key, tag in (
+            ("kind", "job.kind"),
+            ("queue", "job.queue"),
+            ("job_id", "job.id"),
+            ("trace_id", "trace_id"),
+            ("error_code", "error.code"),
+            ("worker", "worker"),
+        ):
             if metadata.get(key) is not None:
                 scope.set_tag(tag, str(metadata[key]))
-        scope.set_context("job", {"attempt": metadata.get("attempt"),
-                                  "retryable": metadata.get("retryable"),
-                                  "duration_s": measurements.get("duration_s")})
-        scope.fingerprint = ["dspex.job.fail", str(metadata.get("kind")),
-                             str(metadata.get("error_code"))]
+        scope.set_context(
+            "job",
+            {
+                "attempt": metadata.get("attempt"),
+                "retryable": metadata.get("retryable"),
+                "duration_s": measurements.get("duration_s"),
+            },
+        )
+        scope.fingerprint = [
+            "dspex.job.fail",
+            str(metadata.get("kind")),
+            str(metadata.get("error_code")),
+        ]
         error = sys.exc_info()[1]
         if error is not None:
             sentry_sdk.capture_exception(error)
         else:  # refused before running (cancelled, past its deadline): no exception to show
             sentry_sdk.capture_message(
                 f"job failed: [{metadata.get('error_code')}] {metadata.get('error_message')}",
-                level="error")
+                level="error",
+            )

@@ -46,16 +46,17 @@ def install_worker_telemetry(app: Celery) -> None:
     uid = id(app)
     if settings.log_format == "json":
         after_setup_logger.connect(_json_logs, weak=False, dispatch_uid=f"dspex-json-{uid}")
-        after_setup_task_logger.connect(_json_logs, weak=False,
-                                        dispatch_uid=f"dspex-json-task-{uid}")
+        after_setup_task_logger.connect(
+            _json_logs, weak=False, dispatch_uid=f"dspex-json-task-{uid}"
+        )
     if settings.metrics_port is not None:
         created = _prepare_metrics_dir(settings.metrics_dir)
         if created is not None:  # our temporary folder goes when the worker does
+
             def remove_dir(**_: Any) -> None:
                 shutil.rmtree(created, ignore_errors=True)
 
-            worker_shutdown.connect(remove_dir, weak=False,
-                                    dispatch_uid=f"dspex-metrics-dir-{uid}")
+            worker_shutdown.connect(remove_dir, weak=False, dispatch_uid=f"dspex-metrics-dir-{uid}")
 
     def in_process(**_: Any) -> None:
         _install_in_process(settings)
@@ -79,10 +80,10 @@ def install_worker_telemetry(app: Celery) -> None:
             multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
 
     worker_init.connect(main_process, weak=False, dispatch_uid=f"dspex-telemetry-main-{uid}")
-    worker_process_init.connect(in_process, weak=False,
-                                dispatch_uid=f"dspex-telemetry-child-{uid}")
-    worker_process_shutdown.connect(child_exit, weak=False,
-                                    dispatch_uid=f"dspex-telemetry-exit-{uid}")
+    worker_process_init.connect(in_process, weak=False, dispatch_uid=f"dspex-telemetry-child-{uid}")
+    worker_process_shutdown.connect(
+        child_exit, weak=False, dispatch_uid=f"dspex-telemetry-exit-{uid}"
+    )
 
 
 def _json_logs(logger: logging.Logger | None = None, **_: Any) -> None:

@@ -24,7 +24,7 @@ def task_summary(job: Job) -> str:
     if job.signature:
         signature = " ".join(job.signature.split())
         if len(signature) > MAX_SIGNATURE_CHARS:
-            signature = signature[:MAX_SIGNATURE_CHARS - 1] + "…"
+            signature = signature[: MAX_SIGNATURE_CHARS - 1] + "…"
         parts.append(repr(signature))
     if job.inputs:
         parts.append(f"inputs=[{', '.join(sorted(job.inputs))}]")

@@ -43,10 +43,12 @@ _REFUSED: Final[dict[type[nodes.Node], tuple[str, str]]] = {
     nodes.FromImport: ("from", "a prompt template is one source: import is not allowed"),
     nodes.Extends: ("extends", "a prompt template is one source: extends is not allowed"),
     nodes.AssignBlock: (
-        "set", "{% set name %}...{% endset %} blocks are not allowed; use {% set name = ... %}"
+        "set",
+        "{% set name %}...{% endset %} blocks are not allowed; use {% set name = ... %}",
     ),
     nodes.FilterBlock: (
-        "filter", "{% filter %} blocks are not allowed; apply the filter to an expression"
+        "filter",
+        "{% filter %} blocks are not allowed; apply the filter to an expression",
     ),
 }
 
@@ -72,7 +74,8 @@ def compile_source(source: str) -> Compiled:
     if len(source) > MAX_SOURCE_CHARS:
         raise TemplateError(
             f"template is {len(source)} characters long, over the limit of {MAX_SOURCE_CHARS}",
-            size=len(source), limit=MAX_SOURCE_CHARS,
+            size=len(source),
+            limit=MAX_SOURCE_CHARS,
         )
     env = sandbox()
     try:
@@ -85,7 +88,9 @@ def compile_source(source: str) -> Compiled:
         where = syntax_error_position(source, exc.lineno, exc.message or "")
         reason = _friendlier(exc.message or "syntax error")
         raise TemplateError(
-            f"{reason}{pointer(source, where)}", line=where.line, column=where.column,
+            f"{reason}{pointer(source, where)}",
+            line=where.line,
+            column=where.column,
             reason=reason,
         ) from None
     except (RecursionError, MemoryError, SyntaxError) as exc:  # nesting beyond Python's limits
@@ -108,7 +113,9 @@ def _refuse(source: str, tree: nodes.Template) -> None:
             keyword, reason = _REFUSED[type(node)]
         where = token_position(source, node.lineno, keyword)
         raise TemplateError(
-            f"{reason}{pointer(source, where)}", line=where.line, column=where.column,
+            f"{reason}{pointer(source, where)}",
+            line=where.line,
+            column=where.column,
             reason=reason,
         )
 
@@ -147,8 +154,7 @@ def _friendlier(message: str) -> str:
     unclosed = _UNCLOSED.search(message)
     if message.startswith("Unexpected end of template") and unclosed:
         expected = message.split("looking for the following tags: ", 1)[-1].split(".", 1)[0]
-        return (f"unclosed {{% {unclosed.group(1)} %}} block: the template ends before "
-                f"{expected}")
+        return f"unclosed {{% {unclosed.group(1)} %}} block: the template ends before {expected}"
     if message.startswith("No filter named"):
         return f"{message} (see docs/routing_and_templates.md for the filters templates may use)"
     return message

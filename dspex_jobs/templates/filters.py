@@ -53,8 +53,7 @@ def check_printf(template: str) -> None:
     for match in _PRINTF_SPEC.finditer(template):
         for number in match.groups():
             if number == "*":
-                raise TemplateRenderError("'*' widths in % formats are not allowed",
-                                          limit="width")
+                raise TemplateRenderError("'*' widths in % formats are not allowed", limit="width")
             if number is not None:
                 check_width(int(number), "a % format width")
 
@@ -154,8 +153,12 @@ def _tojson(eval_ctx: Any, value: Any, indent: int | None = None) -> Any:
 
 @pass_environment
 def _wordwrap(
-    environment: Any, s: str, width: int = 79, break_long_words: bool = True,
-    wrapstring: str | None = None, break_on_hyphens: bool = True,
+    environment: Any,
+    s: str,
+    width: int = 79,
+    break_long_words: bool = True,
+    wrapstring: str | None = None,
+    break_on_hyphens: bool = True,
 ) -> str:
     text = str(s)
     if wrapstring is not None:
@@ -176,8 +179,16 @@ def _check_count(count: Any, what: str) -> None:
 
 
 _REPLACEMENTS: Final[dict[str, Callable[..., Any]]] = {
-    "batch": _batch, "center": _center, "format": _format, "indent": _indent, "join": _join,
-    "replace": _replace, "slice": _slice, "sum": _sum, "tojson": _tojson, "wordwrap": _wordwrap,
+    "batch": _batch,
+    "center": _center,
+    "format": _format,
+    "indent": _indent,
+    "join": _join,
+    "replace": _replace,
+    "slice": _slice,
+    "sum": _sum,
+    "tojson": _tojson,
+    "wordwrap": _wordwrap,
 }
 
 
@@ -192,6 +203,6 @@ def safe_filters() -> dict[str, Callable[..., Any]]:
 
 def safe_tests() -> dict[str, Callable[..., Any]]:
     """Every Jinja test (``is defined``, ``is number``, ``in``, ...), deadline-checked."""
-    return {name: _ticking(cast("Callable[..., Any]", test))
-            for name, test in jinja_tests.TESTS.items()}
-
+    return {
+        name: _ticking(cast("Callable[..., Any]", test)) for name, test in jinja_tests.TESTS.items()
+    }

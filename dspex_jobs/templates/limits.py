@@ -91,7 +91,8 @@ class Budget:
         if time.perf_counter() > self.deadline:
             raise TemplateRenderError(
                 f"rendering took longer than its budget of {self.time_budget_s} s",
-                limit="time_budget_s", budget_s=self.time_budget_s,
+                limit="time_budget_s",
+                budget_s=self.time_budget_s,
             )
 
     def iterate(self) -> None:
@@ -108,7 +109,8 @@ class Budget:
         if self.iterations_left < 0:
             raise TemplateRenderError(
                 f"loops ran more than {MAX_LOOP_ITERATIONS} iterations in one render",
-                limit="loop_iterations", max_iterations=MAX_LOOP_ITERATIONS,
+                limit="loop_iterations",
+                max_iterations=MAX_LOOP_ITERATIONS,
             )
         if self.iterations_left & 15 == 0:
             self.tick()
@@ -128,7 +130,9 @@ class Budget:
         return TemplateRenderError(
             f"{what} would be {size} characters or items long, over the limit of "
             f"{self.max_chars} (max_chars)",
-            limit="max_chars", max_chars=self.max_chars, size=size,
+            limit="max_chars",
+            max_chars=self.max_chars,
+            size=size,
         )
 
 
@@ -156,7 +160,8 @@ def check_int(value: Any) -> Any:
     if type(value) is int and value.bit_length() > MAX_INT_BITS:
         raise TemplateRenderError(
             f"an integer of {value.bit_length()} bits is over the limit of {MAX_INT_BITS}",
-            limit="int_bits", max_bits=MAX_INT_BITS,
+            limit="int_bits",
+            max_bits=MAX_INT_BITS,
         )
     return value
 
@@ -166,6 +171,8 @@ def check_width(width: Any, what: str) -> None:
     size = len(width) if isinstance(width, str) else width
     if isinstance(size, int) and size > MAX_WIDTH:
         raise TemplateRenderError(
-            f"{what} of {size} is over the limit of {MAX_WIDTH}", limit="width", width=size,
+            f"{what} of {size} is over the limit of {MAX_WIDTH}",
+            limit="width",
+            width=size,
             max_width=MAX_WIDTH,
         )

@@ -22,9 +22,7 @@ _OPENERS: Final = frozenset(
 )
 _STRING: Final = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
 _AT_OFFSET: Final = re.compile(r" at (\d+)$")
-_QUOTED: Final = re.compile(
-    r"got '([^']+)'|unknown tag '(\w+)'|named '(\w+)'|unexpected '([^']+)'"
-)
+_QUOTED: Final = re.compile(r"got '([^']+)'|unknown tag '(\w+)'|named '(\w+)'|unexpected '([^']+)'")
 _END_TOKENS: Final = {"end of print statement": "}}", "end of statement block": "%}"}
 
 
@@ -48,7 +46,7 @@ def pointer(source: str, where: Position | None) -> str:
     lines = source.splitlines() or [""]
     text = lines[min(where.line, len(lines)) - 1]
     start = max(0, min(where.column - 40, len(text) - 80))  # keep long lines readable
-    shown = text[start:start + 80]
+    shown = text[start : start + 80]
     return (
         f" (line {where.line}, column {where.column})\n"
         f"  {shown}\n  {' ' * (where.column - 1 - start)}^"

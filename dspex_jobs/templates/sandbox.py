@@ -42,8 +42,21 @@ CONCAT_FILTER: Final = "_dspex_concat"
 """Replaces ``~``: joins its operands only if the result fits the render's limit."""
 
 LOOP_ATTRIBUTES: Final = frozenset(
-    {"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth", "depth0",
-     "previtem", "nextitem", "cycle", "changed"}
+    {
+        "index",
+        "index0",
+        "revindex",
+        "revindex0",
+        "first",
+        "last",
+        "length",
+        "depth",
+        "depth0",
+        "previtem",
+        "nextitem",
+        "cycle",
+        "changed",
+    }
 )
 """What a template may read from ``loop``."""
 
@@ -64,7 +77,8 @@ def bounded_range(*args: int) -> range:
     if size > MAX_RANGE_ITEMS:
         raise TemplateRenderError(
             f"range() of more than {MAX_RANGE_ITEMS} numbers is not allowed",
-            limit="range", max_items=MAX_RANGE_ITEMS,
+            limit="range",
+            max_items=MAX_RANGE_ITEMS,
         )
     return numbers
 
@@ -92,8 +106,13 @@ class PromptSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self) -> None:
         super().__init__(
-            autoescape=False, undefined=StrictUndefined, extensions=(), trim_blocks=True,
-            lstrip_blocks=True, cache_size=0, auto_reload=False,
+            autoescape=False,
+            undefined=StrictUndefined,
+            extensions=(),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            cache_size=0,
+            auto_reload=False,
         )
         self.globals.clear()
         self.globals["range"] = bounded_range
@@ -141,8 +160,10 @@ class PromptSandbox(ImmutableSandboxedEnvironment):
         """``range`` and ``loop.cycle``/``loop.changed``, nothing else."""
         if obj is bounded_range:
             return True
-        return inspect.ismethod(obj) and isinstance(obj.__self__, LoopContext) and (
-            obj.__name__ in _LOOP_METHODS
+        return (
+            inspect.ismethod(obj)
+            and isinstance(obj.__self__, LoopContext)
+            and (obj.__name__ in _LOOP_METHODS)
         )
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
@@ -182,7 +203,10 @@ def _check_repeat(left: Any, right: Any, max_chars: int) -> None:
 
 def _check_power(base: Any, exponent: Any) -> None:
     if (
-        type(base) is int and type(exponent) is int and exponent > 0 and abs(base) > 1
+        type(base) is int
+        and type(exponent) is int
+        and exponent > 0
+        and abs(base) > 1
         and (abs(base).bit_length() - 1) * exponent > MAX_INT_BITS
     ):
         raise TemplateRenderError(

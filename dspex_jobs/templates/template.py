@@ -64,7 +64,10 @@ class Template:
     __slots__ = ("_compiled", "_extras", "_positions", "_source", "_variables")
 
     def __init__(
-        self, source: str, compiled: JinjaTemplate, positions: dict[str, Position],
+        self,
+        source: str,
+        compiled: JinjaTemplate,
+        positions: dict[str, Position],
         extras: frozenset[str],
     ) -> None:
         self._source = source
@@ -129,21 +132,33 @@ class Template:
         name, where = unknown[0], self._positions[unknown[0]]
         outputs = {field.name for field in signature.outputs}
         if name in outputs:
-            reason = (f"{name!r} is an output of the signature; a template is rendered before "
-                      f"the LM runs, so it can only use inputs ({', '.join(inputs) or 'none'})")
+            reason = (
+                f"{name!r} is an output of the signature; a template is rendered before "
+                f"the LM runs, so it can only use inputs ({', '.join(inputs) or 'none'})"
+            )
         else:
-            reason = (f"unknown variable {name!r}: not an input of the signature "
-                      f"({', '.join(inputs) or 'none'}) nor a declared extra")
+            reason = (
+                f"unknown variable {name!r}: not an input of the signature "
+                f"({', '.join(inputs) or 'none'}) nor a declared extra"
+            )
             close = difflib.get_close_matches(name, sorted(allowed), n=1)
             if close:
                 reason += f"; did you mean {close[0]!r}?"
         raise TemplateError(
-            f"{reason}{pointer(self.source, where)}", line=where.line, column=where.column,
-            reason=reason, variable=name, unknown=unknown, allowed=sorted(allowed),
+            f"{reason}{pointer(self.source, where)}",
+            line=where.line,
+            column=where.column,
+            reason=reason,
+            variable=name,
+            unknown=unknown,
+            allowed=sorted(allowed),
         )
 
     def render(
-        self, values: Mapping[str, Any], *, max_chars: int = DEFAULT_MAX_CHARS,
+        self,
+        values: Mapping[str, Any],
+        *,
+        max_chars: int = DEFAULT_MAX_CHARS,
         time_budget_s: float = DEFAULT_TIME_BUDGET_S,
     ) -> str:
         """Render with ``values`` (converted to plain data first: see :mod:`.values`).
@@ -173,8 +188,11 @@ class Template:
                 size += len(chunk)
                 if size > max_chars:
                     frame = getattr(output, "gi_frame", None)  # paused at the yield that went over
-                    line = None if frame is None else (
-                        self._compiled.get_corresponding_lineno(frame.f_lineno))
+                    line = (
+                        None
+                        if frame is None
+                        else (self._compiled.get_corresponding_lineno(frame.f_lineno))
+                    )
                     raise self._render_error(budget.too_large(size, "the rendered text"), line)
                 chunks.append(chunk)
             return "".join(chunks)
@@ -198,8 +216,11 @@ class Template:
         where: Position | None = None
         if line is not None:
             where = self._position_in_line(line, exc)
-        details.update(line=None if where is None else where.line,
-                       column=None if where is None else where.column, reason=reason)
+        details.update(
+            line=None if where is None else where.line,
+            column=None if where is None else where.column,
+            reason=reason,
+        )
         return TemplateRenderError(f"{reason}{pointer(self.source, where)}", **details)
 
     def _template_line(self, tb: TracebackType | None) -> int | None:
@@ -257,8 +278,12 @@ def _compile_cached(source: str, extras: frozenset[str]) -> Template:
 
 
 def render_template(
-    source: str, values: Mapping[str, Any], signature: Signature | None = None, *,
-    extras: Iterable[str] = (), max_chars: int = DEFAULT_MAX_CHARS,
+    source: str,
+    values: Mapping[str, Any],
+    signature: Signature | None = None,
+    *,
+    extras: Iterable[str] = (),
+    max_chars: int = DEFAULT_MAX_CHARS,
 ) -> str:
     """Compile (cached), validate against ``signature`` when given, and render, in one call.
 

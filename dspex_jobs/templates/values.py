@@ -91,7 +91,8 @@ def _key(key: Any, path: str) -> str:
         return str(key)
     raise TemplateRenderError(
         f"mapping keys in template values must be strings or numbers; {path!r} has a "
-        f"{type(key).__name__} key", variable=_root(path),
+        f"{type(key).__name__} key",
+        variable=_root(path),
     )
 
 
@@ -107,7 +108,8 @@ def _jsonable(value: Any, path: str) -> Any:
             f"value {path!r} is a {type(value).__name__}, which a template cannot use: pass "
             "strings, numbers, booleans, None, lists and mappings (or pydantic models, "
             "dataclasses, dates, enums: they are converted)",
-            variable=_root(path), type=type(value).__name__,
+            variable=_root(path),
+            type=type(value).__name__,
         )
     return converted
 

@@ -34,15 +34,19 @@ def webhooks_ls(failed: bool, limit: int, as_json: bool) -> None:
     _, store = _app_and_store()
     records = store.list(limit, failed=failed)
     if as_json:
-        click.echo(json.dumps([{k: v for k, v in r.items() if k != "body"} for r in records],
-                              indent=2))
+        click.echo(
+            json.dumps([{k: v for k, v in r.items() if k != "body"} for r in records], indent=2)
+        )
         return
-    click.echo(f"{'created':<20}{'delivery':<34}{'event':<18}{'status':<10}{'tries':>5}  "
-               "last error")
+    click.echo(
+        f"{'created':<20}{'delivery':<34}{'event':<18}{'status':<10}{'tries':>5}  last error"
+    )
     for r in records:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["created_at"]))
-        click.echo(f"{when:<20}{r['id']:<34}{r['event']:<18}{r['status']:<10}"
-                   f"{r.get('attempts', 0):>5}  {str(r.get('last_error') or '')[:80]}")
+        click.echo(
+            f"{when:<20}{r['id']:<34}{r['event']:<18}{r['status']:<10}"
+            f"{r.get('attempts', 0):>5}  {str(r.get('last_error') or '')[:80]}"
+        )
 
 
 @webhooks.command("show")

@@ -46,9 +46,18 @@ if TYPE_CHECKING:
     from dspex_jobs.jobs import Job
     from dspex_jobs.results import JobResult
 
-__all__ = ["DELIVER_TASK", "WEBHOOK_QUEUE", "deliver", "enqueue_webhook", "job_event",
-           "pipeline_event", "register_webhook_tasks", "replay", "schedule_job_webhook",
-           "send_scheduled"]
+__all__ = [
+    "DELIVER_TASK",
+    "WEBHOOK_QUEUE",
+    "deliver",
+    "enqueue_webhook",
+    "job_event",
+    "pipeline_event",
+    "register_webhook_tasks",
+    "replay",
+    "schedule_job_webhook",
+    "send_scheduled",
+]
 
 logger = logging.getLogger("dspex_jobs.webhooks")
 
@@ -63,8 +72,14 @@ _MAX_ID_CHARS = 300
 
 def register_webhook_tasks(app: Celery) -> None:
     """Register the delivery task on ``app`` (called by :func:`dspex_jobs.tasks.register_tasks`)."""
-    app.task(name=DELIVER_TASK, bind=True, ignore_result=True, acks_late=True,
-             reject_on_worker_lost=True, max_retries=None)(deliver)
+    app.task(
+        name=DELIVER_TASK,
+        bind=True,
+        ignore_result=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        max_retries=None,
+    )(deliver)
 
 
 # -- the job side: record, then send ----------------------------------------------------------
@@ -83,9 +98,14 @@ def job_event(job: Job, result: JobResult) -> dict[str, Any]:
         "status": result.status.value,
         "outputs": result.outputs,
         "error": result.error.model_dump(mode="json") if result.error else None,
-        "timings": {"created_at": timings.created_at, "started_at": timings.started_at,
-                    "finished_at": timings.finished_at, "queued_s": timings.queued_s,
-                    "run_s": timings.run_s, "total_s": timings.total_s},
+        "timings": {
+            "created_at": timings.created_at,
+            "started_at": timings.started_at,
+            "finished_at": timings.finished_at,
+            "queued_s": timings.queued_s,
+            "run_s": timings.run_s,
+            "total_s": timings.total_s,
+        },
         "usage": result.usage,
         "model": result.model,
         "trace_id": result.trace_id,
@@ -95,10 +115,16 @@ def job_event(job: Job, result: JobResult) -> dict[str, Any]:
     }
 
 
-def pipeline_event(run_id: str, pipeline: str, outcome: Mapping[str, Any], *,
-                   trace_id: str | None, created_at: float,
-                   outputs: Mapping[str, Any] | None = None,
-                   usage: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def pipeline_event(
+    run_id: str,
+    pipeline: str,
+    outcome: Mapping[str, Any],
+    *,
+    trace_id: str | None,
+    created_at: float,
+    outputs: Mapping[str, Any] | None = None,
+    usage: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The JSON body of a pipeline run's webhook, shaped like a job's (:func:`job_event`).
 
     ``outcome`` is what the run ended with (``{"status": ..., "error": ..., "step": ...}``,
@@ -115,8 +141,11 @@ def pipeline_event(run_id: str, pipeline: str, outcome: Mapping[str, Any], *,
         "outputs": dict(outputs) if outputs is not None else None,
         "error": outcome.get("error"),
         "step": outcome.get("step"),
-        "timings": {"created_at": created_at, "finished_at": finished_at,
-                    "total_s": max(0.0, finished_at - created_at)},
+        "timings": {
+            "created_at": created_at,
+            "finished_at": finished_at,
+            "total_s": max(0.0, finished_at - created_at),
+        },
         "usage": dict(usage or {}),
         "trace_id": trace_id,
     }
@@ -141,22 +170,40 @@ def schedule_job_webhook(app: Celery, job: Job, result: JobResult) -> Scheduled 
     url = job.webhook or settings.webhook_url
     if not url:
         return None
-    return _schedule(app, settings, url, job_event(job, result), delivery_id=job.id,
-                     kind=result.kind, job_id=job.id)
+    return _schedule(
+        app,
+        settings,
+        url,
+        job_event(job, result),
+        delivery_id=job.id,
+        kind=result.kind,
+        job_id=job.id,
+    )
 
 
 def send_scheduled(app: Celery, scheduled: Scheduled | None) -> None:
     """Send the delivery task now (after the result is stored) and drop its outbox copy."""
     if scheduled is None:
         return
-    app.send_task(DELIVER_TASK, args=({"id": scheduled.delivery_id},),
-                  task_id=scheduled.delivery_id, queue=WEBHOOK_QUEUE,
-                  ignore_result=True)  # no result-backend subscription: half the cost
+    app.send_task(
+        DELIVER_TASK,
+        args=({"id": scheduled.delivery_id},),
+        task_id=scheduled.delivery_id,
+        queue=WEBHOOK_QUEUE,
+        ignore_result=True,
+    )  # no result-backend subscription: half the cost
     _store(app).sent(scheduled.member)
 
 
-def enqueue_webhook(app: Celery, url: str, body: Mapping[str, Any], *, delivery_id: str,
-                    kind: str, job_id: str | None = None) -> bool:
+def enqueue_webhook(
+    app: Celery,
+    url: str,
+    body: Mapping[str, Any],
+    *,
+    delivery_id: str,
+    kind: str,
+    job_id: str | None = None,
+) -> bool:
     """Record and send one webhook now: for pipelines, or anything else that ends.
 
     ``body`` must carry an ``event`` (``pipeline.succeeded``, ...); it is sent as JSON,
@@ -166,20 +213,30 @@ def enqueue_webhook(app: Celery, url: str, body: Mapping[str, Any], *, delivery_
     no-op).
     """
     settings = settings_of(app)
-    scheduled = _schedule(app, settings, url, body, delivery_id=delivery_id, kind=kind,
-                          job_id=job_id)
+    scheduled = _schedule(
+        app, settings, url, body, delivery_id=delivery_id, kind=kind, job_id=job_id
+    )
     if scheduled is None:
         return False
     send_scheduled(app, scheduled)
     return True
 
 
-def _schedule(app: Celery, settings: Settings, url: str, body: Mapping[str, Any], *,
-              delivery_id: str, kind: str, job_id: str | None) -> Scheduled | None:
+def _schedule(
+    app: Celery,
+    settings: Settings,
+    url: str,
+    body: Mapping[str, Any],
+    *,
+    delivery_id: str,
+    kind: str,
+    job_id: str | None,
+) -> Scheduled | None:
     member = outbox_member(DELIVER_TASK, WEBHOOK_QUEUE, delivery_id)
     event = str(body.get("event") or "event")
-    new = _store(app).schedule(delivery_id, url, body, event=event, kind=kind, member=member,
-                               job_id=job_id)
+    new = _store(app).schedule(
+        delivery_id, url, body, event=event, kind=kind, member=member, job_id=job_id
+    )
     return Scheduled(delivery_id, member) if new else None
 
 
@@ -225,13 +282,13 @@ def deliver(task: Task[Any, Any], payload: Any) -> None:
     try:
         attempt.run()
     except REDIS_DOWN as exc:
-        logger.warning("Redis unavailable during webhook %s (%s); requeueing it", delivery_id,
-                       exc)
+        logger.warning("Redis unavailable during webhook %s (%s); requeueing it", delivery_id, exc)
         wait_for_redis(ctx.store.client, timeout_s=ctx.settings.visibility_timeout_s)
         raise Reject(f"Redis unavailable: {exc}", requeue=True) from exc
     except Exception:  # a bug must not strand the delivery: look again (the budget ends it)
-        logger.exception("webhook %s: unexpected error; trying again in %.0f s", delivery_id,
-                         _AFTER_ERROR_S)
+        logger.exception(
+            "webhook %s: unexpected error; trying again in %.0f s", delivery_id, _AFTER_ERROR_S
+        )
         if attempt.next_in_s is None:
             attempt._send_later(_AFTER_ERROR_S)
 
@@ -273,15 +330,19 @@ class _Attempt:
             self.store.failed(self.id, f"refused by this worker: {exc}")
             return
         if self.settings.webhook_secret is None:
-            self.store.failed(self.id, "DSPEX_WEBHOOK_SECRET is not set on the webhooks "
-                                       "worker: webhooks are never sent unsigned")
+            self.store.failed(
+                self.id,
+                "DSPEX_WEBHOOK_SECRET is not set on the webhooks "
+                "worker: webhooks are never sent unsigned",
+            )
             return
         hold_s = self.settings.webhook_timeout_s * 2 + 1
         if not self.store.take_lease(self.id, int(hold_s * 1000) + 5000):
             return  # another copy of this task is attempting it right now
         try:
-            if not self.store.acquire_host(target.origin, self.id,
-                                           self.settings.webhook_host_concurrency, hold_s):
+            if not self.store.acquire_host(
+                target.origin, self.id, self.settings.webhook_host_concurrency, hold_s
+            ):
                 self._defer(f"a free slot for {target.origin}")
                 return
             try:
@@ -298,17 +359,25 @@ class _Attempt:
         body = record["body"].encode()
         secret = self.settings.webhook_secret
         assert secret is not None
-        headers = {"Content-Type": "application/json", "User-Agent": _USER_AGENT,
-                   EVENT_HEADER: record["event"], ATTEMPT_HEADER: str(attempt),
-                   "Connection": "close",
-                   **signature_headers(secret.get_secret_value().encode(), body, self.id)}
-        outcome = post_webhook(target, body, headers, timeout_s=self.settings.webhook_timeout_s,
-                               max_response_bytes=self.settings.webhook_max_response_bytes,
-                               allowed_hosts=self.settings.webhook_allowed_hosts)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": _USER_AGENT,
+            EVENT_HEADER: record["event"],
+            ATTEMPT_HEADER: str(attempt),
+            "Connection": "close",
+            **signature_headers(secret.get_secret_value().encode(), body, self.id),
+        }
+        outcome = post_webhook(
+            target,
+            body,
+            headers,
+            timeout_s=self.settings.webhook_timeout_s,
+            max_response_bytes=self.settings.webhook_max_response_bytes,
+            allowed_hosts=self.settings.webhook_allowed_hosts,
+        )
         if outcome.ok:
             self.store.delivered(self.id, outcome.status or 200)
-            logger.info("webhook %s delivered (%s, attempt %d)", self.id, record["event"],
-                        attempt)
+            logger.info("webhook %s delivered (%s, attempt %d)", self.id, record["event"], attempt)
             return
         error = outcome.error or "failed"
         if not outcome.retryable:
@@ -317,17 +386,26 @@ class _Attempt:
             return
         if attempt >= self.settings.webhook_max_attempts:
             self.store.failed(self.id, f"{error} (after {attempt} attempts)", outcome.status)
-            logger.warning("webhook %s undeliverable after %d attempts: %s", self.id, attempt,
-                           error)
+            logger.warning(
+                "webhook %s undeliverable after %d attempts: %s", self.id, attempt, error
+            )
             return
         delay_s = self._backoff_s(attempt, outcome.retry_after_s)
         if time.time() + delay_s - record["created_at"] > self.settings.webhook_budget_s:
-            self.store.failed(self.id, f"{error} (budget of "
-                              f"{self.settings.webhook_budget_s:g} s spent)", outcome.status)
+            self.store.failed(
+                self.id,
+                f"{error} (budget of {self.settings.webhook_budget_s:g} s spent)",
+                outcome.status,
+            )
             return
         self.store.will_retry(self.id, delay_s, error, outcome.status)
-        logger.info("webhook %s attempt %d failed (%s); retrying in %.1f s", self.id, attempt,
-                    error, delay_s)
+        logger.info(
+            "webhook %s attempt %d failed (%s); retrying in %.1f s",
+            self.id,
+            attempt,
+            error,
+            delay_s,
+        )
         self.next_in_s = delay_s
 
     def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
@@ -346,14 +424,21 @@ class _Attempt:
 
     def _give_up(self, record: dict[str, Any], why: str) -> None:
         last = record.get("last_error") or record.get("waiting_for") or "never attempted"
-        self.store.failed(self.id, f"{why} after {record.get('attempts', 0)} attempt(s); "
-                                   f"last: {last}")
+        self.store.failed(
+            self.id, f"{why} after {record.get('attempts', 0)} attempt(s); last: {last}"
+        )
 
     def _send_later(self, delay_s: float) -> None:
         limit = min(self.settings.webhook_backoff_max_s, self.settings.visibility_timeout_s / 4)
         if delay_s <= limit:
-            self.app.send_task(DELIVER_TASK, args=({"id": self.id},), task_id=self.id,
-                               queue=WEBHOOK_QUEUE, countdown=delay_s, ignore_result=True)
+            self.app.send_task(
+                DELIVER_TASK,
+                args=({"id": self.id},),
+                task_id=self.id,
+                queue=WEBHOOK_QUEUE,
+                countdown=delay_s,
+                ignore_result=True,
+            )
         else:
             self.ctx.delayed.park(DELIVER_TASK, {"id": self.id}, WEBHOOK_QUEUE, delay_s)
 
@@ -362,6 +447,11 @@ def replay(app: Celery, delivery_id: str) -> bool:
     """Deliver again from scratch (attempts and budget reset); whether the delivery exists."""
     if not _store(app).reset(delivery_id):
         return False
-    app.send_task(DELIVER_TASK, args=({"id": delivery_id},), task_id=delivery_id,
-                  queue=WEBHOOK_QUEUE, ignore_result=True)
+    app.send_task(
+        DELIVER_TASK,
+        args=({"id": delivery_id},),
+        task_id=delivery_id,
+        queue=WEBHOOK_QUEUE,
+        ignore_result=True,
+    )
     return True

@@ -45,15 +45,22 @@ class AttemptOutcome:
     retry_after_s: float | None = None
 
 
-def post_webhook(target: WebhookTarget, body: bytes, headers: Mapping[str, str], *,
-                 timeout_s: float, max_response_bytes: int,
-                 allowed_hosts: tuple[str, ...]) -> AttemptOutcome:
+def post_webhook(
+    target: WebhookTarget,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout_s: float,
+    max_response_bytes: int,
+    allowed_hosts: tuple[str, ...],
+) -> AttemptOutcome:
     """POST ``body`` to ``target``, following same-origin redirects; never raises."""
     current = target
     for _ in range(MAX_REDIRECTS + 1):
         try:
-            status, location, retry_after = _post_once(current, body, headers, timeout_s,
-                                                       max_response_bytes)
+            status, location, retry_after = _post_once(
+                current, body, headers, timeout_s, max_response_bytes
+            )
         except TimeoutError:
             return AttemptOutcome(False, True, error=f"timed out after {timeout_s} s")
         except ssl.SSLCertVerificationError as exc:
@@ -69,19 +76,28 @@ def post_webhook(target: WebhookTarget, body: bytes, headers: Mapping[str, str],
             current = nxt
             continue
         retryable = status >= 500 or status in _RETRYABLE_STATUS
-        return AttemptOutcome(False, retryable, status=status,
-                              error=f"the endpoint answered {status}",
-                              retry_after_s=retry_after)
+        return AttemptOutcome(
+            False,
+            retryable,
+            status=status,
+            error=f"the endpoint answered {status}",
+            retry_after_s=retry_after,
+        )
     return AttemptOutcome(False, False, error=f"more than {MAX_REDIRECTS} redirects")
 
 
-def _post_once(target: WebhookTarget, body: bytes, headers: Mapping[str, str],
-               timeout_s: float, max_response_bytes: int) -> tuple[int, str | None,
-                                                                    float | None]:
+def _post_once(
+    target: WebhookTarget,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    max_response_bytes: int,
+) -> tuple[int, str | None, float | None]:
     conn: http.client.HTTPConnection
     if target.scheme == "https":
-        conn = http.client.HTTPSConnection(target.host, target.port, timeout=timeout_s,
-                                           context=ssl.create_default_context())
+        conn = http.client.HTTPSConnection(
+            target.host, target.port, timeout=timeout_s, context=ssl.create_default_context()
+        )
     else:
         conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout_s)
     conn.connect()  # bounded by timeout_s; the watchdog covers everything after it
@@ -93,8 +109,11 @@ def _post_once(target: WebhookTarget, body: bytes, headers: Mapping[str, str],
         conn.request("POST", target.path, body=body, headers=dict(headers))
         response = conn.getresponse()
         response.read(max_response_bytes)  # bounded; the reply is not used
-        return response.status, response.getheader("Location"), \
-            _retry_after(response.getheader("Retry-After"))
+        return (
+            response.status,
+            response.getheader("Location"),
+            _retry_after(response.getheader("Retry-After")),
+        )
     finally:
         watchdog.cancel()
         conn.close()
@@ -107,8 +126,9 @@ def _abort(sock: socket.socket | None) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def _redirect_target(current: WebhookTarget, location: str,
-                     allowed_hosts: tuple[str, ...]) -> WebhookTarget | str:
+def _redirect_target(
+    current: WebhookTarget, location: str, allowed_hosts: tuple[str, ...]
+) -> WebhookTarget | str:
     """The redirect's target when it stays on the same origin, else why it is refused."""
     url = urljoin(current.url, location)
     try:
@@ -116,8 +136,10 @@ def _redirect_target(current: WebhookTarget, location: str,
     except ValidationError as exc:
         return f"redirect refused: {exc}"
     if (nxt.scheme, nxt.host, nxt.port) != (current.scheme, current.host, current.port):
-        return (f"redirect to another host refused ({current.scheme}://{current.origin} -> "
-                f"{nxt.scheme}://{nxt.origin})")
+        return (
+            f"redirect to another host refused ({current.scheme}://{current.origin} -> "
+            f"{nxt.scheme}://{nxt.origin})"
+        )
     return nxt
 
 

@@ -20,8 +20,14 @@ import hmac
 import time
 from collections.abc import Mapping
 
-__all__ = ["DELIVERY_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "sign",
-           "signature_headers", "verify_signature"]
+__all__ = [
+    "DELIVERY_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "sign",
+    "signature_headers",
+    "verify_signature",
+]
 
 DELIVERY_HEADER = "X-Dspex-Delivery"
 TIMESTAMP_HEADER = "X-Dspex-Timestamp"
@@ -39,16 +45,26 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return f"v1={digest.hexdigest()}"
 
 
-def signature_headers(secret: bytes, body: bytes, delivery_id: str,
-                      now: float | None = None) -> dict[str, str]:
+def signature_headers(
+    secret: bytes, body: bytes, delivery_id: str, now: float | None = None
+) -> dict[str, str]:
     """The delivery, timestamp and signature headers of one attempt."""
     timestamp = int(time.time() if now is None else now)
-    return {DELIVERY_HEADER: delivery_id, TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(secret, timestamp, body)}
+    return {
+        DELIVERY_HEADER: delivery_id,
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: sign(secret, timestamp, body),
+    }
 
 
-def verify_signature(secret: bytes, body: bytes, headers: Mapping[str, str], *,
-                     tolerance_s: float = DEFAULT_TOLERANCE_S, now: float | None = None) -> bool:
+def verify_signature(
+    secret: bytes,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
     """Whether a received webhook is ours, unchanged and recent (for Python receivers).
 
     ``headers`` is any mapping with the request's headers (case as sent). Compares in

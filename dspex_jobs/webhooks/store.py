@@ -72,8 +72,9 @@ return 0
 def outbox_member(task_name: str, queue: str, delivery_id: str) -> str:
     """The delayed-jobs member that sends the delivery task (the format of
     :meth:`dspex_jobs.resilience.delayed.DelayedJobs.park`)."""
-    return json.dumps({"task": task_name, "queue": queue, "payload": {"id": delivery_id}},
-                      sort_keys=True)
+    return json.dumps(
+        {"task": task_name, "queue": queue, "payload": {"id": delivery_id}}, sort_keys=True
+    )
 
 
 class WebhookStore:
@@ -88,46 +89,84 @@ class WebhookStore:
 
     # -- scheduling ------------------------------------------------------------------------
 
-    def schedule(self, delivery_id: str, url: str, body: Mapping[str, Any], *, event: str,
-                 kind: str, member: str, job_id: str | None = None) -> bool:
+    def schedule(
+        self,
+        delivery_id: str,
+        url: str,
+        body: Mapping[str, Any],
+        *,
+        event: str,
+        kind: str,
+        member: str,
+        job_id: str | None = None,
+    ) -> bool:
         """Record a delivery and its outbox entry; whether it was new.
 
         A second call for the same id and event (a redelivered job finishing again) keeps
         the first record, unless no attempt was made yet (then the newer body wins).
         """
-        keys, args = self._schedule_call(delivery_id, url, body, event=event, kind=kind,
-                                         member=member, job_id=job_id)
+        keys, args = self._schedule_call(
+            delivery_id, url, body, event=event, kind=kind, member=member, job_id=job_id
+        )
         return bool(self._schedule(keys=keys, args=args))
 
-    def schedule_in(self, pipe: redis.client.Pipeline, delivery_id: str, url: str,
-                    body: Mapping[str, Any], *, event: str, kind: str, member: str,
-                    job_id: str | None = None) -> None:
+    def schedule_in(
+        self,
+        pipe: redis.client.Pipeline,
+        delivery_id: str,
+        url: str,
+        body: Mapping[str, Any],
+        *,
+        event: str,
+        kind: str,
+        member: str,
+        job_id: str | None = None,
+    ) -> None:
         """Queue :meth:`schedule` on ``pipe`` (a ``MULTI`` transaction), so the delivery is
         recorded atomically with whatever else ends there (a pipeline run's outcome).
 
         ``EVAL``, not ``EVALSHA``: inside ``MULTI`` a missing script would fail after the
         other commands ran, and checking first (``SCRIPT EXISTS``) costs a round trip.
         """
-        keys, args = self._schedule_call(delivery_id, url, body, event=event, kind=kind,
-                                         member=member, job_id=job_id)
+        keys, args = self._schedule_call(
+            delivery_id, url, body, event=event, kind=kind, member=member, job_id=job_id
+        )
         pipe.eval(_SCHEDULE, len(keys), *keys, *args)
 
-    def _schedule_call(self, delivery_id: str, url: str, body: Mapping[str, Any], *,
-                       event: str, kind: str, member: str,
-                       job_id: str | None) -> tuple[list[str], list[Any]]:
+    def _schedule_call(
+        self,
+        delivery_id: str,
+        url: str,
+        body: Mapping[str, Any],
+        *,
+        event: str,
+        kind: str,
+        member: str,
+        job_id: str | None,
+    ) -> tuple[list[str], list[Any]]:
         now = time.time()
         fields: dict[str, str] = {
-            "id": delivery_id, "url": url, "event": event, "kind": kind,
-            "job_id": job_id or "", "status": PENDING, "attempts": "0",
-            "created_at": repr(now), "updated_at": repr(now),
-            "body": json.dumps(dict(body), separators=(",", ":"), sort_keys=True,
-                               default=str),
+            "id": delivery_id,
+            "url": url,
+            "event": event,
+            "kind": kind,
+            "job_id": job_id or "",
+            "status": PENDING,
+            "attempts": "0",
+            "created_at": repr(now),
+            "updated_at": repr(now),
+            "body": json.dumps(dict(body), separators=(",", ":"), sort_keys=True, default=str),
         }
         flat = [item for pair in fields.items() for item in pair]
-        return ([self.keys.webhook(delivery_id), self.keys.webhooks(),
-                 self.keys.webhooks_failed(), self.keys.delayed()],
-                [delivery_id, event, now, self.record_ttl_s, now + OUTBOX_GRACE_S, member,
-                 *flat])
+        return (
+            [
+                self.keys.webhook(delivery_id),
+                self.keys.webhooks(),
+                self.keys.webhooks_failed(),
+                self.keys.delayed(),
+            ],
+            [delivery_id, event, now, self.record_ttl_s, now + OUTBOX_GRACE_S, member, *flat],
+        )
 
     def sent(self, member: str) -> None:
         """The delivery task was sent: its outbox entry is no longer needed."""
@@ -146,8 +185,11 @@ class WebhookStore:
         Ids whose record expired are dropped from the index on the way.
         """
         index = self.keys.webhooks_failed() if failed else self.keys.webhooks()
-        ids = [_text(i) for i in self.client.zrevrange(index, 0, max(0, limit - 1))
-               if isinstance(i, bytes | str)]
+        ids = [
+            _text(i)
+            for i in self.client.zrevrange(index, 0, max(0, limit - 1))
+            if isinstance(i, bytes | str)
+        ]
         pipe = self.client.pipeline(transaction=False)
         for delivery_id in ids:
             pipe.hgetall(self.keys.webhook(delivery_id))
@@ -165,8 +207,7 @@ class WebhookStore:
 
     def take_lease(self, delivery_id: str, ttl_ms: int) -> bool:
         """Claim the delivery for one attempt (a duplicate task finds it taken)."""
-        return bool(self.client.set(self.keys.webhook_lease(delivery_id), "1", nx=True,
-                                    px=ttl_ms))
+        return bool(self.client.set(self.keys.webhook_lease(delivery_id), "1", nx=True, px=ttl_ms))
 
     def drop_lease(self, delivery_id: str) -> None:
         """Give up the claim taken by :meth:`take_lease`."""
@@ -176,9 +217,12 @@ class WebhookStore:
         """Take one of ``limit`` slots for ``origin`` (``host:port``) for at most ``hold_s``."""
         now_ms = int(time.time() * 1000)
         hold_ms = int(hold_s * 1000)
-        return bool(self._acquire_host(keys=[self.keys.webhook_host(origin)],
-                                       args=[delivery_id, now_ms, now_ms + hold_ms, limit,
-                                             hold_ms * 2]))
+        return bool(
+            self._acquire_host(
+                keys=[self.keys.webhook_host(origin)],
+                args=[delivery_id, now_ms, now_ms + hold_ms, limit, hold_ms * 2],
+            )
+        )
 
     def release_host(self, origin: str, delivery_id: str) -> None:
         """Free the slot taken by :meth:`acquire_host`."""
@@ -200,17 +244,31 @@ class WebhookStore:
     def delivered(self, delivery_id: str, status_code: int) -> None:
         """The endpoint answered 2xx."""
         now = repr(time.time())
-        self.client.hset(self.keys.webhook(delivery_id), mapping={
-            "status": DELIVERED, "last_status": str(status_code), "delivered_at": now,
-            "updated_at": now, "last_error": ""})
+        self.client.hset(
+            self.keys.webhook(delivery_id),
+            mapping={
+                "status": DELIVERED,
+                "last_status": str(status_code),
+                "delivered_at": now,
+                "updated_at": now,
+                "last_error": "",
+            },
+        )
 
-    def will_retry(self, delivery_id: str, delay_s: float, error: str,
-                   status_code: int | None) -> None:
+    def will_retry(
+        self, delivery_id: str, delay_s: float, error: str, status_code: int | None
+    ) -> None:
         """An attempt failed retryably; the next one is due in ``delay_s``."""
         now = time.time()
-        self.client.hset(self.keys.webhook(delivery_id), mapping={
-            "last_error": error, "last_status": str(status_code or ""),
-            "next_at": repr(now + delay_s), "updated_at": repr(now)})
+        self.client.hset(
+            self.keys.webhook(delivery_id),
+            mapping={
+                "last_error": error,
+                "last_status": str(status_code or ""),
+                "next_at": repr(now + delay_s),
+                "updated_at": repr(now),
+            },
+        )
 
     def deferred(self, delivery_id: str, reason: str) -> int:
         """No attempt was made (host busy, result not stored yet); how often so far."""
@@ -225,9 +283,16 @@ class WebhookStore:
         """Undeliverable: listed by ``dspex-jobs webhooks ls --failed`` until replayed."""
         now = time.time()
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.keys.webhook(delivery_id), mapping={
-            "status": FAILED, "last_error": error, "last_status": str(status_code or ""),
-            "failed_at": repr(now), "updated_at": repr(now)})
+        pipe.hset(
+            self.keys.webhook(delivery_id),
+            mapping={
+                "status": FAILED,
+                "last_error": error,
+                "last_status": str(status_code or ""),
+                "failed_at": repr(now),
+                "updated_at": repr(now),
+            },
+        )
         pipe.zadd(self.keys.webhooks_failed(), {delivery_id: now})
         pipe.execute()
 
@@ -238,17 +303,33 @@ class WebhookStore:
             return False
         now = repr(time.time())
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, mapping={"status": PENDING, "attempts": "0", "deferrals": "0",
-                                "created_at": now, "updated_at": now, "last_error": ""})
+        pipe.hset(
+            key,
+            mapping={
+                "status": PENDING,
+                "attempts": "0",
+                "deferrals": "0",
+                "created_at": now,
+                "updated_at": now,
+                "last_error": "",
+            },
+        )
         pipe.expire(key, self.record_ttl_s)
         pipe.zrem(self.keys.webhooks_failed(), delivery_id)
         pipe.execute()
         return True
 
 
-_NUMBERS = {"attempts": int, "deferrals": int, "created_at": float, "updated_at": float,
-            "last_attempt_at": float, "next_at": float, "delivered_at": float,
-            "failed_at": float}
+_NUMBERS = {
+    "attempts": int,
+    "deferrals": int,
+    "created_at": float,
+    "updated_at": float,
+    "last_attempt_at": float,
+    "next_at": float,
+    "delivered_at": float,
+    "failed_at": float,
+}
 
 
 def _parse(raw: Mapping[Any, Any]) -> dict[str, Any]:

@@ -35,8 +35,9 @@ class WebhookTarget:
         return f"{self.host}:{self.port}"
 
 
-def check_webhook_url(url: str, allowed_hosts: tuple[str, ...], *,
-                      field: str = "webhook") -> WebhookTarget:
+def check_webhook_url(
+    url: str, allowed_hosts: tuple[str, ...], *, field: str = "webhook"
+) -> WebhookTarget:
     """The parsed URL, if webhooks may go there.
 
     Raises:
@@ -52,21 +53,33 @@ def check_webhook_url(url: str, allowed_hosts: tuple[str, ...], *,
         raise ValidationError(f"{field}: not a valid URL ({exc})", field=field) from None
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
-        raise ValidationError(f"{field}: only http and https webhooks are sent, not "
-                              f"{scheme or 'a URL without a scheme'!r}", field=field)
+        raise ValidationError(
+            f"{field}: only http and https webhooks are sent, not "
+            f"{scheme or 'a URL without a scheme'!r}",
+            field=field,
+        )
     host = (parts.hostname or "").lower()
     if not host:
         raise ValidationError(f"{field}: the URL has no host", field=field)
     if parts.username or parts.password:
-        raise ValidationError(f"{field}: credentials in the URL are refused; authenticate "
-                              "webhooks by their signature", field=field)
+        raise ValidationError(
+            f"{field}: credentials in the URL are refused; authenticate "
+            "webhooks by their signature",
+            field=field,
+        )
     port = port or _DEFAULT_PORTS[scheme]
     if not allowed_hosts:
-        raise ValidationError(f"{field}: webhooks are off: no host is allowed "
-                              "(set DSPEX_WEBHOOK_ALLOWED_HOSTS)", field=field)
+        raise ValidationError(
+            f"{field}: webhooks are off: no host is allowed (set DSPEX_WEBHOOK_ALLOWED_HOSTS)",
+            field=field,
+        )
     if not host_allowed(host, port, allowed_hosts):
-        raise ValidationError(f"{field}: host {host}:{port} is not in "
-                              "DSPEX_WEBHOOK_ALLOWED_HOSTS", field=field, host=host, port=port)
+        raise ValidationError(
+            f"{field}: host {host}:{port} is not in DSPEX_WEBHOOK_ALLOWED_HOSTS",
+            field=field,
+            host=host,
+            port=port,
+        )
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"

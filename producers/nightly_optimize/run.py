@@ -41,7 +41,8 @@ def main() -> int:
             # 1. What beat sends every night at 02:00 UTC.
             client.app.send_task(NIGHTLY_TASK, args=("qa-nightly",), queue="general")
             key = Keys(settings.key_prefix).idempotency(
-                f"nightly:qa-nightly:{time.strftime('%Y-%m-%d', time.gmtime())}")
+                f"nightly:qa-nightly:{time.strftime('%Y-%m-%d', time.gmtime())}"
+            )
             job_id = None
             for _ in range(600):
                 job_id = client._redis.get(key)
@@ -61,8 +62,9 @@ def main() -> int:
             print("qa@production:", answer.result(timeout=60).outputs["answer"])
             # 4. A batch over a file, in input order, resumable.
             with tempfile.TemporaryDirectory() as tmp:
-                report = client.batch("qa@production", HERE / "data" / "questions.jsonl",
-                                      Path(tmp) / "answers.jsonl")
+                report = client.batch(
+                    "qa@production", HERE / "data" / "questions.jsonl", Path(tmp) / "answers.jsonl"
+                )
                 print("batch:", json.dumps(report.to_dict()))
     return 0
 

@@ -51,20 +51,42 @@ def test_jobs_complete_exactly_once_when_30_percent_of_lm_calls_fail(
     redis_server: EmbeddedRedis,
 ) -> None:
     # Given an LM failing 30% of calls (429 with Retry-After, 5xx, hangs past the timeout)
-    config = LMServerConfig(port=0, rate_limit_rate=0.1, server_error_rate=0.1, hang_rate=0.1,
-                            hang_s=5.0, retry_after_s=0.2, latency_ms=10, seed=7)
+    config = LMServerConfig(
+        port=0,
+        rate_limit_rate=0.1,
+        server_error_rate=0.1,
+        hang_rate=0.1,
+        hang_s=5.0,
+        retry_after_s=0.2,
+        latency_ms=10,
+        seed=7,
+    )
     url = _fresh_db(redis_server, 8)
-    env = {"DSPEX_JOB_MAX_RETRIES": "10", "DSPEX_RETRY_BACKOFF_S": "0.05",
-           "DSPEX_RETRY_BACKOFF_MAX_S": "0.5", "DSPEX_LM_TIMEOUT_S": "1",
-           "DSPEX_BREAKER_FAILURE_THRESHOLD": "100000"}
-    with LMServerProcess(config) as lm, LocalStack(
-        redis_url=url, lm=LM_MODEL, lm_api_base=lm.url, queues=["general", "general"],
-        worker_args={"general": ["--concurrency", "2"]}, env=env,
-    ) as stack, Client(stack.settings) as client:
+    env = {
+        "DSPEX_JOB_MAX_RETRIES": "10",
+        "DSPEX_RETRY_BACKOFF_S": "0.05",
+        "DSPEX_RETRY_BACKOFF_MAX_S": "0.5",
+        "DSPEX_LM_TIMEOUT_S": "1",
+        "DSPEX_BREAKER_FAILURE_THRESHOLD": "100000",
+    }
+    with (
+        LMServerProcess(config) as lm,
+        LocalStack(
+            redis_url=url,
+            lm=LM_MODEL,
+            lm_api_base=lm.url,
+            queues=["general", "general"],
+            worker_args={"general": ["--concurrency", "2"]},
+            env=env,
+        ) as stack,
+        Client(stack.settings) as client,
+    ):
         started = time.monotonic()
         # When FAULT_JOBS jobs run
-        handles = [client.predict(SIG, question=f"question {i}?", context=CONTEXT)
-                   for i in range(FAULT_JOBS)]
+        handles = [
+            client.predict(SIG, question=f"question {i}?", context=CONTEXT)
+            for i in range(FAULT_JOBS)
+        ]
         results = [h.result(timeout=180) for h in handles]
         elapsed = time.monotonic() - started
         stats = _stats(lm)
@@ -76,10 +98,12 @@ def test_jobs_complete_exactly_once_when_30_percent_of_lm_calls_fail(
         assert calls <= FAULT_JOBS * 11
         assert stats["faults_total"], stats
         attempts = [r.attempt for r in results]
-        print(f"\n{FAULT_JOBS} jobs, 30% LM faults: all completed in {elapsed:.1f} s; "
-              f"{calls} LM calls ({calls / FAULT_JOBS:.2f} per job, budget 11), faults "
-              f"{stats['faults']}, max attempts {max(attempts)}, "
-              f"mean {statistics.mean(attempts):.2f}")
+        print(
+            f"\n{FAULT_JOBS} jobs, 30% LM faults: all completed in {elapsed:.1f} s; "
+            f"{calls} LM calls ({calls / FAULT_JOBS:.2f} per job, budget 11), faults "
+            f"{stats['faults']}, max attempts {max(attempts)}, "
+            f"mean {statistics.mean(attempts):.2f}"
+        )
 
 
 def test_breaker_opens_for_every_worker_fails_fast_and_recovers(
@@ -88,15 +112,25 @@ def test_breaker_opens_for_every_worker_fails_fast_and_recovers(
     url = _fresh_db(redis_server, 9)
     hanging = LMServerProcess(LMServerConfig(port=0, hang_rate=1.0)).start()
     port = int(hanging.url.rsplit(":", 1)[1].split("/")[0])
-    settings = make_settings(url, hanging.url, lm_timeout_s=1.0, job_max_retries=0,
-                             breaker_failure_threshold=3, breaker_open_s=3.0)
+    settings = make_settings(
+        url,
+        hanging.url,
+        lm_timeout_s=1.0,
+        job_max_retries=0,
+        breaker_failure_threshold=3,
+        breaker_open_s=3.0,
+    )
     settings = settings.model_copy(update={"lm_api_key": None})
     app = make_app(settings)
     install_worker_hooks(app)
     healthy = None
     try:
-        with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
-                          queues=["general"]), Client(settings, app=app) as client:
+        with (
+            start_worker(
+                app, pool="threads", concurrency=2, perform_ping_check=False, queues=["general"]
+            ),
+            Client(settings, app=app) as client,
+        ):
             # Given an LM that never answers: the first jobs wait for the LM timeout
             slow = []
             for i in range(3):
@@ -122,9 +156,11 @@ def test_breaker_opens_for_every_worker_fails_fast_and_recovers(
             result = client.predict("question -> answer", question="back?").result(timeout=30)
             assert result.ok
             assert elsewhere.allow(endpoint).state.value == "closed"
-            print(f"\nLM outage: time to fail while the LM hangs {statistics.median(slow):.2f} s"
-                  f" (timeout 1 s); while the breaker is open {statistics.median(fast)*1000:.1f}"
-                  f" ms; recovered with one probe after the LM returned")
+            print(
+                f"\nLM outage: time to fail while the LM hangs {statistics.median(slow):.2f} s"
+                f" (timeout 1 s); while the breaker is open {statistics.median(fast) * 1000:.1f}"
+                f" ms; recovered with one probe after the LM returned"
+            )
             assert statistics.median(fast) < statistics.median(slow) / 5
     finally:
         hanging.stop()
@@ -137,13 +173,22 @@ def test_killing_workers_mid_run_loses_nothing_and_runs_nothing_twice(
 ) -> None:
     url = _fresh_db(redis_server, 10)
     env = {"DSPEX_VISIBILITY_TIMEOUT_S": "10", "DSPEX_LEASE_TTL_S": "4"}
-    with LMServerProcess(LMServerConfig(port=0, latency_ms=150)) as lm, LocalStack(
-        redis_url=url, lm=LM_MODEL, lm_api_base=lm.url, queues=["general", "general"],
-        worker_args={"general": ["--pool", "prefork", "--concurrency", "2"]}, env=env,
-    ) as stack, Client(stack.settings) as client:
+    with (
+        LMServerProcess(LMServerConfig(port=0, latency_ms=150)) as lm,
+        LocalStack(
+            redis_url=url,
+            lm=LM_MODEL,
+            lm_api_base=lm.url,
+            queues=["general", "general"],
+            worker_args={"general": ["--pool", "prefork", "--concurrency", "2"]},
+            env=env,
+        ) as stack,
+        Client(stack.settings) as client,
+    ):
         rng = random.Random(11)
-        handles = [client.predict(SIG, question=f"chaos {i}?", context=CONTEXT)
-                   for i in range(CHAOS_JOBS)]
+        handles = [
+            client.predict(SIG, question=f"chaos {i}?", context=CONTEXT) for i in range(CHAOS_JOBS)
+        ]
         # While they run: SIGKILL random pool children, then a whole worker with jobs reserved
         kills = 0
         for _ in range(3):
@@ -162,9 +207,11 @@ def test_killing_workers_mid_run_loses_nothing_and_runs_nothing_twice(
         conn = redis.Redis.from_url(url)
         assert all(r.status is JobStatus.SUCCEEDED for r in results)
         assert conn.get(Keys().duplicate_results()) is None
-        print(f"\n{CHAOS_JOBS} jobs, {kills} pool children and 1 whole worker SIGKILLed: all "
-              f"completed once; last result {recovered_s:.1f} s after the worker died "
-              f"(visibility timeout 10 s, lease 4 s)")
+        print(
+            f"\n{CHAOS_JOBS} jobs, {kills} pool children and 1 whole worker SIGKILLed: all "
+            f"completed once; last result {recovered_s:.1f} s after the worker died "
+            f"(visibility timeout 10 s, lease 4 s)"
+        )
 
 
 def _children(pid: int) -> list[int]:
@@ -178,19 +225,25 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-
 def test_four_workers_never_exceed_the_shared_rate_limit(redis_server: EmbeddedRedis) -> None:
     url = _fresh_db(redis_server, 3)
     env = {"DSPEX_LM_REQUESTS_PER_MINUTE": "12"}
-    with LMServerProcess(LMServerConfig(port=0)) as lm, LocalStack(
-        redis_url=url, lm=LM_MODEL, lm_api_base=lm.url, queues=["general"] * 4,
-        worker_args={"general": ["--concurrency", "2"]}, env=env,
-    ) as stack, Client(stack.settings) as client:
+    with (
+        LMServerProcess(LMServerConfig(port=0)) as lm,
+        LocalStack(
+            redis_url=url,
+            lm=LM_MODEL,
+            lm_api_base=lm.url,
+            queues=["general"] * 4,
+            worker_args={"general": ["--concurrency", "2"]},
+            env=env,
+        ) as stack,
+        Client(stack.settings) as client,
+    ):
         # Given 12 requests/minute shared by 4 worker processes (8 slots), and 30 jobs at once
         _stats(lm)  # warm: the stack's readiness pings made no LM calls
         started = time.monotonic()
-        handles = [client.predict("question -> answer", question=f"rl {i}?")
-                   for i in range(30)]
+        handles = [client.predict("question -> answer", question=f"rl {i}?") for i in range(30)]
         time.sleep(15)
         window_s = time.monotonic() - started
         calls = int(_stats(lm)["requests_total"])  # type: ignore[call-overload]
@@ -203,28 +256,43 @@ def test_four_workers_never_exceed_the_shared_rate_limit(redis_server: EmbeddedR
         assert statuses.count(JobStatus.SUCCEEDED) == calls
         parked = redis.Redis.from_url(url).zcard(Keys().delayed())
         assert parked > 0
-        print(f"\nrate limit 12/min over 4 workers: {calls} LM calls in {window_s:.1f} s "
-              f"(allowed {allowed:.1f}), {parked} jobs parked, 0 failed")
+        print(
+            f"\nrate limit 12/min over 4 workers: {calls} LM calls in {window_s:.1f} s "
+            f"(allowed {allowed:.1f}), {parked} jobs parked, 0 failed"
+        )
 
 
 def test_redis_restarted_mid_load_loses_nothing(tmp_path: object) -> None:
     from dspex_jobs import BrokerUnavailable
 
     # Given a test-owned Redis with AOF (fsync always) and a worker under load
-    server = EmbeddedRedis(appendonly=True, data_dir=str(tmp_path),
-                           extra_args=["--appendfsync", "always"]).start()
-    env = {"DSPEX_VISIBILITY_TIMEOUT_S": "10", "DSPEX_LEASE_TTL_S": "4",
-           "DSPEX_SOCKET_TIMEOUT_S": "3"}
+    server = EmbeddedRedis(
+        appendonly=True, data_dir=str(tmp_path), extra_args=["--appendfsync", "always"]
+    ).start()
+    env = {
+        "DSPEX_VISIBILITY_TIMEOUT_S": "10",
+        "DSPEX_LEASE_TTL_S": "4",
+        "DSPEX_SOCKET_TIMEOUT_S": "3",
+    }
     try:
-        with LMServerProcess(LMServerConfig(port=0, latency_ms=200)) as lm, LocalStack(
-            redis_url=server.url, lm=LM_MODEL, lm_api_base=lm.url, queues=["general"],
-            worker_args={"general": ["--concurrency", "2"]}, env=env,
-        ) as stack:
+        with (
+            LMServerProcess(LMServerConfig(port=0, latency_ms=200)) as lm,
+            LocalStack(
+                redis_url=server.url,
+                lm=LM_MODEL,
+                lm_api_base=lm.url,
+                queues=["general"],
+                worker_args={"general": ["--concurrency", "2"]},
+                env=env,
+            ) as stack,
+        ):
             assert stack.settings is not None
             settings = stack.settings.model_copy(update={"socket_timeout_s": 3.0})
             with Client(settings) as client:
-                handles = [client.predict("question -> answer", question=f"restart {i}?")
-                           for i in range(20)]
+                handles = [
+                    client.predict("question -> answer", question=f"restart {i}?")
+                    for i in range(20)
+                ]
                 time.sleep(1.0)
                 # When Redis dies mid-load, a producer gets a clear error...
                 server.kill()
@@ -232,12 +300,18 @@ def test_redis_restarted_mid_load_loses_nothing(tmp_path: object) -> None:
                     client.ping()
                 time.sleep(2.0)
                 # ...and when it comes back with its AOF, every job still completes
-                server = EmbeddedRedis(server.port, appendonly=True, data_dir=str(tmp_path),
-                                       extra_args=["--appendfsync", "always"]).start()
+                server = EmbeddedRedis(
+                    server.port,
+                    appendonly=True,
+                    data_dir=str(tmp_path),
+                    extra_args=["--appendfsync", "always"],
+                ).start()
                 restarted_at = time.monotonic()
                 results = [client.job(h.id).result(timeout=120) for h in handles]
                 assert all(r.ok for r in results)
-                print(f"\nRedis SIGKILLed mid-load and restarted from AOF: 20/20 jobs completed, "
-                      f"the last {time.monotonic() - restarted_at:.1f} s after the restart")
+                print(
+                    f"\nRedis SIGKILLed mid-load and restarted from AOF: 20/20 jobs completed, "
+                    f"the last {time.monotonic() - restarted_at:.1f} s after the restart"
+                )
     finally:
         server.stop()

@@ -32,11 +32,14 @@ def hung_worker(redis_server: EmbeddedRedis) -> Iterator[LocalStack]:
         black_hole.bind(("127.0.0.1", 0))
         black_hole.listen(64)
         api_base = f"http://127.0.0.1:{black_hole.getsockname()[1]}/v1"
-        stack = LocalStack(redis_url=url, lm=LM_MODEL, lm_api_base=api_base,
-                           queues=["general"],
-                           worker_args={"general": ["--pool", "threads", "--concurrency", "4"]},
-                           env={"DSPEX_LM_API_KEY": "k", "DSPEX_LM_TIMEOUT_S": "30",
-                                "DSPEX_JOB_MAX_RETRIES": "0"})
+        stack = LocalStack(
+            redis_url=url,
+            lm=LM_MODEL,
+            lm_api_base=api_base,
+            queues=["general"],
+            worker_args={"general": ["--pool", "threads", "--concurrency", "4"]},
+            env={"DSPEX_LM_API_KEY": "k", "DSPEX_LM_TIMEOUT_S": "30", "DSPEX_JOB_MAX_RETRIES": "0"},
+        )
         with stack:
             yield stack
 
@@ -45,8 +48,9 @@ def test_a_deadline_ends_a_hung_job_on_time(hung_worker: LocalStack) -> None:
     assert hung_worker.settings is not None
     with Client(hung_worker.settings) as client:
         started = time.monotonic()
-        handle = client.submit(JobKind.PREDICT, "question -> answer", {"question": "q?"},
-                               deadline_s=1.5)
+        handle = client.submit(
+            JobKind.PREDICT, "question -> answer", {"question": "q?"}, deadline_s=1.5
+        )
         # Expect: DeadlineExceeded soon after the deadline, not after the LM's 30 s timeout
         with pytest.raises(DeadlineExceeded, match="reached its deadline"):
             handle.result(timeout=20)

@@ -32,8 +32,13 @@ def test_demo_answers_and_leaves_no_process_behind() -> None:
     # Given a fresh environment with no DSPEX_ settings (embedded Redis, local LM)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DSPEX_")}
     # When the demo runs
-    done = subprocess.run([sys.executable, "-m", "dspex_jobs", "demo"], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "dspex_jobs", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     # Expect exit 0 and both jobs' answers, taken from the context, with timings and tokens
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -46,5 +51,9 @@ def test_demo_answers_and_leaves_no_process_behind() -> None:
     port = re.search(r"redis redis://127\.0\.0\.1:(\d+)/0", out)
     lm_port = re.search(r"at http://127\.0\.0\.1:(\d+)/v1", out)
     assert port and lm_port, out
-    assert _processes_mentioning(f"--port {port.group(1)}", f"127.0.0.1:{port.group(1)}",
-                                 f"--port {lm_port.group(1)}") == []
+    assert (
+        _processes_mentioning(
+            f"--port {port.group(1)}", f"127.0.0.1:{port.group(1)}", f"--port {lm_port.group(1)}"
+        )
+        == []
+    )

@@ -29,8 +29,14 @@ def worker_app(redis_server: EmbeddedRedis, lm_server: object) -> Iterator[Celer
     settings = make_settings(url, lm_server.url, job_max_retries=0)  # type: ignore[attr-defined]
     app = make_app(settings)
     install_worker_hooks(app)
-    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
-                      queues=["general"], shutdown_timeout=30):
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=False,
+        queues=["general"],
+        shutdown_timeout=30,
+    ):
         yield app
 
 
@@ -78,19 +84,22 @@ def test_malformed_and_pickled_messages_do_not_kill_the_worker(
 ) -> None:
     # Given garbage sent as a job, and a pickle body that must never be decoded
     worker_app.send_task("dspex.predict", args=("garbage",), queue="general")
-    worker_app.send_task("dspex.predict", args=({"kind": "predict", "version": 99},),
-                         queue="general")
+    worker_app.send_task(
+        "dspex.predict", args=({"kind": "predict", "version": 99},), queue="general"
+    )
     with worker_app.producer_or_acquire() as producer:
-        producer.publish(pickle.dumps({"boom": 1}), routing_key="general",
-                         content_type="application/x-python-serialize",
-                         content_encoding="binary", headers={"task": "dspex.ping", "id": "x"})
+        producer.publish(
+            pickle.dumps({"boom": 1}),
+            routing_key="general",
+            content_type="application/x-python-serialize",
+            content_encoding="binary",
+            headers={"task": "dspex.ping", "id": "x"},
+        )
     # When a real job follows them, expect it to complete: the worker is still alive
     assert client.ping().result(timeout=30).ok
 
 
-def test_a_template_becomes_the_instructions_the_lm_sees(
-    client: Client, lm_server: object
-) -> None:
+def test_a_template_becomes_the_instructions_the_lm_sees(client: Client, lm_server: object) -> None:
     import json
     import urllib.request
 
@@ -98,9 +107,13 @@ def test_a_template_becomes_the_instructions_the_lm_sees(
 
     # Given a template that uses an input, and an input value that looks like template code
     template = "Answer as {{ persona }} would. Stay under {{ limit }} words."
-    result = client.predict("question, persona, limit: int -> answer", template=template,
-                            question="What is {{ config }}?", persona="a pirate",
-                            limit=20).result(timeout=60)
+    result = client.predict(
+        "question, persona, limit: int -> answer",
+        template=template,
+        question="What is {{ config }}?",
+        persona="a pirate",
+        limit=20,
+    ).result(timeout=60)
     assert result.ok
     # Expect the rendered text in the prompt the LM received, and the value left literal
     url = lm_server.url + "/requests?last=1"  # type: ignore[attr-defined]
@@ -120,12 +133,20 @@ def test_wrong_api_key_fails_at_once_with_lm_auth_error(
     redis_server: EmbeddedRedis, lm_server: object
 ) -> None:
     # Given a worker with the wrong key for the LM, and retries allowed
-    settings = make_settings(redis_db_url(redis_server, 4), lm_server.url,  # type: ignore[attr-defined]
-                             lm_api_key="wrong-key", job_max_retries=3)
+    settings = make_settings(
+        redis_db_url(redis_server, 4),
+        lm_server.url,  # type: ignore[attr-defined]
+        lm_api_key="wrong-key",
+        job_max_retries=3,
+    )
     redis.Redis.from_url(settings.redis_url).flushdb()
     app = make_app(settings)
-    with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False,
-                      queues=["general"]), Client(settings, app=app) as c:
+    with (
+        start_worker(
+            app, pool="threads", concurrency=1, perform_ping_check=False, queues=["general"]
+        ),
+        Client(settings, app=app) as c,
+    ):
         handle = c.predict("question -> answer", question="let me in?")
         # Expect a permanent, typed failure on the first attempt: auth errors are not retried
         with pytest.raises(LMAuthError) as info:
@@ -138,16 +159,20 @@ def test_wrong_api_key_fails_at_once_with_lm_auth_error(
 
 def test_lm_connection_refused_is_lm_unavailable(redis_server: EmbeddedRedis) -> None:
     # Given a worker whose LM endpoint refuses connections, and no job retries
-    settings = make_settings(redis_db_url(redis_server, 3), "http://127.0.0.1:1/v1",
-                             job_max_retries=0)
+    settings = make_settings(
+        redis_db_url(redis_server, 3), "http://127.0.0.1:1/v1", job_max_retries=0
+    )
     redis.Redis.from_url(settings.redis_url).flushdb()
     app = make_app(settings)
-    with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False,
-                      queues=["general"]), Client(settings, app=app) as c:
+    with (
+        start_worker(
+            app, pool="threads", concurrency=1, perform_ping_check=False, queues=["general"]
+        ),
+        Client(settings, app=app) as c,
+    ):
         handle = c.predict("question -> answer", question="hello?")
         # Expect the failure typed as a retryable LM error, and the job marked failed
         with pytest.raises(LMUnavailable) as info:
             handle.result(timeout=60)
         assert info.value.retryable and info.value.job_id == handle.id
         assert handle.status() is JobStatus.FAILED
-

@@ -39,9 +39,13 @@ def store(redis_server: EmbeddedRedis) -> Iterator[LMCacheStore]:
 
 def _request(**changes: object) -> dict[str, object]:
     request: dict[str, object] = {
-        "model": LM_MODEL, "messages": [{"role": "user", "content": "hi"}],
-        "temperature": None, "max_tokens": None, "api_base": "http://a:1/v1",
-        "api_key": "secret-key-1", "_fn_identifier": "dspy.clients.lm.litellm_completion",
+        "model": LM_MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": None,
+        "max_tokens": None,
+        "api_base": "http://a:1/v1",
+        "api_key": "secret-key-1",
+        "_fn_identifier": "dspy.clients.lm.litellm_completion",
     }
     request.update(changes)
     return request
@@ -56,9 +60,15 @@ def test_keys_separate_endpoints_api_keys_and_parameters(store: LMCacheStore) ->
     # Expect: the same request, the same key; every answer-changing difference, another key
     assert cache.cache_key(_request(), ignored) == key
     assert cache.cache_key(_request(api_base="http://a:1/v1/"), ignored) == key
-    for change in ({"api_base": "http://b:1/v1"}, {"api_key": "secret-key-2"},
-                   {"temperature": 0.7}, {"max_tokens": 5}, {"model": "openai/other"},
-                   {"rollout_id": 1}, {"messages": [{"role": "user", "content": "hi!"}]}):
+    for change in (
+        {"api_base": "http://b:1/v1"},
+        {"api_key": "secret-key-2"},
+        {"temperature": 0.7},
+        {"max_tokens": 5},
+        {"model": "openai/other"},
+        {"rollout_id": 1},
+        {"messages": [{"role": "user", "content": "hi!"}]},
+    ):
         assert cache.cache_key(_request(**change), ignored) != key, change
     # An explicit lm15 Request does not name its endpoint: it bypasses the shared cache
     native = {"_fn_identifier": "dspy.clients.lm15.complete", "request": {"model": "m"}}
@@ -120,17 +130,24 @@ def test_redis_down_is_a_miss_not_a_failure() -> None:
 
 # -- real workers -------------------------------------------------------------------------
 
+
 def _lm_requests(url: str) -> int:
-    request = urllib.request.Request(f"{url}/stats",
-                                     headers={"Authorization": f"Bearer {LM_API_KEY}"})
+    request = urllib.request.Request(
+        f"{url}/stats", headers={"Authorization": f"Bearer {LM_API_KEY}"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return int(json.loads(response.read())["chat_completions"])
 
 
 def _worker(url: str, lm_url: str) -> LocalStack:
-    return LocalStack(redis_url=url, lm=LM_MODEL, lm_api_base=lm_url, queues=["general"],
-                      worker_args={"general": ["--concurrency", "1"]},
-                      env={"DSPEX_LM_API_KEY": LM_API_KEY, "DSPEX_LM_CACHE": "true"})
+    return LocalStack(
+        redis_url=url,
+        lm=LM_MODEL,
+        lm_api_base=lm_url,
+        queues=["general"],
+        worker_args={"general": ["--concurrency", "1"]},
+        env={"DSPEX_LM_API_KEY": LM_API_KEY, "DSPEX_LM_CACHE": "true"},
+    )
 
 
 def _answer(stack: LocalStack, **lm: object) -> tuple[str, dict[str, object]]:
@@ -141,8 +158,7 @@ def _answer(stack: LocalStack, **lm: object) -> tuple[str, dict[str, object]]:
     return str(result.outputs["answer"]), dict(result.usage)
 
 
-def test_workers_share_answers_per_endpoint(redis_server: EmbeddedRedis,
-                                            lm_server: object) -> None:
+def test_workers_share_answers_per_endpoint(redis_server: EmbeddedRedis, lm_server: object) -> None:
     from dspex_jobs.lmserver import LMServerConfig, LMServerProcess
 
     url = redis_db_url(redis_server, 37)
@@ -192,8 +208,14 @@ def test_cli_shows_stats_and_clears(store: LMCacheStore, redis_server: EmbeddedR
     runner = CliRunner()
     shown = runner.invoke(main, ["lm-cache", "stats"], env=env)
     assert shown.exit_code == 0, shown.output
-    assert json.loads(shown.output) == {"hits": 1, "misses": 0, "writes": 1, "evictions": 0,
-                                        "entries": 1, "hit_rate": 1.0}
+    assert json.loads(shown.output) == {
+        "hits": 1,
+        "misses": 0,
+        "writes": 1,
+        "evictions": 0,
+        "entries": 1,
+        "hit_rate": 1.0,
+    }
     cleared = runner.invoke(main, ["lm-cache", "clear", "--yes"], env=env)
     assert cleared.exit_code == 0 and "removed 1" in cleared.output
     assert store.stats().entries == 0

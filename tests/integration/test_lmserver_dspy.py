@@ -46,8 +46,14 @@ def server() -> Iterator[LocalLMServer]:
 
 
 def _lm(url: str, engine: str, **kwargs: Any) -> dspy.LM:
-    return dspy.LM("openai/extractive-minilm", api_base=url, api_key="local", cache=False,
-                   engine=engine, **kwargs)
+    return dspy.LM(
+        "openai/extractive-minilm",
+        api_base=url,
+        api_key="local",
+        cache=False,
+        engine=engine,
+        **kwargs,
+    )
 
 
 def _causes(exc: BaseException) -> list[str]:
@@ -168,12 +174,18 @@ def _first_status_is(status: int) -> LMServerConfig:
 
 
 FAULTS = {
-    "429": (LMServerConfig(rate_limit_rate=1.0, retry_after_s=2), LMRateLimitError,
-            "litellm.exceptions.RateLimitError"),
+    "429": (
+        LMServerConfig(rate_limit_rate=1.0, retry_after_s=2),
+        LMRateLimitError,
+        "litellm.exceptions.RateLimitError",
+    ),
     "500": (_first_status_is(500), LMServerError, "litellm.exceptions.InternalServerError"),
     "503": (_first_status_is(503), LMServerError, "litellm.exceptions.ServiceUnavailableError"),
-    "401": (LMServerConfig(api_key="not-local"), LMAuthError,
-            "litellm.exceptions.AuthenticationError"),
+    "401": (
+        LMServerConfig(api_key="not-local"),
+        LMAuthError,
+        "litellm.exceptions.AuthenticationError",
+    ),
 }
 
 

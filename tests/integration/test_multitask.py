@@ -40,11 +40,13 @@ CONTEXT = [
 def stack(redis_server: EmbeddedRedis) -> Iterator[LocalStack]:
     url = redis_db_url(redis_server, DB)
     redis.Redis.from_url(url).flushdb()
-    with LocalStack(redis_url=url, queues=["general", "webhooks"],
-                    worker_args={"general": ["--concurrency", "2"]},
-                    lm_server_options={"latency_ms": 400, "token_delay_ms": 150},
-                    env={"DSPEX_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
-                         "DSPEX_WEBHOOK_SECRET": "s"}) as s:
+    with LocalStack(
+        redis_url=url,
+        queues=["general", "webhooks"],
+        worker_args={"general": ["--concurrency", "2"]},
+        lm_server_options={"latency_ms": 400, "token_delay_ms": 150},
+        env={"DSPEX_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "DSPEX_WEBHOOK_SECRET": "s"},
+    ) as s:
         yield s
     redis.Redis.from_url(url).flushdb()
 
@@ -52,8 +54,9 @@ def stack(redis_server: EmbeddedRedis) -> Iterator[LocalStack]:
 @pytest.fixture
 def client(stack: LocalStack) -> Iterator[Client]:
     assert stack.settings is not None
-    settings = stack.settings.model_copy(update={"webhook_allowed_hosts": ("127.0.0.1",),
-                                                 "webhook_secret": SecretStr("s")})
+    settings = stack.settings.model_copy(
+        update={"webhook_allowed_hosts": ("127.0.0.1",), "webhook_secret": SecretStr("s")}
+    )
     with Client(settings) as c:
         yield c
 
@@ -74,8 +77,7 @@ def _questions(session: Session) -> list[str]:
     return [turn["question"] for turn in session.state().history]
 
 
-def test_enqueue_runs_jobs_one_after_another_in_order(client: Client,
-                                                      session: Session) -> None:
+def test_enqueue_runs_jobs_one_after_another_in_order(client: Client, session: Session) -> None:
     # Given three jobs submitted at once to one session (the worker has room for two at a time)
     handles = [session.predict(SIG, question=f"q{i}?") for i in range(3)]
     assert session.running() == handles[0].id
@@ -109,12 +111,18 @@ def test_reject_refuses_a_second_job_at_once(client: Client, session: Session) -
 
 
 def test_interrupt_stops_the_running_job_and_keeps_its_partial_output(
-    client: Client, session: Session, receiver: Receiver,
+    client: Client,
+    session: Session,
+    receiver: Receiver,
 ) -> None:
     # Given a streaming job that has started producing its answer (with a webhook, sent by
     # the webhooks worker process)
-    first = session.predict(SIG, question="What does an interrupted job keep?", stream=True,
-                            webhook=receiver.url("/interrupted"))
+    first = session.predict(
+        SIG,
+        question="What does an interrupted job keep?",
+        stream=True,
+        webhook=receiver.url("/interrupted"),
+    )
     chunk = next(e for e in first.stream(timeout=60) if isinstance(e, StreamChunk))
     assert chunk.text
     # When a new job interrupts it
@@ -130,8 +138,10 @@ def test_interrupt_stops_the_running_job_and_keeps_its_partial_output(
     done = second.result(timeout=60)
     assert done.timings.started_at >= stopped.timings.finished_at
     history = session.state().history
-    assert [t["question"] for t in history] == ["What does an interrupted job keep?",
-                                                "And after it?"]
+    assert [t["question"] for t in history] == [
+        "What does an interrupted job keep?",
+        "And after it?",
+    ]
     assert history[0]["answer"] == partial
     full = next(s for s in CONTEXT if s.startswith("An interrupted"))
     assert len(partial) < len(full)  # stopped while streaming, not after
@@ -142,7 +152,8 @@ def test_interrupt_stops_the_running_job_and_keeps_its_partial_output(
 
 
 def test_rollback_restores_the_state_from_before_the_running_job(
-    client: Client, session: Session,
+    client: Client,
+    session: Session,
 ) -> None:
     # Given a session with one finished turn, and a second job running (not streaming)
     session.predict(SIG, question="kept?").result(timeout=60)
@@ -166,11 +177,9 @@ def test_rollback_restores_the_state_from_before_the_running_job(
     assert session.state().history[0] == before.history[0]
 
 
-def test_multitask_is_checked_before_anything_is_enqueued(client: Client,
-                                                          session: Session) -> None:
+def test_multitask_is_checked_before_anything_is_enqueued(client: Client, session: Session) -> None:
     with pytest.raises(ValidationError, match="multitask must be one of"):
         session.predict(SIG, question="x", multitask="replace")
     with pytest.raises(ValidationError, match="session jobs only"):
-        client.submit("predict", "question -> answer", {"question": "x"},
-                      multitask="interrupt")
+        client.submit("predict", "question -> answer", {"question": "x"}, multitask="interrupt")
     assert session.running() is None

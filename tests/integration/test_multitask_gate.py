@@ -27,8 +27,14 @@ def gate(redis_server: EmbeddedRedis) -> Iterator[SessionGate]:
 
 
 def _admit(gate: SessionGate, job_id: str, strategy: str) -> str:
-    return gate.admit("s1", job_id, strategy, task="dspex.predict",  # type: ignore[arg-type]
-                      queue="general", payload={"id": job_id}).decision
+    return gate.admit(
+        "s1",
+        job_id,
+        strategy,
+        task="dspex.predict",  # type: ignore[arg-type]
+        queue="general",
+        payload={"id": job_id},
+    ).decision
 
 
 def test_racing_producers_admit_exactly_one_job(gate: SessionGate) -> None:

@@ -124,8 +124,9 @@ WARNINGS = [
 def settings(redis_server: EmbeddedRedis) -> Settings:
     url = redis_db_url(redis_server, 10)
     redis.Redis.from_url(url).flushdb()
-    return make_settings(url, job_max_retries=0, neural_index_max_docs=60,
-                         neural_max_text_chars=2000)
+    return make_settings(
+        url, job_max_retries=0, neural_index_max_docs=60, neural_max_text_chars=2000
+    )
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +140,14 @@ def worker_app(settings: Settings) -> Iterator[Celery]:
 
         return search_operation(index, query, 1)  # as a pipeline's search step calls it
 
-    with start_worker(app, pool="threads", concurrency=8, perform_ping_check=False,
-                      queues=["neural"], shutdown_timeout=30):
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=8,
+        perform_ping_check=False,
+        queues=["neural"],
+        shutdown_timeout=30,
+    ):
         yield app
 
 
@@ -164,8 +171,11 @@ def reference() -> Any:
 @pytest.fixture(scope="module")
 def corpus_index(client: Client) -> str:
     index = client.index("corpus")
-    result = index.add([doc for _, doc in CORPUS], ids=[i for i, _ in CORPUS],
-                       metadata=[{"position": n} for n in range(len(CORPUS))])
+    result = index.add(
+        [doc for _, doc in CORPUS],
+        ids=[i for i, _ in CORPUS],
+        metadata=[{"position": n} for n in range(len(CORPUS))],
+    )
     assert (result.added, result.count) == (len(CORPUS), len(CORPUS))
     return index.name
 
@@ -189,7 +199,9 @@ def test_embeddings_match_in_process_encode(client: Client, reference: Any) -> N
 
 @pytest.mark.filterwarnings(*WARNINGS)
 def test_concurrent_small_jobs_are_micro_batched_and_each_gets_its_own_vector(
-    client: Client, reference: Any, settings: Settings,
+    client: Client,
+    reference: Any,
+    settings: Settings,
 ) -> None:
     from dspex_jobs.neural.service import loaded_service
 
@@ -209,20 +221,25 @@ def test_concurrent_small_jobs_are_micro_batched_and_each_gets_its_own_vector(
 
 @pytest.mark.filterwarnings(*WARNINGS)
 def test_search_finds_the_labelled_answer(
-    client: Client, reference: Any, corpus_index: str, record_property: Any,
+    client: Client,
+    reference: Any,
+    corpus_index: str,
+    record_property: Any,
 ) -> None:
     # Given 50 documents, and 20 queries each answered by one of them
     index = client.index(corpus_index)
     # When searched through the queue (one job with every query)
     results = index.search_many([q for q, _ in QUERIES], k=3)
-    queue_recall = sum(hits[0].id == answer
-                       for hits, (_, answer) in zip(results, QUERIES, strict=True)) / len(QUERIES)
+    queue_recall = sum(
+        hits[0].id == answer for hits, (_, answer) in zip(results, QUERIES, strict=True)
+    ) / len(QUERIES)
     # And in process, with the same model and numpy
     docs = reference.encode([d for _, d in CORPUS], normalize_embeddings=True)
     queries = reference.encode([q for q, _ in QUERIES], normalize_embeddings=True)
     best = (queries @ docs.T).argmax(axis=1)
-    local_recall = sum(CORPUS[b][0] == answer
-                       for b, (_, answer) in zip(best, QUERIES, strict=True)) / len(QUERIES)
+    local_recall = sum(
+        CORPUS[b][0] == answer for b, (_, answer) in zip(best, QUERIES, strict=True)
+    ) / len(QUERIES)
     record_property("recall_at_1_queue", queue_recall)
     record_property("recall_at_1_in_process", local_recall)
     print(f"recall@1: queue {queue_recall:.2f}, in-process {local_recall:.2f}")
@@ -238,9 +255,12 @@ def test_concurrent_adds_and_searches_are_consistent(client: Client) -> None:
     # Given an index that four producers fill while four others search it
     index = client.index("live")
     index.add(["seed document about nothing in particular"], ids=["seed"])
-    text_of = {f"w{w}-{n}": f"Fact {n} from writer {w}: item {w * 100 + n} is "
-               f"{['red', 'green', 'blue', 'gold'][w]} and weighs {n + 1} kilograms."
-               for w in range(4) for n in range(8)}
+    text_of = {
+        f"w{w}-{n}": f"Fact {n} from writer {w}: item {w * 100 + n} is "
+        f"{['red', 'green', 'blue', 'gold'][w]} and weighs {n + 1} kilograms."
+        for w in range(4)
+        for n in range(8)
+    }
     problems: list[str] = []
     done = threading.Event()
 
@@ -314,8 +334,7 @@ def test_the_worker_checks_raw_messages_too(client: Client, worker_app: Celery) 
     # Given envelopes sent without the client's checks
     def raw(kind: JobKind, inputs: dict[str, Any]) -> Any:
         job = Job(kind=kind, inputs=inputs)
-        worker_app.send_task(kind.task_name, args=(job.to_wire(),), task_id=job.id,
-                             queue="neural")
+        worker_app.send_task(kind.task_name, args=(job.to_wire(),), task_id=job.id, queue="neural")
         return client.job(job.id)
 
     # Expect the same typed errors from the worker
@@ -337,10 +356,18 @@ def test_index_limits_and_model_mismatch_are_typed(client: Client, settings: Set
         client.index("too-big").add([f"document number {n}" for n in range(61)])
     assert info.value.details["limit"] == 60 and not client.index("too-big").exists()
     # Given an index some other model wrote
-    store = IndexStore(redis.Redis.from_url(settings.redis_url), Keys(settings.key_prefix),
-                       max_docs=60)
-    store.add("foreign", ids=["a"], vectors=[b"\0" * 16], documents=["a"], metadata=[None],
-              dim=4, model="other-model")
+    store = IndexStore(
+        redis.Redis.from_url(settings.redis_url), Keys(settings.key_prefix), max_docs=60
+    )
+    store.add(
+        "foreign",
+        ids=["a"],
+        vectors=[b"\0" * 16],
+        documents=["a"],
+        metadata=[None],
+        dim=4,
+        model="other-model",
+    )
     with pytest.raises(IndexMismatch, match="other-model"):
         client.index("foreign").add(["b"])
     with pytest.raises(IndexMismatch):
@@ -357,7 +384,9 @@ def test_health_reports_the_workers_device(client: Client, settings: Settings) -
 
 @pytest.mark.filterwarnings(*WARNINGS)
 def test_dspy_programs_retrieve_through_the_queue(
-    client: Client, corpus_index: str, reference: Any,
+    client: Client,
+    corpus_index: str,
+    reference: Any,
 ) -> None:
     from dspex_jobs.neural.operations import search_operation
     from dspex_jobs.neural.retrieval import IndexRetriever, queue_embedder
@@ -369,15 +398,21 @@ def test_dspy_programs_retrieve_through_the_queue(
     embedder = queue_embedder(client)
     vectors = embedder(["hello there", "general kenobi"])
     assert vectors.shape == (2, 384)
-    assert np.abs(vectors - reference.encode(["hello there", "general kenobi"],
-                                             normalize_embeddings=True)).max() < 1e-5
+    assert (
+        np.abs(
+            vectors - reference.encode(["hello there", "general kenobi"], normalize_embeddings=True)
+        ).max()
+        < 1e-5
+    )
     hits = search_operation(corpus_index, "How long is a marathon?", 1, client=client)
     assert [h["id"] for h in hits] == ["marathon"] and hits[0]["document"]
 
 
 @pytest.mark.filterwarnings(*WARNINGS)
 def test_search_inside_a_neural_job_runs_in_process(
-    worker_app: Celery, corpus_index: str, monkeypatch: pytest.MonkeyPatch,
+    worker_app: Celery,
+    corpus_index: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from dspex_jobs.neural import operations
 
@@ -385,8 +420,10 @@ def test_search_inside_a_neural_job_runs_in_process(
         raise AssertionError("a neural job must not wait on another neural job")
 
     monkeypatch.setattr(operations, "default_client", no_queue)
-    result = worker_app.send_task("tests.neural.search_in_a_job",
-                                  args=(corpus_index, "Why does bread dough rise?"),
-                                  queue="neural")
+    result = worker_app.send_task(
+        "tests.neural.search_in_a_job",
+        args=(corpus_index, "Why does bread dough rise?"),
+        queue="neural",
+    )
     hits = result.get(timeout=60)
     assert [h["id"] for h in hits] == ["bread"]

@@ -30,8 +30,10 @@ def test_the_index_survives_a_worker_restart(stack: LocalStack) -> None:
         # Given an index built by the first worker (a real `dspex-jobs worker --queue neural`)
         first = stack.workers[0]
         docs = client.index("kept")
-        docs.add(["The Eiffel Tower is in Paris.", "The Colosseum is in Rome.",
-                  "Big Ben is in London."], ids=["eiffel", "colosseum", "big-ben"])
+        docs.add(
+            ["The Eiffel Tower is in Paris.", "The Colosseum is in Rome.", "Big Ben is in London."],
+            ids=["eiffel", "colosseum", "big-ben"],
+        )
         assert docs.search("Where is the Eiffel Tower?", k=1)[0].id == "eiffel"
         (queue,) = check_health(stack.settings, ("neural",)).queues
         assert set(queue.devices.values()) <= {"cpu", "cuda"} and queue.devices

@@ -69,11 +69,16 @@ def _wait_for(events: list[Event], name: str, job_id: str, timeout_s: float = 10
 
 
 def test_a_job_emits_its_lifecycle_with_one_trace_id(
-    client: Client, events: list[Event],
+    client: Client,
+    events: list[Event],
 ) -> None:
     # Given two jobs with the same signature, the first continuing the caller's trace
-    first = client.submit("predict", "question, context -> answer",
-                          {"question": "Who?", "context": "Ada wrote it."}, trace_id="trace-1")
+    first = client.submit(
+        "predict",
+        "question, context -> answer",
+        {"question": "Who?", "context": "Ada wrote it."},
+        trace_id="trace-1",
+    )
     result = first.result(timeout=60)
     second = client.predict("question, context -> answer", question="Who?", context="Bo.")
     second.result(timeout=60)
@@ -81,7 +86,8 @@ def test_a_job_emits_its_lifecycle_with_one_trace_id(
     assert result.status is JobStatus.SUCCEEDED and result.trace_id == "trace-1"
     mine = [e for e in events if e[2].get("job_id") == first.id]
     assert {"dspex.job.submit", "dspex.job.start", "dspex.lm.call", "dspex.job.stop"} <= {
-        e[0] for e in mine}
+        e[0] for e in mine
+    }
     assert {e[2]["trace_id"] for e in mine} == {"trace-1"}
     stop = _wait_for(events, "dspex.job.stop", first.id)
     assert stop[2]["status"] == "succeeded" and stop[1]["duration_s"] > 0
@@ -158,8 +164,9 @@ def test_celery_task_events_name_and_summarise_our_tasks(app: Celery, client: Cl
     assert ready.wait(10)
     time.sleep(0.5)  # the receiver subscribes once capture() starts consuming
     # When a job runs
-    handle = client.submit("predict", "question -> answer", {"question": "Hi?"},
-                           trace_id="trace-flower")
+    handle = client.submit(
+        "predict", "question -> answer", {"question": "Hi?"}, trace_id="trace-flower"
+    )
     target["id"] = handle.id
     handle.result(timeout=60)
     assert done.wait(15), [e["type"] for e in seen]
@@ -169,8 +176,10 @@ def test_celery_task_events_name_and_summarise_our_tasks(app: Celery, client: Cl
     assert {"task-received", "task-started", "task-succeeded"} <= set(mine)
     received = mine["task-received"]
     assert received["name"] == "dspex.predict"
-    assert received["args"] == "predict 'question -> answer' inputs=[question] " \
-                               "queue=general trace=trace-flower"
+    assert (
+        received["args"] == "predict 'question -> answer' inputs=[question] "
+        "queue=general trace=trace-flower"
+    )
     assert "Hi?" not in json.dumps(received)
 
 
@@ -184,15 +193,22 @@ class _Capture(sentry_sdk.transport.Transport):
 
 
 def test_a_failing_job_reaches_sentry_tagged_and_scrubbed(app: Celery, client: Client) -> None:
-    settings = make_settings(app.dspex_settings.redis_url,  # type: ignore[attr-defined]
-                             sentry_dsn="http://public@127.0.0.1:9/1",
-                             lm_api_key="sk-observability-secret")
+    settings = make_settings(
+        app.dspex_settings.redis_url,  # type: ignore[attr-defined]
+        sentry_dsn="http://public@127.0.0.1:9/1",
+        lm_api_key="sk-observability-secret",
+    )
     transport = _Capture()
     init_sentry(settings, transport=transport)
     try:
         # When a job fails on the worker (the LM server does not serve this model)
-        handle = client.submit("predict", "question -> answer", {"question": "Q?"},
-                               lm={"model": "openai/no-such-model"}, trace_id="trace-sentry")
+        handle = client.submit(
+            "predict",
+            "question -> answer",
+            {"question": "Q?"},
+            lm={"model": "openai/no-such-model"},
+            trace_id="trace-sentry",
+        )
         with pytest.raises(DSPexError) as failure:
             handle.result(timeout=60)
         # The worker reports right after storing the result: give it a moment
@@ -204,8 +220,12 @@ def test_a_failing_job_reaches_sentry_tagged_and_scrubbed(app: Celery, client: C
         telemetry.detach(HANDLER_ID)
         sentry_sdk.init()
     # Expect one event for it, with the job's tags, and no secret
-    events = [item.payload.json for envelope in transport.envelopes for item in envelope.items
-              if item.type == "event"]
+    events = [
+        item.payload.json
+        for envelope in transport.envelopes
+        for item in envelope.items
+        if item.type == "event"
+    ]
     mine = [e for e in events if e.get("tags", {}).get("job.id") == handle.id]
     assert len(mine) == 1
     tags = mine[0]["tags"]
@@ -244,10 +264,12 @@ def test_opentelemetry_span_joins_the_jobs_trace(client: Client) -> None:
 def test_session_jobs_emit_bind(client: Client, events: list[Event]) -> None:
     # Given a session whose first job binds it to the worker
     with client.session(ttl_s=60) as session:
-        session.predict("question, context -> answer", question="Who?",
-                        context="Ada.").result(timeout=60)
-        session.predict("question, context -> answer", question="Who?",
-                        context="Bo.").result(timeout=60)
+        session.predict("question, context -> answer", question="Who?", context="Ada.").result(
+            timeout=60
+        )
+        session.predict("question, context -> answer", question="Who?", context="Bo.").result(
+            timeout=60
+        )
         session_id = session.id
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not any(e[0] == "dspex.session.bind" for e in events):

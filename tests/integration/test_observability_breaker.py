@@ -40,5 +40,8 @@ def test_each_transition_is_one_event(redis_server: EmbeddedRedis) -> None:
         client.close()
     # Expect exactly the three transitions, in order
     assert [(e["previous"], e["state"]) for e in seen] == [
-        ("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ]
     assert {e["endpoint"] for e in seen} == {"m@x"}

@@ -46,10 +46,14 @@ def stack(redis_server: EmbeddedRedis, lm_server: object) -> Iterator[tuple[Loca
     url = redis_db_url(redis_server, 29)
     redis.Redis.from_url(url).flushdb()
     port = _free_port()
-    stack = LocalStack(redis_url=url, lm=LM_MODEL, lm_api_base=lm_server.url,  # type: ignore[attr-defined]
-                       queues=["general"],
-                       worker_args={"general": ["--pool", "prefork", "--concurrency", "2"]},
-                       env={"DSPEX_LM_API_KEY": LM_API_KEY, "DSPEX_METRICS_PORT": str(port)})
+    stack = LocalStack(
+        redis_url=url,
+        lm=LM_MODEL,
+        lm_api_base=lm_server.url,  # type: ignore[attr-defined]
+        queues=["general"],
+        worker_args={"general": ["--pool", "prefork", "--concurrency", "2"]},
+        env={"DSPEX_LM_API_KEY": LM_API_KEY, "DSPEX_METRICS_PORT": str(port)},
+    )
     with stack:
         yield stack, port
 
@@ -64,8 +68,11 @@ def _get(url: str, auth: tuple[str, str] | None = None, timeout_s: float = 5) ->
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -85,9 +92,11 @@ def _settled(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     deadline = time.monotonic() + 15
     while True:
         samples = _scrape(port)
-        if _value(samples, "dspex_jobs_started_total", **kq) == _value(
-                samples, "dspex_jobs_finished_total", **kq, status="succeeded") \
-                or time.monotonic() > deadline:
+        if (
+            _value(samples, "dspex_jobs_started_total", **kq)
+            == _value(samples, "dspex_jobs_finished_total", **kq, status="succeeded")
+            or time.monotonic() > deadline
+        ):
             return samples
         time.sleep(0.1)
 
@@ -105,12 +114,16 @@ def test_worker_metrics_move_when_jobs_run(stack: tuple[LocalStack, int]) -> Non
     with Client(local.settings) as client:
         for handle in [client.ping() for _ in range(4)]:
             handle.result(timeout=60)
-        client.predict("question, context -> answer", question="Who?",
-                       context="Ada wrote it.").result(timeout=60)
+        client.predict(
+            "question, context -> answer", question="Who?", context="Ada wrote it."
+        ).result(timeout=60)
     after = _scrape(port)
     # Expect the children's counts summed on the main process's page
-    assert _value(after, "dspex_jobs_finished_total", **done) - \
-        _value(before, "dspex_jobs_finished_total", **done) == 4
+    assert (
+        _value(after, "dspex_jobs_finished_total", **done)
+        - _value(before, "dspex_jobs_finished_total", **done)
+        == 4
+    )
     assert _value(after, "dspex_job_duration_seconds_count", **done) >= 4
     assert _value(after, "dspex_lm_tokens_total", model=LM_MODEL, type="prompt") > 0
     assert _value(after, "dspex_lm_latency_seconds_count", model=LM_MODEL) >= 1
@@ -124,8 +137,9 @@ def test_metrics_command_reads_queue_depths(stack: tuple[LocalStack, int]) -> No
     assert local.settings is not None
     redis.Redis.from_url(local.settings.redis_url).rpush("optimizer", b"x", b"y")
     try:
-        result = CliRunner().invoke(main, ["metrics", "--once"],
-                                    env={"DSPEX_REDIS_URL": local.settings.redis_url})
+        result = CliRunner().invoke(
+            main, ["metrics", "--once"], env={"DSPEX_REDIS_URL": local.settings.redis_url}
+        )
     finally:
         redis.Redis.from_url(local.settings.redis_url).delete("optimizer")
     assert result.exit_code == 0, result.output
@@ -141,9 +155,22 @@ def flower(stack: tuple[LocalStack, int]) -> Iterator[tuple[str, tuple[str, str]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DSPEX_")}
     env["DSPEX_REDIS_URL"] = local.settings.redis_url  # type: ignore[union-attr]
     process = subprocess.Popen(
-        [sys.executable, "-m", "dspex_jobs", "flower", "--port", str(port),
-         "--address", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, start_new_session=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "dspex_jobs",
+            "flower",
+            "--port",
+            str(port),
+            "--address",
+            "127.0.0.1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+    )
     try:
         assert process.stderr is not None
         line = process.stderr.readline()  # the generated password, printed once
@@ -176,7 +203,8 @@ def _seen_whole(task: dict[str, Any] | None) -> bool:
 
 
 def test_flower_shows_our_tasks_behind_authentication(
-    stack: tuple[LocalStack, int], flower: tuple[str, tuple[str, str]],
+    stack: tuple[LocalStack, int],
+    flower: tuple[str, tuple[str, str]],
 ) -> None:
     local, _ = stack
     base, auth = flower
@@ -190,8 +218,9 @@ def test_flower_shows_our_tasks_behind_authentication(
     deadline = time.monotonic() + 40
     with Client(local.settings) as client:
         while time.monotonic() < deadline:
-            handle = client.submit("predict", "question -> answer", {"question": "Hi?"},
-                                   trace_id="trace-flower")
+            handle = client.submit(
+                "predict", "question -> answer", {"question": "Hi?"}, trace_id="trace-flower"
+            )
             handle.result(timeout=60)
             handles.append(handle.id)
             time.sleep(0.5)
@@ -201,8 +230,10 @@ def test_flower_shows_our_tasks_behind_authentication(
     # Expect our task by its readable name, with the summary instead of the envelope
     shown = next(tasks[job_id] for job_id in handles if _seen_whole(tasks.get(job_id)))
     assert shown["name"] == "dspex.predict"
-    assert shown["args"] == "predict 'question -> answer' inputs=[question] queue=general " \
-                            "trace=trace-flower"
+    assert (
+        shown["args"] == "predict 'question -> answer' inputs=[question] queue=general "
+        "trace=trace-flower"
+    )
     assert "Hi?" not in json.dumps(shown)
     workers = json.loads(_get(f"{base}/api/workers?refresh=1", auth, timeout_s=20))
     assert any(name.startswith("general") for name in workers), list(workers)

@@ -30,13 +30,19 @@ pytestmark = pytest.mark.integration
 DB = 20
 
 TRAIN = [
-    {"question": "Paris is the capital of France. What is the capital of France?",
-     "answer": "Paris is the capital of France."},
-    {"question": "Water boils at 100 degrees. At what temperature does water boil?",
-     "answer": "Water boils at 100 degrees."},
+    {
+        "question": "Paris is the capital of France. What is the capital of France?",
+        "answer": "Paris is the capital of France.",
+    },
+    {
+        "question": "Water boils at 100 degrees. At what temperature does water boil?",
+        "answer": "Water boils at 100 degrees.",
+    },
     {"question": "The sky is blue. What colour is the sky?", "answer": "The sky is blue."},
-    {"question": "Cats purr when happy. What do cats do when happy?",
-     "answer": "Cats purr when happy."},
+    {
+        "question": "Cats purr when happy. What do cats do when happy?",
+        "answer": "Cats purr when happy.",
+    },
 ]
 VAL = [
     {"question": "Rome is in Italy. Where is Rome?", "answer": "Rome is in Italy."},
@@ -53,15 +59,29 @@ def nightly_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = tmp_path_factory.mktemp("nightly")
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRAIN))
     (folder / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in VAL))
-    common = {"program": "qa-night", "signature": SIGNATURE, "optimizer": "LabeledFewShot",
-              "trainset": str(folder / "train.jsonl"), "valset": str(folder / "val.jsonl"),
-              "metric": "token_f1", "args": {"k": 2}, "promote_to": "production",
-              "cron": "0 2 * * *"}
-    schedule = {"optimizations": [
-        {"name": "qa-night", **common},
-        {"name": "qa-night-broken", **common, "metric": "no_such_metric", "cron": None,
-         "every_s": 86400},
-    ]}
+    common = {
+        "program": "qa-night",
+        "signature": SIGNATURE,
+        "optimizer": "LabeledFewShot",
+        "trainset": str(folder / "train.jsonl"),
+        "valset": str(folder / "val.jsonl"),
+        "metric": "token_f1",
+        "args": {"k": 2},
+        "promote_to": "production",
+        "cron": "0 2 * * *",
+    }
+    schedule = {
+        "optimizations": [
+            {"name": "qa-night", **common},
+            {
+                "name": "qa-night-broken",
+                **common,
+                "metric": "no_such_metric",
+                "cron": None,
+                "every_s": 86400,
+            },
+        ]
+    }
     (folder / "nightly.json").write_text(json.dumps(schedule))
     return str(folder / "nightly.json")
 
@@ -73,22 +93,41 @@ def client(redis_server: Any, lm_server: Any, nightly_file: str) -> Iterator[Cli
     from dspex_jobs.app import make_app
     from dspex_jobs.worker import install_worker_hooks
 
-    settings = make_settings(redis_db_url(redis_server, DB), lm_server.url,
-                             optimizer_progress_interval_s=0.05, optimizer_num_threads=2,
-                             nightly_optimizations=nightly_file)
+    settings = make_settings(
+        redis_db_url(redis_server, DB),
+        lm_server.url,
+        optimizer_progress_interval_s=0.05,
+        optimizer_num_threads=2,
+        nightly_optimizations=nightly_file,
+    )
     redis.Redis.from_url(settings.redis_url).flushdb()
     app = make_app(settings)
     install_worker_hooks(app)
-    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
-                      queues=["general", "optimizer"], shutdown_timeout=30), \
-            Client(settings, app=app) as producer:
+    with (
+        start_worker(
+            app,
+            pool="threads",
+            concurrency=2,
+            perform_ping_check=False,
+            queues=["general", "optimizer"],
+            shutdown_timeout=30,
+        ),
+        Client(settings, app=app) as producer,
+    ):
         yield producer
     redis.Redis.from_url(settings.redis_url).flushdb()
 
 
 def _optimize(client: Client, name: str, optimizer: str, **args: Any) -> dict[str, Any]:
-    handle = client.optimize(program=name, signature=SIGNATURE, optimizer=optimizer,
-                             trainset=TRAIN, valset=VAL, metric="token_f1", **args)
+    handle = client.optimize(
+        program=name,
+        signature=SIGNATURE,
+        optimizer=optimizer,
+        trainset=TRAIN,
+        valset=VAL,
+        metric="token_f1",
+        **args,
+    )
     seen: list[Any] = []
     result = handle.follow(interval_s=0.05, timeout=110, on_progress=seen.append)
     assert result.status is JobStatus.SUCCEEDED
@@ -106,14 +145,16 @@ def test_labeled_few_shot_then_predict_by_program(client: Client) -> None:
     assert stored.metadata["optimizer"] == "LabeledFewShot"
     assert stored.metadata["trainset_hash"] and stored.metadata["dspy_version"]
     # When predicting through the program (latest, then a promoted alias)
-    answer = client.predict(program="qa-labeled@latest",
-                            question="Berlin is in Germany. Where is Berlin?").result(timeout=30)
+    answer = client.predict(
+        program="qa-labeled@latest", question="Berlin is in Germany. Where is Berlin?"
+    ).result(timeout=30)
     assert "Berlin" in answer.outputs["answer"]
     with pytest.raises(ProgramNotFound):
         client.predict(program="qa-labeled@production", question="x").result(timeout=30)
     client.programs.promote("qa-labeled@1", "production")
-    again = client.predict(program="qa-labeled@production",
-                           question="Berlin is in Germany. Where is Berlin?").result(timeout=30)
+    again = client.predict(
+        program="qa-labeled@production", question="Berlin is in Germany. Where is Berlin?"
+    ).result(timeout=30)
     assert again.outputs == answer.outputs
     # And a promote of a new version reaches the worker at its next job
     from dspex_jobs.programs.execute import program_cache
@@ -127,8 +168,9 @@ def test_labeled_few_shot_then_predict_by_program(client: Client) -> None:
 
 
 def test_bootstrap_few_shot_reports_progress(client: Client) -> None:
-    out = _optimize(client, "qa-boot", "BootstrapFewShot", max_bootstrapped_demos=2,
-                    max_labeled_demos=2)
+    out = _optimize(
+        client, "qa-boot", "BootstrapFewShot", max_bootstrapped_demos=2, max_labeled_demos=2
+    )
     assert out["program"] == "qa-boot@1"
     assert out["metric_calls"] >= len(VAL)  # bootstrapping and the valset evaluation
     job_id = client.programs.get("qa-boot@1").metadata["job_id"]
@@ -139,43 +181,73 @@ def test_bootstrap_few_shot_reports_progress(client: Client) -> None:
 
 
 def test_random_search_scores_each_candidate(client: Client) -> None:
-    out = _optimize(client, "qa-rs", "BootstrapFewShotWithRandomSearch",
-                    num_candidate_programs=1, max_bootstrapped_demos=1, max_labeled_demos=2)
+    out = _optimize(
+        client,
+        "qa-rs",
+        "BootstrapFewShotWithRandomSearch",
+        num_candidate_programs=1,
+        max_bootstrapped_demos=1,
+        max_labeled_demos=2,
+    )
     meta = client.programs.get(out["program"]).metadata
     assert sorted(meta["candidates"]) == ["-1", "-2", "-3", "0"]
     assert meta["best_seed"] in (-3, -2, -1, 0)
 
 
 def test_mipro_v2(client: Client) -> None:
-    out = _optimize(client, "qa-mipro", "MIPROv2", auto=None, num_candidates=2, num_trials=2,
-                    minibatch=False, max_bootstrapped_demos=1, max_labeled_demos=1)
+    out = _optimize(
+        client,
+        "qa-mipro",
+        "MIPROv2",
+        auto=None,
+        num_candidates=2,
+        num_trials=2,
+        minibatch=False,
+        max_bootstrapped_demos=1,
+        max_labeled_demos=1,
+    )
     assert client.programs.get(out["program"]).metadata["optimizer"] == "MIPROv2"
 
 
 def test_gepa(client: Client) -> None:
-    out = _optimize(client, "qa-gepa", "GEPA", max_metric_calls=12, reflection_minibatch_size=1,
-                    use_merge=False)
+    out = _optimize(
+        client, "qa-gepa", "GEPA", max_metric_calls=12, reflection_minibatch_size=1, use_merge=False
+    )
     assert client.programs.get(out["program"]).metadata["optimizer"] == "GEPA"
 
 
 def test_bad_requests_fail_on_the_producer(client: Client) -> None:
     with pytest.raises(OptimizeRequestError, match="did you mean max_bootstrapped_demos"):
-        client.optimize(program="qa", signature=SIGNATURE, optimizer="BootstrapFewShot",
-                        trainset=TRAIN, max_bootstraped_demos=2)
+        client.optimize(
+            program="qa",
+            signature=SIGNATURE,
+            optimizer="BootstrapFewShot",
+            trainset=TRAIN,
+            max_bootstraped_demos=2,
+        )
     with pytest.raises(OptimizeRequestError, match="row 1 lacks question"):
-        client.optimize(program="qa", signature=SIGNATURE, optimizer="LabeledFewShot",
-                        trainset=[TRAIN[0], {"answer": "x"}])
+        client.optimize(
+            program="qa",
+            signature=SIGNATURE,
+            optimizer="LabeledFewShot",
+            trainset=[TRAIN[0], {"answer": "x"}],
+        )
     with pytest.raises(OptimizeRequestError, match="unknown optimizer"):
-        client.optimize(program="qa", signature=SIGNATURE, optimizer="Bootstrap",
-                        trainset=TRAIN)
+        client.optimize(program="qa", signature=SIGNATURE, optimizer="Bootstrap", trainset=TRAIN)
 
 
 def test_cancel_stops_at_the_next_metric_call(client: Client) -> None:
     many = TRAIN * 40
-    handle = client.optimize(program="qa-cancel", signature=SIGNATURE,
-                             optimizer="BootstrapFewShotWithRandomSearch", trainset=many,
-                             valset=many, num_candidate_programs=4, max_bootstrapped_demos=1,
-                             metric="token_f1")
+    handle = client.optimize(
+        program="qa-cancel",
+        signature=SIGNATURE,
+        optimizer="BootstrapFewShotWithRandomSearch",
+        trainset=many,
+        valset=many,
+        num_candidate_programs=4,
+        max_bootstrapped_demos=1,
+        metric="token_f1",
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         progress = handle.progress()
@@ -190,8 +262,9 @@ def test_cancel_stops_at_the_next_metric_call(client: Client) -> None:
 
 
 def _batch_rows(count: int) -> list[dict[str, Any]]:
-    return [{"question": f"Item {i} is number {i}. Which item is number {i}?"}
-            for i in range(count)]
+    return [
+        {"question": f"Item {i} is number {i}. Which item is number {i}?"} for i in range(count)
+    ]
 
 
 @pytest.mark.slow
@@ -210,8 +283,14 @@ def test_batch_over_many_rows_in_input_order(client: Client, tmp_path: Any) -> N
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     seen: list[Any] = []
     # When it runs as a batch
-    report = client.batch("qa-batch@latest", source, tmp_path / "answers.jsonl", chunk_rows=50,
-                          timeout_s=110, on_progress=seen.append)
+    report = client.batch(
+        "qa-batch@latest",
+        source,
+        tmp_path / "answers.jsonl",
+        chunk_rows=50,
+        timeout_s=110,
+        on_progress=seen.append,
+    )
     # Expect one answer per row, in input order, and the bad row's error recorded
     lines = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
     assert [line["row"] for line in lines] == list(range(count))
@@ -259,7 +338,8 @@ def _nightly(client: Client, name: str) -> Any:
 
     client.app.send_task(NIGHTLY_TASK, args=(name,), queue="general")
     key = Keys(client.settings.key_prefix).idempotency(
-        f"nightly:{name}:{time.strftime('%Y-%m-%d', time.gmtime())}")
+        f"nightly:{name}:{time.strftime('%Y-%m-%d', time.gmtime())}"
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         job_id = client._redis.get(key)
@@ -278,11 +358,15 @@ def test_nightly_schedule_promotes_and_a_failed_night_alerts(client: Client) -> 
     entries = beat_entries(client.settings)
     assert sorted(entries) == ["dspex-nightly-qa-night", "dspex-nightly-qa-night-broken"]
     assert entries["dspex-nightly-qa-night"]["args"] == ("qa-night",)
-    assert client.app.conf.beat_schedule["dspex-nightly-qa-night"]["task"] == \
-        "dspex.optimize.nightly"
+    assert (
+        client.app.conf.beat_schedule["dspex-nightly-qa-night"]["task"] == "dspex.optimize.nightly"
+    )
     failures: list[Any] = []
-    telemetry.attach("test-nightly-failed", "dspex.optimizer.failed",
-                     lambda name, m, meta: failures.append(dict(meta)))
+    telemetry.attach(
+        "test-nightly-failed",
+        "dspex.optimizer.failed",
+        lambda name, m, meta: failures.append(dict(meta)),
+    )
     try:
         # When the good entry runs: a new version, promoted
         good = _nightly(client, "qa-night").result(timeout=60)
@@ -300,10 +384,16 @@ def test_nightly_schedule_promotes_and_a_failed_night_alerts(client: Client) -> 
 
 def test_time_limit_stops_a_long_optimization(client: Client) -> None:
     # Given an optimization far longer than its time limit
-    handle = client.optimize(program="qa-slow", signature=SIGNATURE,
-                             optimizer="BootstrapFewShotWithRandomSearch", trainset=TRAIN * 40,
-                             valset=TRAIN * 40, num_candidate_programs=4, metric="token_f1",
-                             time_limit_s=0.5)
+    handle = client.optimize(
+        program="qa-slow",
+        signature=SIGNATURE,
+        optimizer="BootstrapFewShotWithRandomSearch",
+        trainset=TRAIN * 40,
+        valset=TRAIN * 40,
+        num_candidate_programs=4,
+        metric="token_f1",
+        time_limit_s=0.5,
+    )
     # Expect a typed failure at the next metric call after the limit, and nothing stored
     with pytest.raises(OptimizeTimeLimit, match=r"time limit of 0\.5 s"):
         handle.result(timeout=60)
@@ -334,13 +424,20 @@ def test_registered_class_and_registered_metric(client: Client) -> None:
     # Given a program class and a metric registered in the worker's process
     _register_hinted_class()
     # When it is optimized and then asked by name
-    handle = client.optimize(program={"module": "hinted-qa", "input_fields": ["question"]},
-                             name="hinted", optimizer="LabeledFewShot", trainset=TRAIN,
-                             valset=VAL, metric="mentions_first_word", k=2)
+    handle = client.optimize(
+        program={"module": "hinted-qa", "input_fields": ["question"]},
+        name="hinted",
+        optimizer="LabeledFewShot",
+        trainset=TRAIN,
+        valset=VAL,
+        metric="mentions_first_word",
+        k=2,
+    )
     out = handle.result(timeout=60).outputs
     stored = client.programs.get(out["program"])
     assert stored.metadata["code_version"] == "hinted-1" and out["score"] is not None
     assert len(stored.state["answer"]["demos"]) == 2
-    answer = client.predict(program="hinted@latest",
-                            question="Berlin is in Germany. Where is Berlin?").result(timeout=30)
+    answer = client.predict(
+        program="hinted@latest", question="Berlin is in Germany. Where is Berlin?"
+    ).result(timeout=30)
     assert "Berlin" in answer.outputs["answer"]

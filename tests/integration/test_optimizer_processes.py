@@ -33,9 +33,13 @@ LM_LATENCY_MS = 100
 
 
 def _rows(count: int, offset: int = 0) -> list[dict[str, str]]:
-    return [{"question": f"Item {i} is kept in box {i % 7}. Where is item {i} kept?",
-             "answer": f"Item {i} is kept in box {i % 7}."}
-            for i in range(offset, offset + count)]
+    return [
+        {
+            "question": f"Item {i} is kept in box {i % 7}. Where is item {i} kept?",
+            "answer": f"Item {i} is kept in box {i % 7}.",
+        }
+        for i in range(offset, offset + count)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +49,9 @@ def slow_lm() -> Iterator[Any]:
     timeout several times over, whatever the CPU."""
     from dspex_jobs.lmserver import LMServerConfig, LMServerProcess
 
-    with LMServerProcess(LMServerConfig(port=0, api_key=LM_API_KEY,
-                                        latency_ms=LM_LATENCY_MS)) as server:
+    with LMServerProcess(
+        LMServerConfig(port=0, api_key=LM_API_KEY, latency_ms=LM_LATENCY_MS)
+    ) as server:
         yield server
 
 
@@ -54,12 +59,20 @@ def slow_lm() -> Iterator[Any]:
 def stack(redis_server: Any, slow_lm: Any) -> Iterator[LocalStack]:
     url = redis_db_url(redis_server, DB)
     redis.Redis.from_url(url).flushdb()
-    env = {"DSPEX_LM_API_KEY": LM_API_KEY,
-           "DSPEX_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
-           "DSPEX_LEASE_TTL_S": str(LEASE_TTL_S), "DSPEX_OPTIMIZER_NUM_THREADS": "2",
-           "DSPEX_OPTIMIZER_PROGRESS_INTERVAL_S": "0.1"}
-    local = LocalStack(redis_url=url, lm=LM_MODEL, lm_api_base=slow_lm.url,
-                       queues=("general", "optimizer"), env=env)
+    env = {
+        "DSPEX_LM_API_KEY": LM_API_KEY,
+        "DSPEX_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
+        "DSPEX_LEASE_TTL_S": str(LEASE_TTL_S),
+        "DSPEX_OPTIMIZER_NUM_THREADS": "2",
+        "DSPEX_OPTIMIZER_PROGRESS_INTERVAL_S": "0.1",
+    }
+    local = LocalStack(
+        redis_url=url,
+        lm=LM_MODEL,
+        lm_api_base=slow_lm.url,
+        queues=("general", "optimizer"),
+        env=env,
+    )
     with local:
         local.add_worker("optimizer")  # a second one, to take jobs over
         local.wait_for_workers()
@@ -74,8 +87,9 @@ def client(stack: LocalStack) -> Iterator[Client]:
         yield producer
 
 
-def _worker_running(stack: LocalStack, client: Client, job_id: str,
-                    timeout_s: float = 60) -> WorkerProcess:
+def _worker_running(
+    stack: LocalStack, client: Client, job_id: str, timeout_s: float = 60
+) -> WorkerProcess:
     """The worker process whose pool runs the job (from the job's state record)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -94,8 +108,9 @@ def test_program_round_trips_to_another_process(stack: LocalStack, client: Clien
     from dspex_jobs.programs.loader import load_version
 
     # Given a program optimized and stored by an optimizer worker process
-    handle = client.optimize(program="qa-proc", signature=SIGNATURE, optimizer="LabeledFewShot",
-                             trainset=_rows(6), k=3)
+    handle = client.optimize(
+        program="qa-proc", signature=SIGNATURE, optimizer="LabeledFewShot", trainset=_rows(6), k=3
+    )
     ref = handle.result(timeout=120).outputs["program"]
     question = "Item 99 is kept in box 1. Where is item 99 kept?"
     # When a general worker process answers with it, and this process loads it too
@@ -103,13 +118,13 @@ def test_program_round_trips_to_another_process(stack: LocalStack, client: Clien
     stored = client.programs.get(ref)
     local_module = load_version(stored)
     assert stack.settings is not None
-    lm = dspy.LM(LM_MODEL, api_base=stack.settings.lm_api_base, api_key=LM_API_KEY,
-                 cache=False)
+    lm = dspy.LM(LM_MODEL, api_base=stack.settings.lm_api_base, api_key=LM_API_KEY, cache=False)
     with dspy.context(lm=lm):
         local = local_module(question=question).toDict()
     # Expect the same demos and the same answer everywhere
-    assert [d["question"] for d in local_module.demos] == \
-        [d["question"] for d in stored.state["demos"]]
+    assert [d["question"] for d in local_module.demos] == [
+        d["question"] for d in stored.state["demos"]
+    ]
     assert remote == local
     # And an exported-then-imported copy answers the same too
     copy = client.programs.import_(client.programs.export(ref), name="qa-proc-copy")
@@ -118,14 +133,21 @@ def test_program_round_trips_to_another_process(stack: LocalStack, client: Clien
 
 
 def test_lease_prevents_double_runs_under_short_visibility_timeout(
-    stack: LocalStack, client: Client,
+    stack: LocalStack,
+    client: Client,
 ) -> None:
     keys = Keys(client.settings.key_prefix)
     # Given a job that runs far longer than the visibility timeout, and two optimizer workers
-    handle = client.optimize(program="qa-lease", signature=SIGNATURE,
-                             optimizer="BootstrapFewShotWithRandomSearch",
-                             trainset=_rows(40), valset=_rows(40, 100), metric="token_f1",
-                             num_candidate_programs=2, max_bootstrapped_demos=2)
+    handle = client.optimize(
+        program="qa-lease",
+        signature=SIGNATURE,
+        optimizer="BootstrapFewShotWithRandomSearch",
+        trainset=_rows(40),
+        valset=_rows(40, 100),
+        metric="token_f1",
+        num_candidate_programs=2,
+        max_bootstrapped_demos=2,
+    )
     started = time.monotonic()
     result = handle.result(timeout=240)
     elapsed = time.monotonic() - started
@@ -140,10 +162,16 @@ def test_lease_prevents_double_runs_under_short_visibility_timeout(
 def test_killed_worker_job_is_taken_over_and_resumes(stack: LocalStack, client: Client) -> None:
     keys = Keys(client.settings.key_prefix)
     # Given a random search running on one optimizer worker, past its first checkpoint
-    handle = client.optimize(program="qa-takeover", signature=SIGNATURE,
-                             optimizer="BootstrapFewShotWithRandomSearch",
-                             trainset=_rows(40), valset=_rows(40, 200), metric="token_f1",
-                             num_candidate_programs=2, max_bootstrapped_demos=2)
+    handle = client.optimize(
+        program="qa-takeover",
+        signature=SIGNATURE,
+        optimizer="BootstrapFewShotWithRandomSearch",
+        trainset=_rows(40),
+        valset=_rows(40, 200),
+        metric="token_f1",
+        num_candidate_programs=2,
+        max_bootstrapped_demos=2,
+    )
     victim = _worker_running(stack, client, handle.id)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -41,60 +41,94 @@ SIGNATURE = "question -> answer"
 
 
 def _rows(count: int, offset: int = 0) -> list[dict[str, str]]:
-    return [{"question": f"Item {i} is kept in box {i % 7}. Where is item {i} kept?",
-             "answer": f"Item {i} is kept in box {i % 7}."}
-            for i in range(offset, offset + count)]
+    return [
+        {
+            "question": f"Item {i} is kept in box {i % 7}. Where is item {i} kept?",
+            "answer": f"Item {i} is kept in box {i % 7}.",
+        }
+        for i in range(offset, offset + count)
+    ]
 
 
 @pytest.fixture(scope="module")
 def slow_lm() -> Iterator[Any]:
     from dspex_jobs.lmserver import LMServerConfig, LMServerProcess
 
-    with LMServerProcess(LMServerConfig(port=0, api_key=LM_API_KEY,
-                                        latency_ms=LM_LATENCY_MS)) as server:
+    with LMServerProcess(
+        LMServerConfig(port=0, api_key=LM_API_KEY, latency_ms=LM_LATENCY_MS)
+    ) as server:
         yield server
 
 
 def _stack(redis_server: Any, slow_lm: Any, db: int, limits: dict[str, str]) -> LocalStack:
     url = redis_db_url(redis_server, db)
     redis.Redis.from_url(url).flushdb()
-    env = {"DSPEX_LM_API_KEY": LM_API_KEY, "DSPEX_LEASE_TTL_S": str(LEASE_TTL_S),
-           "DSPEX_OPTIMIZER_CONCURRENCY": "1", "DSPEX_OPTIMIZER_NUM_THREADS": "2",
-           "DSPEX_OPTIMIZER_PROGRESS_INTERVAL_S": "0.1", **limits}
-    return LocalStack(redis_url=url, lm=LM_MODEL, lm_api_base=slow_lm.url,
-                      queues=("optimizer",), env=env)
+    env = {
+        "DSPEX_LM_API_KEY": LM_API_KEY,
+        "DSPEX_LEASE_TTL_S": str(LEASE_TTL_S),
+        "DSPEX_OPTIMIZER_CONCURRENCY": "1",
+        "DSPEX_OPTIMIZER_NUM_THREADS": "2",
+        "DSPEX_OPTIMIZER_PROGRESS_INTERVAL_S": "0.1",
+        **limits,
+    }
+    return LocalStack(
+        redis_url=url, lm=LM_MODEL, lm_api_base=slow_lm.url, queues=("optimizer",), env=env
+    )
 
 
 @pytest.fixture(scope="module")
 def soft_stack(redis_server: Any, slow_lm: Any) -> Iterator[LocalStack]:
-    with _stack(redis_server, slow_lm, SOFT_DB, {
+    with _stack(
+        redis_server,
+        slow_lm,
+        SOFT_DB,
+        {
             "DSPEX_OPTIMIZER_SOFT_TIME_LIMIT_S": str(SOFT_LIMIT_S),
-            "DSPEX_OPTIMIZER_HARD_TIME_LIMIT_S": "60"}) as stack:
+            "DSPEX_OPTIMIZER_HARD_TIME_LIMIT_S": "60",
+        },
+    ) as stack:
         yield stack
     redis.Redis.from_url(redis_db_url(redis_server, SOFT_DB)).flushdb()
 
 
 @pytest.fixture(scope="module")
 def hard_stack(redis_server: Any, slow_lm: Any) -> Iterator[LocalStack]:
-    with _stack(redis_server, slow_lm, HARD_DB, {
+    with _stack(
+        redis_server,
+        slow_lm,
+        HARD_DB,
+        {
             "DSPEX_OPTIMIZER_SOFT_TIME_LIMIT_S": "0",  # no soft limit: only the kill stops it
-            "DSPEX_OPTIMIZER_HARD_TIME_LIMIT_S": str(HARD_LIMIT_S)}) as stack:
+            "DSPEX_OPTIMIZER_HARD_TIME_LIMIT_S": str(HARD_LIMIT_S),
+        },
+    ) as stack:
         yield stack
     redis.Redis.from_url(redis_db_url(redis_server, HARD_DB)).flushdb()
 
 
 def _long_job(client: Client, program: str) -> Any:
     """A random search that needs far longer than either limit (slow LM, 5 evaluations)."""
-    return client.optimize(program=program, signature=SIGNATURE,
-                           optimizer="BootstrapFewShotWithRandomSearch",
-                           trainset=_rows(20), valset=_rows(20, 100), metric="token_f1",
-                           num_candidate_programs=2, max_bootstrapped_demos=2)
+    return client.optimize(
+        program=program,
+        signature=SIGNATURE,
+        optimizer="BootstrapFewShotWithRandomSearch",
+        trainset=_rows(20),
+        valset=_rows(20, 100),
+        metric="token_f1",
+        num_candidate_programs=2,
+        max_bootstrapped_demos=2,
+    )
 
 
 def _next_job_runs_on(client: Client, worker_name: str) -> None:
     """A short optimization right after: the same worker process takes and finishes it."""
-    handle = client.optimize(program="after-limit", signature=SIGNATURE,
-                             optimizer="LabeledFewShot", trainset=_rows(4), k=2)
+    handle = client.optimize(
+        program="after-limit",
+        signature=SIGNATURE,
+        optimizer="LabeledFewShot",
+        trainset=_rows(4),
+        k=2,
+    )
     result = handle.result(timeout=60)
     assert result.status is JobStatus.SUCCEEDED
     assert result.worker == worker_name

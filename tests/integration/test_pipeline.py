@@ -59,14 +59,19 @@ DOCS = [
     "Redis is an in-memory key-value store often used as a message broker.",
 ]
 
-SEED = Pipeline([
-    Native("signature.validate", signature="question: str -> answer: str"),
-    Dspy("ChainOfThought", signature="question, context: list[str] -> answer"),
-    Parallel([
-        Native("search", index="docs", k=2),
-        Dspy("Predict", signature="question -> keywords: list[str]"),
-    ]),
-], name="seed")
+SEED = Pipeline(
+    [
+        Native("signature.validate", signature="question: str -> answer: str"),
+        Dspy("ChainOfThought", signature="question, context: list[str] -> answer"),
+        Parallel(
+            [
+                Native("search", index="docs", k=2),
+                Dspy("Predict", signature="question -> keywords: list[str]"),
+            ]
+        ),
+    ],
+    name="seed",
+)
 
 # -- native operations the tests fail, slow down and count -------------------------------------
 
@@ -104,8 +109,13 @@ def _trace_context(value: Any) -> dict[str, Any]:
     return {name: current().get(name) for name in ("run_id", "step", "trace_id", "queue")}
 
 
-_OPERATIONS = {"tests.fail": _fail, "tests.sleep": _sleep, "tests.flaky": _flaky,
-               "tests.constant": _constant, "tests.trace_context": _trace_context}
+_OPERATIONS = {
+    "tests.fail": _fail,
+    "tests.sleep": _sleep,
+    "tests.flaky": _flaky,
+    "tests.constant": _constant,
+    "tests.trace_context": _trace_context,
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -125,8 +135,9 @@ def operations() -> Iterator[None]:
 def slow_lm() -> Iterator[Any]:
     from dspex_jobs.lmserver import LMServerConfig, LMServerProcess
 
-    with LMServerProcess(LMServerConfig(port=0, api_key=LM_API_KEY,
-                                        latency_ms=LATENCY_S * 1000)) as server:
+    with LMServerProcess(
+        LMServerConfig(port=0, api_key=LM_API_KEY, latency_ms=LATENCY_S * 1000)
+    ) as server:
         yield server
 
 
@@ -137,9 +148,14 @@ def app(redis_server: EmbeddedRedis, slow_lm: Any) -> Iterator[Celery]:
     settings = make_settings(url, slow_lm.url, job_max_retries=0)
     worker_app = make_app(settings)
     install_worker_hooks(worker_app)
-    with start_worker(worker_app, pool="threads", concurrency=CONCURRENCY,
-                      perform_ping_check=False, queues=["general", "neural"],
-                      shutdown_timeout=30):
+    with start_worker(
+        worker_app,
+        pool="threads",
+        concurrency=CONCURRENCY,
+        perform_ping_check=False,
+        queues=["general", "neural"],
+        shutdown_timeout=30,
+    ):
         yield worker_app
 
 
@@ -155,13 +171,19 @@ def client(app: Celery) -> Iterator[Client]:
 
 def test_the_seed_pipeline_runs_end_to_end(client: Client) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
-    attach("test-pipeline", [START_EVENT, STEP_EVENT, STOP_EVENT],
-           lambda name, _measurements, metadata: events.append((name, dict(metadata))))
+    attach(
+        "test-pipeline",
+        [START_EVENT, STEP_EVENT, STOP_EVENT],
+        lambda name, _measurements, metadata: events.append((name, dict(metadata))),
+    )
     try:
         # Given the seed's pipeline: a native check, ChainOfThought, then search (neural)
         # alongside Predict (general)
-        handle = client.run(SEED, question="What is DSPy?",
-                            context=["DSPy programs language models.", "Paris is in France."])
+        handle = client.run(
+            SEED,
+            question="What is DSPy?",
+            context=["DSPy programs language models.", "Paris is in France."],
+        )
         result = handle.result(timeout=60)
     finally:
         detach("test-pipeline")
@@ -174,9 +196,12 @@ def test_the_seed_pipeline_runs_end_to_end(client: Client) -> None:
     status = handle.status()
     assert status.state.value == "succeeded"
     assert {s.name: (s.state.value, s.queue) for s in status.steps} == {
-        "signature_validate": ("done", "general"), "chain_of_thought": ("done", "general"),
-        "search": ("done", "neural"), "predict": ("done", "general"),
-        "parallel": ("done", "general")}
+        "signature_validate": ("done", "general"),
+        "chain_of_thought": ("done", "general"),
+        "search": ("done", "neural"),
+        "predict": ("done", "general"),
+        "parallel": ("done", "general"),
+    }
     assert status["chain_of_thought"].duration_s >= LATENCY_S
     assert "merged by its last branch step" in str(status["parallel"].note)  # not a hop later
     assert "signature_validate" in status.render()
@@ -188,8 +213,7 @@ def test_the_seed_pipeline_runs_end_to_end(client: Client) -> None:
 
 def test_a_parallel_of_four_lm_steps_takes_about_one_step(client: Client) -> None:
     one = Pipeline([Dspy("Predict", signature="question -> a0")])
-    four = Pipeline([Parallel([Dspy("Predict", signature=f"question -> a{i}")
-                               for i in range(4)])])
+    four = Pipeline([Parallel([Dspy("Predict", signature=f"question -> a{i}") for i in range(4)])])
     client.run(one, question="warm up").result(timeout=30)
 
     def wall_s(pipeline: Pipeline, question: str) -> float:
@@ -212,10 +236,16 @@ def test_a_parallel_of_four_lm_steps_takes_about_one_step(client: Client) -> Non
 
 def test_a_failing_branch_fails_the_run_at_once_naming_the_step(client: Client) -> None:
     # Given a branch that fails at once beside one that takes 5 s
-    pipeline = Pipeline([Parallel([
-        Native("tests.sleep", name="slow", outputs=["slept"], seconds=5.0),
-        Native("tests.fail", name="broken", outputs=["never"], message="disk on fire"),
-    ])])
+    pipeline = Pipeline(
+        [
+            Parallel(
+                [
+                    Native("tests.sleep", name="slow", outputs=["slept"], seconds=5.0),
+                    Native("tests.fail", name="broken", outputs=["never"], message="disk on fire"),
+                ]
+            )
+        ]
+    )
     started = time.perf_counter()
     handle = client.run(pipeline)
     # Expect the producer to see the failure long before the slow branch ends
@@ -235,14 +265,22 @@ def test_a_failing_branch_fails_the_run_at_once_naming_the_step(client: Client) 
 
 
 def test_skip_records_the_error_and_later_steps_see_the_defaults(client: Client) -> None:
-    pipeline = Pipeline([
-        Parallel([
-            Native("tests.fail", name="broken", outputs=["tags"],
-                   on_error=Skip({"tags": ["none"]})),
-            Native("tests.constant", name="fine", outputs=["label"], value="ok"),
-        ]),
-        Native("tests.constant", name="after", inputs={"value": "tags"}, outputs=["seen"]),
-    ])
+    pipeline = Pipeline(
+        [
+            Parallel(
+                [
+                    Native(
+                        "tests.fail",
+                        name="broken",
+                        outputs=["tags"],
+                        on_error=Skip({"tags": ["none"]}),
+                    ),
+                    Native("tests.constant", name="fine", outputs=["label"], value="ok"),
+                ]
+            ),
+            Native("tests.constant", name="after", inputs={"value": "tags"}, outputs=["seen"]),
+        ]
+    )
     handle = client.run(pipeline)
     result = handle.result(timeout=30)
     assert result["seen"] == ["none"] and result["label"] == "ok"
@@ -252,30 +290,58 @@ def test_skip_records_the_error_and_later_steps_see_the_defaults(client: Client)
 
 
 def test_branches_writing_one_field_are_merged_by_their_rule(client: Client) -> None:
-    pipeline = Pipeline([Parallel([
-        Native("tests.constant", name="a", outputs=["tags"], value=["x", "y"]),
-        Native("tests.constant", name="b", outputs=["tags"], value=["y", "z"]),
-    ], merge={"tags": "unique"})])
+    pipeline = Pipeline(
+        [
+            Parallel(
+                [
+                    Native("tests.constant", name="a", outputs=["tags"], value=["x", "y"]),
+                    Native("tests.constant", name="b", outputs=["tags"], value=["y", "z"]),
+                ],
+                merge={"tags": "unique"},
+            )
+        ]
+    )
     result = client.run(pipeline).result(timeout=30)
     assert result["tags"] == ["x", "y", "z"]
     assert result.outputs_of("a") == {"tags": ["x", "y"]}
 
 
 def test_retry_runs_the_step_again_until_it_succeeds(client: Client) -> None:
-    pipeline = Pipeline([Native("tests.flaky", name="flaky", outputs=["attempt"],
-                                key="retry-ok", failures=2,
-                                on_error=Retry(2, backoff_s=0.05))])
+    pipeline = Pipeline(
+        [
+            Native(
+                "tests.flaky",
+                name="flaky",
+                outputs=["attempt"],
+                key="retry-ok",
+                failures=2,
+                on_error=Retry(2, backoff_s=0.05),
+            )
+        ]
+    )
     handle = client.run(pipeline)
     assert handle.result(timeout=30)["attempt"] == 3
     assert handle.status()["flaky"].attempt == 3
 
 
 def test_retry_spent_fails_the_run_with_the_last_error(client: Client) -> None:
-    pipeline = Pipeline([Parallel([
-        Native("tests.flaky", name="flaky", outputs=["attempt"], key="retry-spent",
-               failures=5, on_error=Retry(1, backoff_s=0.05)),
-        Native("tests.constant", name="fine", outputs=["label"], value="ok"),
-    ])])
+    pipeline = Pipeline(
+        [
+            Parallel(
+                [
+                    Native(
+                        "tests.flaky",
+                        name="flaky",
+                        outputs=["attempt"],
+                        key="retry-spent",
+                        failures=5,
+                        on_error=Retry(1, backoff_s=0.05),
+                    ),
+                    Native("tests.constant", name="fine", outputs=["label"], value="ok"),
+                ]
+            )
+        ]
+    )
     handle = client.run(pipeline)
     with pytest.raises(PipelineStepFailed) as caught:
         handle.result(timeout=30)
@@ -284,14 +350,23 @@ def test_retry_spent_fails_the_run_with_the_last_error(client: Client) -> None:
 
 
 def test_fallback_answers_in_the_failed_steps_place(client: Client) -> None:
-    pipeline = Pipeline([
-        Parallel([
-            Native("tests.fail", name="primary", outputs=["label"],
-                   on_error=Fallback(Native("tests.constant", outputs=["label"],
-                                            value="from fallback"))),
-            Dspy("Predict", signature="question -> keywords: list[str]"),
-        ]),
-    ])
+    pipeline = Pipeline(
+        [
+            Parallel(
+                [
+                    Native(
+                        "tests.fail",
+                        name="primary",
+                        outputs=["label"],
+                        on_error=Fallback(
+                            Native("tests.constant", outputs=["label"], value="from fallback")
+                        ),
+                    ),
+                    Dspy("Predict", signature="question -> keywords: list[str]"),
+                ]
+            ),
+        ]
+    )
     handle = client.run(pipeline, question="What is Celery?")
     result = handle.result(timeout=30)
     assert result["label"] == "from fallback" and result["keywords"]
@@ -303,15 +378,16 @@ def test_fallback_answers_in_the_failed_steps_place(client: Client) -> None:
 
 
 def test_status_shows_each_step_while_it_runs(client: Client) -> None:
-    pipeline = Pipeline([
-        Native("tests.sleep", name="first", outputs=["a"], seconds=0.8),
-        Native("tests.constant", name="second", outputs=["b"], value=2),
-    ])
+    pipeline = Pipeline(
+        [
+            Native("tests.sleep", name="first", outputs=["a"], seconds=0.8),
+            Native("tests.constant", name="second", outputs=["b"], value=2),
+        ]
+    )
     handle = client.run(pipeline)
     seen: list[tuple[str, str, str]] = []
     deadline = time.monotonic() + 10
-    while (not seen or seen[-1] != ("succeeded", "done", "done")) \
-            and time.monotonic() < deadline:
+    while (not seen or seen[-1] != ("succeeded", "done", "done")) and time.monotonic() < deadline:
         status = handle.status()
         states = (status.state.value, status["first"].state.value, status["second"].state.value)
         if not seen or seen[-1] != states:
@@ -325,10 +401,12 @@ def test_status_shows_each_step_while_it_runs(client: Client) -> None:
 
 
 def test_cancel_stops_the_running_step_and_never_starts_the_next(client: Client) -> None:
-    pipeline = Pipeline([
-        Native("tests.sleep", name="long", outputs=["a"], seconds=10.0),
-        Native("tests.constant", name="next", outputs=["b"], value=2),
-    ])
+    pipeline = Pipeline(
+        [
+            Native("tests.sleep", name="long", outputs=["a"], seconds=10.0),
+            Native("tests.constant", name="next", outputs=["b"], value=2),
+        ]
+    )
     handle = client.run(pipeline)
     while handle.status()["long"].state.value != "running":
         time.sleep(0.02)
@@ -352,9 +430,13 @@ def test_an_unknown_run_is_reported_at_once(client: Client) -> None:
 
 
 def test_the_pipeline_deadline_ends_a_slow_run(client: Client) -> None:
-    pipeline = Pipeline([Native("tests.sleep", name="long", outputs=["a"], seconds=10.0),
-                         Native("tests.constant", name="next", outputs=["b"], value=2)],
-                        timeout_s=0.5)
+    pipeline = Pipeline(
+        [
+            Native("tests.sleep", name="long", outputs=["a"], seconds=10.0),
+            Native("tests.constant", name="next", outputs=["b"], value=2),
+        ],
+        timeout_s=0.5,
+    )
     started = time.perf_counter()
     with pytest.raises(PipelineDeadlineExceeded):
         client.run(pipeline).result(timeout=10)
@@ -362,8 +444,9 @@ def test_the_pipeline_deadline_ends_a_slow_run(client: Client) -> None:
 
 
 def test_a_step_timeout_fails_the_step(client: Client) -> None:
-    pipeline = Pipeline([Native("tests.sleep", name="long", outputs=["a"], seconds=10.0,
-                                timeout_s=0.3)])
+    pipeline = Pipeline(
+        [Native("tests.sleep", name="long", outputs=["a"], seconds=10.0, timeout_s=0.3)]
+    )
     handle = client.run(pipeline)
     with pytest.raises(PipelineStepFailed) as caught:
         handle.result(timeout=10)
@@ -375,13 +458,17 @@ def test_a_step_timeout_fails_the_step(client: Client) -> None:
 
 
 def test_map_runs_a_step_per_item_and_when_picks_a_branch(client: Client) -> None:
-    pipeline = Pipeline([
-        Native("search", index="docs", k=2),
-        Map("passages", Dspy("Predict", signature="passage -> gist"), name="gists"),
-        When("len(passages) > 5",
-             Native("tests.constant", name="many", outputs=["verdict"], value="many"),
-             Native("tests.constant", name="few", outputs=["verdict"], value="few")),
-    ])
+    pipeline = Pipeline(
+        [
+            Native("search", index="docs", k=2),
+            Map("passages", Dspy("Predict", signature="passage -> gist"), name="gists"),
+            When(
+                "len(passages) > 5",
+                Native("tests.constant", name="many", outputs=["verdict"], value="many"),
+                Native("tests.constant", name="few", outputs=["verdict"], value="few"),
+            ),
+        ]
+    )
     handle = client.run(pipeline, question="What runs background jobs?")
     result = handle.result(timeout=30)
     # Expect one gist per passage, in order, and the else branch taken
@@ -408,11 +495,13 @@ def test_cli_runs_a_pipeline_document(client: Client, app: Celery, tmp_path: Pat
         "        index: docs\n"
         "        k: 1\n"
         "      - dspy: Predict\n"
-        "        signature: 'question -> keywords: list[str]'\n")
+        "        signature: 'question -> keywords: list[str]'\n"
+    )
     env = {"DSPEX_REDIS_URL": app.dspex_settings.redis_url}  # type: ignore[attr-defined]
     runner = CliRunner()
-    ok = runner.invoke(main, ["run", str(document), "--input", "question=What is Redis?",
-                              "--status"], env=env)
+    ok = runner.invoke(
+        main, ["run", str(document), "--input", "question=What is Redis?", "--status"], env=env
+    )
     assert ok.exit_code == 0, ok.output
     assert '"passages"' in ok.output and DOCS[2] in ok.output
     missing = runner.invoke(main, ["run", str(document)], env=env)
@@ -421,8 +510,7 @@ def test_cli_runs_a_pipeline_document(client: Client, app: Celery, tmp_path: Pat
 
 def test_a_steps_log_lines_carry_the_runs_trace(client: Client) -> None:
     # Given a step that reads the trace context its log lines would carry
-    pipeline = Pipeline([Native("tests.trace_context", name="probe", outputs=["seen"],
-                                value=1)])
+    pipeline = Pipeline([Native("tests.trace_context", name="probe", outputs=["seen"], value=1)])
     handle = client.run(pipeline)
     seen = handle.result(timeout=30)["seen"]
     # Expect the run, the step, the queue and the run's trace id, as in its events

@@ -50,8 +50,7 @@ def _constant(value: Any) -> Any:
     return value
 
 
-_OPERATIONS = {"tests.pw.fail": _fail, "tests.pw.sleep": _sleep,
-               "tests.pw.constant": _constant}
+_OPERATIONS = {"tests.pw.fail": _fail, "tests.pw.sleep": _sleep, "tests.pw.constant": _constant}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -78,14 +77,26 @@ def app(redis_server: EmbeddedRedis) -> Iterator[Celery]:
     from dspex_jobs.worker import install_worker_hooks
 
     settings = make_settings(
-        redis_db_url(redis_server, DB), NO_LM,
-        webhook_allowed_hosts=("127.0.0.1",), webhook_secret=SECRET, webhook_timeout_s=2.0,
-        webhook_max_attempts=3, webhook_backoff_s=0.1, webhook_backoff_max_s=0.4)
+        redis_db_url(redis_server, DB),
+        NO_LM,
+        webhook_allowed_hosts=("127.0.0.1",),
+        webhook_secret=SECRET,
+        webhook_timeout_s=2.0,
+        webhook_max_attempts=3,
+        webhook_backoff_s=0.1,
+        webhook_backoff_max_s=0.4,
+    )
     redis.Redis.from_url(settings.redis_url).flushdb()
     worker_app = make_app(settings)
     install_worker_hooks(worker_app)
-    with start_worker(worker_app, pool="threads", concurrency=4, perform_ping_check=False,
-                      queues=["general", "webhooks"], shutdown_timeout=30):
+    with start_worker(
+        worker_app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        queues=["general", "webhooks"],
+        shutdown_timeout=30,
+    ):
         yield worker_app
     redis.Redis.from_url(settings.redis_url).flushdb()
 
@@ -110,8 +121,9 @@ def _one_post(client: Client, receiver: Receiver, path: str, run_id: str) -> dic
     time.sleep(QUIET_S)
     assert len(receiver.received(path)) == 1
     # And nothing left in the outbox to send it a second time
-    assert not [m for m in client._redis.zrange(client._keys.delayed(), 0, -1)
-                if run_id.encode() in m]
+    assert not [
+        m for m in client._redis.zrange(client._keys.delayed(), 0, -1) if run_id.encode() in m
+    ]
     body: dict[str, Any] = json.loads(request.body)
     assert body["job_id"] == run_id and body["kind"] == "pipeline"
     assert body["event"] == f"pipeline.{body['status']}"
@@ -128,35 +140,46 @@ def _check_signed(request: Received, run_id: str) -> None:
 
 
 def test_a_succeeded_run_sends_one_signed_webhook_with_its_outputs(
-        client: Client, receiver: Receiver) -> None:
+    client: Client, receiver: Receiver
+) -> None:
     # Given a two-step pipeline run with a webhook
     path = "/hooks/pipeline-ok"
-    pipeline = Pipeline([
-        Native("tests.pw.constant", name="first", outputs=["a"], inputs={"value": "seed"}),
-        Native("tests.pw.constant", name="second", outputs=["b"], inputs={"value": "a"}),
-    ], name="hooked")
+    pipeline = Pipeline(
+        [
+            Native("tests.pw.constant", name="first", outputs=["a"], inputs={"value": "seed"}),
+            Native("tests.pw.constant", name="second", outputs=["b"], inputs={"value": "a"}),
+        ],
+        name="hooked",
+    )
     handle = client.run(pipeline, seed="s-1", webhook=receiver.url(path))
     result = handle.result(timeout=30)
     # When it succeeds, expect one POST with what it produced, and not its inputs
     body = _one_post(client, receiver, path, handle.id)
     assert body["status"] == "succeeded" and body["pipeline"] == "hooked"
     assert body["error"] is None and body["trace_id"] == result.trace_id
-    assert body["outputs"] == {"a": "s-1", "b": "s-1", "first": result.outputs_of("first"),
-                               "second": result.outputs_of("second")}
+    assert body["outputs"] == {
+        "a": "s-1",
+        "b": "s-1",
+        "first": result.outputs_of("first"),
+        "second": result.outputs_of("second"),
+    }
     assert "seed" not in body["outputs"]
     assert body["timings"]["created_at"] == pytest.approx(result.created_at)
     assert body["timings"]["finished_at"] == pytest.approx(result.finished_at)
 
 
-def test_a_failed_step_sends_one_webhook_naming_the_step(client: Client,
-                                                         receiver: Receiver) -> None:
+def test_a_failed_step_sends_one_webhook_naming_the_step(
+    client: Client, receiver: Receiver
+) -> None:
     # Given a run whose second step fails (and a third that never runs)
     path = "/hooks/pipeline-failed"
-    pipeline = Pipeline([
-        Native("tests.pw.constant", name="fine", outputs=["a"], value=1),
-        Native("tests.pw.fail", name="broken", outputs=["b"], message="disk on fire"),
-        Native("tests.pw.constant", name="never", outputs=["c"], value=3),
-    ])
+    pipeline = Pipeline(
+        [
+            Native("tests.pw.constant", name="fine", outputs=["a"], value=1),
+            Native("tests.pw.fail", name="broken", outputs=["b"], message="disk on fire"),
+            Native("tests.pw.constant", name="never", outputs=["c"], value=3),
+        ]
+    )
     handle = client.run(pipeline, webhook=receiver.url(path))
     with pytest.raises(PipelineStepFailed):
         handle.result(timeout=30)
@@ -168,11 +191,16 @@ def test_a_failed_step_sends_one_webhook_naming_the_step(client: Client,
 
 
 def test_a_cancelled_run_sends_one_webhook_even_when_its_step_stops_later(
-        client: Client, receiver: Receiver) -> None:
+    client: Client, receiver: Receiver
+) -> None:
     # Given a run in its long first step
     path = "/hooks/pipeline-cancelled"
-    pipeline = Pipeline([Native("tests.pw.sleep", name="long", outputs=["a"], seconds=10.0),
-                         Native("tests.pw.constant", name="next", outputs=["b"], value=2)])
+    pipeline = Pipeline(
+        [
+            Native("tests.pw.sleep", name="long", outputs=["a"], seconds=10.0),
+            Native("tests.pw.constant", name="next", outputs=["b"], value=2),
+        ]
+    )
     handle = client.run(pipeline, webhook=receiver.url(path))
     while handle.status()["long"].state.value != "running":
         time.sleep(0.02)
@@ -188,14 +216,17 @@ def test_a_cancelled_run_sends_one_webhook_even_when_its_step_stops_later(
     assert body["status"] == "cancelled" and body["error"]["code"] == "job_cancelled"
 
 
-def test_a_run_past_its_deadline_sends_one_webhook(client: Client,
-                                                   receiver: Receiver) -> None:
+def test_a_run_past_its_deadline_sends_one_webhook(client: Client, receiver: Receiver) -> None:
     # Given a run whose deadline passes in its first step (the worker and the waiting
     # producer both notice: only the one that ends the run sends the webhook)
     path = "/hooks/pipeline-deadline"
-    pipeline = Pipeline([Native("tests.pw.sleep", name="long", outputs=["a"], seconds=10.0),
-                         Native("tests.pw.constant", name="next", outputs=["b"], value=2)],
-                        timeout_s=0.5)
+    pipeline = Pipeline(
+        [
+            Native("tests.pw.sleep", name="long", outputs=["a"], seconds=10.0),
+            Native("tests.pw.constant", name="next", outputs=["b"], value=2),
+        ],
+        timeout_s=0.5,
+    )
     handle = client.run(pipeline, webhook=receiver.url(path))
     with pytest.raises(PipelineDeadlineExceeded):
         handle.result(timeout=10)
@@ -204,14 +235,17 @@ def test_a_run_past_its_deadline_sends_one_webhook(client: Client,
     assert body["error"]["code"] == "pipeline_deadline_exceeded"
 
 
-def test_run_refuses_unsafe_webhooks_and_uses_the_default(client: Client,
-                                                          receiver: Receiver) -> None:
+def test_run_refuses_unsafe_webhooks_and_uses_the_default(
+    client: Client, receiver: Receiver
+) -> None:
     pipeline = Pipeline([Native("tests.pw.constant", name="only", outputs=["a"], value=1)])
     # Expect a URL job webhooks refuse to be refused here too, before anything is stored
     before = client._redis.dbsize()
-    for url, why in [("ftp://127.0.0.1/x", "only http and https"),
-                     ("http://example.com/x", "not in DSPEX_WEBHOOK_ALLOWED_HOSTS"),
-                     ("http://user:pw@127.0.0.1/x", "credentials")]:
+    for url, why in [
+        ("ftp://127.0.0.1/x", "only http and https"),
+        ("http://example.com/x", "not in DSPEX_WEBHOOK_ALLOWED_HOSTS"),
+        ("http://user:pw@127.0.0.1/x", "credentials"),
+    ]:
         with pytest.raises(ValidationError, match=why) as caught:
             client.run(pipeline, webhook=url)
         assert caught.value.details["field"] == "webhook"
@@ -230,7 +264,8 @@ def test_run_refuses_unsafe_webhooks_and_uses_the_default(client: Client,
 
 
 def test_a_producer_that_cannot_send_the_task_still_gets_the_webhook_delivered(
-        client: Client, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    client: Client, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     # Given a producer whose broker connection is down (a closed port), but whose Redis for
     # run state works: it can end a run, not send the delivery task
     from dspex_jobs.app import make_app
@@ -241,14 +276,17 @@ def test_a_producer_that_cannot_send_the_task_still_gets_the_webhook_delivered(
     while handle.status()["long"].state.value != "running":
         time.sleep(0.02)
     dead = make_app(client.settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"}))
-    with Client(client.settings, app=dead) as cut_off, \
-            caplog.at_level(logging.WARNING, logger="dspex_jobs.pipeline"):
+    with (
+        Client(client.settings, app=dead) as cut_off,
+        caplog.at_level(logging.WARNING, logger="dspex_jobs.pipeline"),
+    ):
         # When it cancels the run, expect the run to end, and the delivery recorded with it
         assert cut_off.pipeline_run(handle.id).cancel() is True
     with pytest.raises(JobCancelled):
         handle.result(timeout=5)
-    outbox = [m for m in client._redis.zrange(client._keys.delayed(), 0, -1)
-              if handle.id.encode() in m]
+    outbox = [
+        m for m in client._redis.zrange(client._keys.delayed(), 0, -1) if handle.id.encode() in m
+    ]
     assert "could not send its webhook now" in caplog.text
     assert len(outbox) == 1 and not receiver.received(path)
     # And when its outbox entry falls due (30 s later; here made due now), expect a worker's

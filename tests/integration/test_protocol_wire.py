@@ -87,8 +87,14 @@ def worker_app(redis_server: EmbeddedRedis) -> Iterator[Celery]:
 
     task_postrun.connect(release_in_worker, sender=add, weak=False)
     try:
-        with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
-                          queues=["general"], shutdown_timeout=30):
+        with start_worker(
+            app,
+            pool="threads",
+            concurrency=2,
+            perform_ping_check=False,
+            queues=["general"],
+            shutdown_timeout=30,
+        ):
             yield app
     finally:
         task_postrun.disconnect(release_in_worker, sender=add)
@@ -109,8 +115,12 @@ def settings_for(app: Celery, **overrides: Any) -> Settings:
 def test_tables_matrices_and_bytes_go_to_a_worker_and_back(worker_app: Celery) -> None:
     # Given a message with a 2,000-row table, an embedding matrix, bytes and a datetime
     rows = [{"id": i, "text": f"row {i}", "score": i / 3, "ok": i % 2 == 0} for i in range(2000)]
-    value = {"rows": rows, "matrix": np.ones((200, 384), dtype=np.float32),
-             "blob": b"\x00\xff", "at": np.datetime64("2024-01-02T03:04:05")}
+    value = {
+        "rows": rows,
+        "matrix": np.ones((200, 384), dtype=np.float32),
+        "blob": b"\x00\xff",
+        "at": np.datetime64("2024-01-02T03:04:05"),
+    }
     # When the worker echoes it (the task message and the result both dspex frames)
     back = worker_app.send_task(ECHO, args=(value,), queue="general").get(timeout=30)
     # Expect exactly what was sent
@@ -131,13 +141,18 @@ def test_chords_groups_and_chains_run_through_a_worker_on_the_dspex_serializer(
     total = worker_app.signature(TOTAL, queue="general")
     # When a chord of ten, a group of ten, and a chain through a group (which Celery turns
     # into a chord whose header is a ``group``, a dict whose len() counts its tasks) run
-    results = [chord([add(i, i) for i in range(10)], total).apply_async(),
-               group([add(i, 1) for i in range(10)]).apply_async(),
-               chain(add(1, 1), group([add(i) for i in range(7)]), total).apply_async()]
+    results = [
+        chord([add(i, i) for i in range(10)], total).apply_async(),
+        group([add(i, 1) for i in range(10)]).apply_async(),
+        chain(add(1, 1), group([add(i) for i in range(7)]), total).apply_async(),
+    ]
     try:
         # Expect the right answers: each message carried the canvas intact
-        assert [result.get(timeout=30) for result in results] \
-            == [90, list(range(1, 11)), sum(2 + i for i in range(7))]
+        assert [result.get(timeout=30) for result in results] == [
+            90,
+            list(range(1, 11)),
+            sum(2 + i for i in range(7)),
+        ]
     finally:
         release(worker_app, results)
     # A group as a task's argument comes back as kombu's JSON would give it
@@ -176,12 +191,12 @@ def release(app: Celery, results: list[Any]) -> None:
 
 def test_a_worker_decodes_a_producer_with_other_protocol_settings(worker_app: Celery) -> None:
     # Given a producer forcing JSON without compression thresholds, on the same Redis
-    producer = make_app(settings_for(worker_app, protocol_codec="json",
-                                     compress_threshold_bytes=0))
+    producer = make_app(settings_for(worker_app, protocol_codec="json", compress_threshold_bytes=0))
     assert producer.conf.task_serializer != worker_app.conf.task_serializer
     # Expect the worker (auto) to read its messages, and its jobs to run
-    assert producer.send_task(ECHO, args=({"q": [1, 2.5, "x"]},),
-                              queue="general").get(timeout=30) == {"q": [1, 2.5, "x"]}
+    assert producer.send_task(ECHO, args=({"q": [1, 2.5, "x"]},), queue="general").get(
+        timeout=30
+    ) == {"q": [1, 2.5, "x"]}
     with Client(settings_for(worker_app, protocol_codec="json"), app=producer) as client:
         assert client.ping().result(timeout=30).ok
 
@@ -212,8 +227,11 @@ def test_submit_encodes_once_and_limits_the_job_before_compression(worker_app: C
         assert repr(frame).startswith("<dspex frame msgpack")
         # 5 KB of repetitive text compresses well below 2,000 bytes, and is still refused
         with pytest.raises(PayloadTooLarge, match="DSPEX_MAX_PAYLOAD_BYTES"):
-            client.predict("question: str, context: list[str] -> answer: str",
-                           question="q", context=["x" * 500] * 10)
+            client.predict(
+                "question: str, context: list[str] -> answer: str",
+                question="q",
+                context=["x" * 500] * 10,
+            )
 
 
 def test_the_claim_check_round_trips_and_expires(worker_app: Celery, conn: redis.Redis) -> None:
@@ -258,10 +276,12 @@ def _bad_bodies() -> dict[str, bytes]:
     compressed = bytearray(encode("spam " * 10_000))
     # A columns part (extension type 8) whose columns differ in length, and one of a single
     # column of 3 M one-byte values: 3 MB, within the decompression limit, but 3 M row dicts
-    ragged = msgpack.packb([[msgpack.ExtType(
-        EXT_COLUMNS, msgpack.packb([["a", "b"], [1, 2], [3]]))], {}, None])
-    rows_bomb = msgpack.packb([[msgpack.ExtType(
-        EXT_COLUMNS, msgpack.packb([["a"], [0] * 3_000_000]))], {}, None])
+    ragged = msgpack.packb(
+        [[msgpack.ExtType(EXT_COLUMNS, msgpack.packb([["a", "b"], [1, 2], [3]]))], {}, None]
+    )
+    rows_bomb = msgpack.packb(
+        [[msgpack.ExtType(EXT_COLUMNS, msgpack.packb([["a"], [0] * 3_000_000]))], {}, None]
+    )
     compressed[len(compressed) // 2] ^= 0xFF
     return {
         "newer frame version": header.pack(MAGIC, 9, 1, 0, 0, 1) + b"\x90",
@@ -276,8 +296,8 @@ def _bad_bodies() -> dict[str, bytes]:
         "a frame of the wrong shape": encode(5),
         "a frame of a pair": encode([[], {}]),
         "ragged table columns": header.pack(MAGIC, 1, 1, 0, 0, len(ragged)) + ragged,
-        "a table that would inflate into 3 M rows": header.pack(
-            MAGIC, 1, 1, 1, 0, len(rows_bomb)) + zstandard.ZstdCompressor().compress(rows_bomb),
+        "a table that would inflate into 3 M rows": header.pack(MAGIC, 1, 1, 1, 0, len(rows_bomb))
+        + zstandard.ZstdCompressor().compress(rows_bomb),
     }
 
 
@@ -288,19 +308,36 @@ def test_bad_messages_are_refused_with_typed_errors_and_the_worker_keeps_running
     # Given bad bodies with our content type, a pickle, and a reference to a missing payload
     with worker_app.producer_or_acquire() as producer:
         for body in _bad_bodies().values():
-            producer.publish(body, routing_key="general", content_type=CONTENT_TYPE,
-                             content_encoding="binary",
-                             headers={"task": ECHO, "id": uuid.uuid4().hex})
+            producer.publish(
+                body,
+                routing_key="general",
+                content_type=CONTENT_TYPE,
+                content_encoding="binary",
+                headers={"task": ECHO, "id": uuid.uuid4().hex},
+            )
         # Celery itself dies on a JSON body of the wrong shape, unless guarded
-        producer.publish(b"5", routing_key="general", content_type="application/json",
-                         content_encoding="utf-8", headers={"task": ECHO, "id": "j5"})
+        producer.publish(
+            b"5",
+            routing_key="general",
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"task": ECHO, "id": "j5"},
+        )
         # kombu inflates a compression header before anything else: a zlib bomb
-        producer.publish(zlib_bomb(70), routing_key="general", content_type="application/json",
-                         content_encoding="utf-8", headers={"task": ECHO, "id": "z1",
-                                                            "compression": "application/x-gzip"})
-        producer.publish(pickle.dumps({"boom": 1}), routing_key="general",
-                         content_type="application/x-python-serialize",
-                         content_encoding="binary", headers={"task": ECHO, "id": "p1"})
+        producer.publish(
+            zlib_bomb(70),
+            routing_key="general",
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"task": ECHO, "id": "z1", "compression": "application/x-gzip"},
+        )
+        producer.publish(
+            pickle.dumps({"boom": 1}),
+            routing_key="general",
+            content_type="application/x-python-serialize",
+            content_encoding="binary",
+            headers={"task": ECHO, "id": "p1"},
+        )
     missing = {CLAIM_KEY: Keys().payload("gone"), "id": "gone", "kind": "ping"}
     worker_app.send_task("dspex.ping", args=(missing,), queue="general")
     # When a good job follows them
@@ -312,13 +349,20 @@ def test_bad_messages_are_refused_with_typed_errors_and_the_worker_keeps_running
         time.sleep(0.1)
     assert conn.llen("general") == 0 and conn.hlen("unacked") == 0
     logged = caplog.text
-    for name in ("ProtocolVersionError", "PayloadDecodeError", "DecompressedTooLarge",
-                 "claim_check_missing", "Refusing to deserialize untrusted content",
-                 "must decode to (args, kwargs, embed), not 0 bytes",
-                 "must decode to (args, kwargs, embed), not int",
-                 "zlib message body inflates past", "needs that many lists",
-                 "decompression limit", "compression id 9 is unknown",
-                 "not a dspex-jobs frame (starts with b'\\x80"):
+    for name in (
+        "ProtocolVersionError",
+        "PayloadDecodeError",
+        "DecompressedTooLarge",
+        "claim_check_missing",
+        "Refusing to deserialize untrusted content",
+        "must decode to (args, kwargs, embed), not 0 bytes",
+        "must decode to (args, kwargs, embed), not int",
+        "zlib message body inflates past",
+        "needs that many lists",
+        "decompression limit",
+        "compression id 9 is unknown",
+        "not a dspex-jobs frame (starts with b'\\x80",
+    ):
         assert name in logged, name
 
 

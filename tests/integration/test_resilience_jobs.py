@@ -29,8 +29,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def app(redis_server: EmbeddedRedis, lm_server: object) -> Iterator[Celery]:
     # The worker's own LM is a dead endpoint; jobs name fallbacks or the live server.
-    settings = make_settings(redis_db_url(redis_server, 13), "http://127.0.0.1:1/v1",
-                             job_max_retries=0)
+    settings = make_settings(
+        redis_db_url(redis_server, 13), "http://127.0.0.1:1/v1", job_max_retries=0
+    )
     with inprocess_worker(settings) as worker_app:
         yield worker_app
 
@@ -43,8 +44,9 @@ def client(app: Celery) -> Iterator[Client]:
 
 def test_a_retryable_failure_falls_back_to_the_next_model(client: Client) -> None:
     # Given an unreachable primary and a fallback model (unreachable too, on this worker)
-    handle = client.predict("question -> answer", question="anyone?",
-                            lm={"fallbacks": ["openai/also-dead"]})
+    handle = client.predict(
+        "question -> answer", question="anyone?", lm={"fallbacks": ["openai/also-dead"]}
+    )
     # Expect the fallback tried after the primary's retryable failure: its error is the last
     with pytest.raises(LMUnavailable) as info:
         handle.result(timeout=60)
@@ -97,15 +99,21 @@ def test_cancelled_before_it_starts(client: Client, app: Celery) -> None:
     assert handle.status() is JobStatus.CANCELLED
 
 
-def test_auth_errors_are_permanent_and_not_retried(redis_server: EmbeddedRedis,
-                                                    lm_server: object) -> None:
+def test_auth_errors_are_permanent_and_not_retried(
+    redis_server: EmbeddedRedis, lm_server: object
+) -> None:
     # A worker process of its own: a second in-process worker would share Celery's module
     # state (and Redis connections) with this module's worker and can take it down.
     url = redis_db_url(redis_server, 14)
     redis.Redis.from_url(url).flushdb()
-    stack = LocalStack(redis_url=url, lm=LM_MODEL, lm_api_base=lm_server.url,  # type: ignore[attr-defined]
-                       queues=["general"], worker_args={"general": ["--concurrency", "1"]},
-                       env={"DSPEX_LM_API_KEY": "wrong", "DSPEX_JOB_MAX_RETRIES": "5"})
+    stack = LocalStack(
+        redis_url=url,
+        lm=LM_MODEL,
+        lm_api_base=lm_server.url,  # type: ignore[attr-defined]
+        queues=["general"],
+        worker_args={"general": ["--concurrency", "1"]},
+        env={"DSPEX_LM_API_KEY": "wrong", "DSPEX_JOB_MAX_RETRIES": "5"},
+    )
     with stack, Client(stack.settings) as c:
         handle = c.predict("question -> answer", question="let me in")
         with pytest.raises(LMAuthError):

@@ -30,12 +30,16 @@ def client(redis_url: str) -> redis.Redis:
 
 
 def test_breaker_opens_fails_fast_probes_once_and_closes(client: redis.Redis) -> None:
-    breaker = CircuitBreaker(client, Keys(), BreakerConfig(failure_threshold=3, window_s=30,
-                                                           open_s=0.5))
+    breaker = CircuitBreaker(
+        client, Keys(), BreakerConfig(failure_threshold=3, window_s=30, open_s=0.5)
+    )
     # Given closed, two failures keep it closed and the third opens it
     assert breaker.allow(EP).allowed
     assert [breaker.record_failure(EP) for _ in range(3)] == [
-        BreakerState.CLOSED, BreakerState.CLOSED, BreakerState.OPEN]
+        BreakerState.CLOSED,
+        BreakerState.CLOSED,
+        BreakerState.OPEN,
+    ]
     # While open, calls are refused with the time left
     decision = breaker.allow(EP)
     assert not decision.allowed and 0 < decision.retry_in_s <= 0.5
@@ -108,10 +112,24 @@ def test_delayed_jobs_are_released_once_when_due(client: redis.Redis, redis_url:
 def test_dead_letters_keep_replay_and_purge(client: redis.Redis, redis_url: str) -> None:
     app = make_app(make_settings(redis_url))
     letters = DeadLetters(client, Keys())
-    letters.record({"id": "dead1", "kind": "ping", "attempt": 4}, "dspex.ping", "general",
-                   LMAuthError("bad key"), "Traceback ...", "w1", 4)
-    letters.record({"id": "dead2", "kind": "ping"}, "dspex.ping", "general",
-                   LMAuthError("bad key"), "Traceback ...", "w1", 1)
+    letters.record(
+        {"id": "dead1", "kind": "ping", "attempt": 4},
+        "dspex.ping",
+        "general",
+        LMAuthError("bad key"),
+        "Traceback ...",
+        "w1",
+        4,
+    )
+    letters.record(
+        {"id": "dead2", "kind": "ping"},
+        "dspex.ping",
+        "general",
+        LMAuthError("bad key"),
+        "Traceback ...",
+        "w1",
+        1,
+    )
     assert [d["job_id"] for d in letters.list()] == ["dead2", "dead1"]
     assert letters.get("dead1")["error"]["code"] == "lm_auth_error"  # type: ignore[index]
     assert letters.replay(app, "dead1") is True

@@ -24,8 +24,11 @@ def test_history_does_not_grow_in_a_long_lived_worker(runtime: Runtime) -> None:
 
     before = len(GLOBAL_HISTORY)
     for i in range(20):
-        job = Job(kind=JobKind.PREDICT, signature="question -> answer",
-                  inputs={"question": f"question number {i}?"})
+        job = Job(
+            kind=JobKind.PREDICT,
+            signature="question -> answer",
+            inputs={"question": f"question number {i}?"},
+        )
         outcome = runtime.run(job)
         assert "answer" in outcome.outputs and outcome.usage
         assert outcome.model == "openai/extractive-minilm"
@@ -64,11 +67,18 @@ def test_a_non_streaming_lm_streams_each_output_as_one_chunk(
     # Given DSPy's DummyLM, which cannot stream
     from dspy.utils import DummyLM
 
-    monkeypatch.setattr(runtime.lms, "get", lambda options=None: DummyLM(
-        [{"answer": "forty-two", "confidence": "0.9"}]))
+    monkeypatch.setattr(
+        runtime.lms,
+        "get",
+        lambda options=None: DummyLM([{"answer": "forty-two", "confidence": "0.9"}]),
+    )
     chunks: list[tuple[str, str, bool]] = []
-    job = Job(kind=JobKind.PREDICT, signature="question -> answer, confidence: float",
-              inputs={"question": "?"}, stream=True)
+    job = Job(
+        kind=JobKind.PREDICT,
+        signature="question -> answer, confidence: float",
+        inputs={"question": "?"},
+        stream=True,
+    )
     # When the job runs with a chunk callback
     outcome = runtime.run(job, lambda field, text, last: chunks.append((field, text, last)))
     # Expect one last chunk per output field, equal to the final values

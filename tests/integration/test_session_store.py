@@ -16,8 +16,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def store(redis_url: str) -> SessionStore:
-    return SessionStore(redis.Redis.from_url(redis_url), Keys(), max_history=3,
-                        max_state_bytes=2_000)
+    return SessionStore(
+        redis.Redis.from_url(redis_url), Keys(), max_history=3, max_state_bytes=2_000
+    )
 
 
 def test_state_is_versioned_and_expires(store: SessionStore) -> None:
@@ -46,13 +47,15 @@ def test_an_oversized_write_is_refused_and_nothing_changes(store: SessionStore) 
 
 def test_concurrent_writers_lose_no_history(redis_url: str) -> None:
     # Given one session and eight threads, each with its own connection, recording turns
-    store = SessionStore(redis.Redis.from_url(redis_url), Keys(), max_history=1000,
-                         max_state_bytes=1_000_000)
+    store = SessionStore(
+        redis.Redis.from_url(redis_url), Keys(), max_history=1000, max_state_bytes=1_000_000
+    )
     state = store.create(ttl_s=30)
 
     def write(worker: int) -> None:
-        mine = SessionStore(redis.Redis.from_url(redis_url), Keys(), max_history=1000,
-                            max_state_bytes=1_000_000)
+        mine = SessionStore(
+            redis.Redis.from_url(redis_url), Keys(), max_history=1000, max_state_bytes=1_000_000
+        )
         for turn in range(10):
             mine.record_turn(state.id, {"q": f"{worker}-{turn}"}, {})
 

@@ -42,15 +42,17 @@ def test_history_and_variables_carry_across_jobs(client: Client) -> None:
         # Given a variable set on the session
         s.set(context=CONTEXT)
         # When two jobs run without passing context, the second declaring a dspy.History
-        s.predict("question, context: list[str] -> answer", question="Where is state?") \
-            .result(timeout=60)
-        second = s.predict("history: dspy.History, question, context: list[str] -> answer",
-                           question="What can die?").result(timeout=60)
+        s.predict("question, context: list[str] -> answer", question="Where is state?").result(
+            timeout=60
+        )
+        second = s.predict(
+            "history: dspy.History, question, context: list[str] -> answer",
+            question="What can die?",
+        ).result(timeout=60)
         # Expect the context read from the session, and both turns in its history
         assert second.outputs is not None and second.outputs["answer"] in CONTEXT
         state = s.state()
-        assert [turn["question"] for turn in state.history] == ["Where is state?",
-                                                                 "What can die?"]
+        assert [turn["question"] for turn in state.history] == ["Where is state?", "What can die?"]
         assert state.vars["answer"] == second.outputs["answer"]
         assert s.worker() is not None
     with pytest.raises(SessionNotFound):
@@ -59,8 +61,9 @@ def test_history_and_variables_carry_across_jobs(client: Client) -> None:
 
 def test_two_jobs_of_one_session_at_once_keep_both_turns(client: Client) -> None:
     s = client.session(ttl_s=60, vars={"context": CONTEXT})
-    handles = [s.predict("question, context: list[str] -> answer", question=f"q{i}?")
-               for i in range(4)]
+    handles = [
+        s.predict("question, context: list[str] -> answer", question=f"q{i}?") for i in range(4)
+    ]
     for handle in handles:
         handle.result(timeout=60)
     assert sorted(t["question"] for t in s.state().history) == ["q0?", "q1?", "q2?", "q3?"]
@@ -68,8 +71,9 @@ def test_two_jobs_of_one_session_at_once_keep_both_turns(client: Client) -> None
 
 def test_session_lm_options_apply_and_jobs_can_override(client: Client) -> None:
     s = client.session(ttl_s=60, lm={"temperature": 0.3})
-    result = s.predict("question -> answer", question="Which temperature?",
-                       lm={"max_tokens": 200}).result(timeout=60)
+    result = s.predict(
+        "question -> answer", question="Which temperature?", lm={"max_tokens": 200}
+    ).result(timeout=60)
     assert result.ok
 
 
@@ -90,10 +94,14 @@ def test_cli_lists_shows_and_ends(client: Client, app: Celery) -> None:
 def two_workers(redis_server: EmbeddedRedis, lm_server: object) -> Iterator[LocalStack]:
     url = redis_db_url(redis_server, 7)
     redis.Redis.from_url(url).flushdb()
-    stack = LocalStack(redis_url=url, lm=LM_MODEL, lm_api_base=lm_server.url,  # type: ignore[attr-defined]
-                       queues=["general", "general"],
-                       worker_args={"general": ["--concurrency", "1"]},
-                       env={"DSPEX_LM_API_KEY": "test-key"})
+    stack = LocalStack(
+        redis_url=url,
+        lm=LM_MODEL,
+        lm_api_base=lm_server.url,  # type: ignore[attr-defined]
+        queues=["general", "general"],
+        worker_args={"general": ["--concurrency", "1"]},
+        env={"DSPEX_LM_API_KEY": "test-key"},
+    )
     with stack:
         deadline = time.monotonic() + 60
         while len(list(redis.Redis.from_url(url).scan_iter("dspex:worker:*"))) < 2:
@@ -103,8 +111,10 @@ def two_workers(redis_server: EmbeddedRedis, lm_server: object) -> Iterator[Loca
 
 
 def _ask(session: object, question: str) -> str:
-    result = session.predict("history: dspy.History, question -> answer",  # type: ignore[attr-defined]
-                             question=question).result(timeout=60)
+    result = session.predict(
+        "history: dspy.History, question -> answer",  # type: ignore[attr-defined]
+        question=question,
+    ).result(timeout=60)
     return str(result.worker)
 
 
@@ -131,8 +141,7 @@ def test_affinity_reuses_the_bound_worker_and_recovers_when_it_dies(
         survivor = _ask(hint, "four?")
         assert survivor != first
         assert hint.worker() == survivor
-        assert [t["question"] for t in hint.state().history] == ["one?", "two?", "three?",
-                                                                  "four?"]
+        assert [t["question"] for t in hint.state().history] == ["one?", "two?", "three?", "four?"]
         # And a strict session bound to the dead worker fails fast, with a clear error
         if strict_worker == first:
             with pytest.raises(SessionWorkerUnavailable, match="strict affinity"):

@@ -19,9 +19,13 @@ from dspex_jobs.streams import StreamChunk, StreamEnd
 pytestmark = pytest.mark.integration
 
 SIG = "question: str, context: list[str] -> answer: str"
-INPUTS = {"question": "Where do results live?",
-          "context": ["Results, streams and sessions live in Redis for every worker to see.",
-                      "Workers run DSPy modules."]}
+INPUTS = {
+    "question": "Where do results live?",
+    "context": [
+        "Results, streams and sessions live in Redis for every worker to see.",
+        "Workers run DSPy modules.",
+    ],
+}
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +110,10 @@ def test_async_iteration(client: Client) -> None:
 def test_cli_prints_the_stream(client: Client, app: Celery) -> None:
     handle = client.predict(SIG, stream=True, **INPUTS)
     handle.result(timeout=60)
-    out = CliRunner().invoke(main, ["stream", handle.id, "--timeout", "10"],
-                             env={"DSPEX_REDIS_URL": app.dspex_settings.redis_url})  # type: ignore[attr-defined]
+    out = CliRunner().invoke(
+        main,
+        ["stream", handle.id, "--timeout", "10"],
+        env={"DSPEX_REDIS_URL": app.dspex_settings.redis_url},
+    )  # type: ignore[attr-defined]
     assert out.exit_code == 0, out.output
     assert "[answer]" in out.output and '"answer":' in out.output

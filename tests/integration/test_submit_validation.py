@@ -57,8 +57,11 @@ class TestRefusedAtSubmit:
 
     def test_unencodable_value_names_the_input(self, client: Client) -> None:
         with pytest.raises((PayloadError, SignatureValidationError)) as info:
-            client.submit(JobKind.PREDICT, "question: str, blob -> answer",
-                          {"question": "q", "blob": object()})
+            client.submit(
+                JobKind.PREDICT,
+                "question: str, blob -> answer",
+                {"question": "q", "blob": object()},
+            )
         assert "blob" in str(info.value)
 
     def test_payload_over_the_limit(self, client: Client) -> None:
@@ -80,8 +83,7 @@ class TestRefusedAtSubmit:
 
 
 def test_a_good_job_is_enqueued_on_its_kinds_queue(client: Client, redis_url: str) -> None:
-    handle = client.predict(SIG, question="q", context=["c"],
-                            lm={"temperature": 0.0})
+    handle = client.predict(SIG, question="q", context=["c"], lm={"temperature": 0.0})
     conn = redis.Redis.from_url(redis_url)
     assert queue_depth(conn, "general") == 1
     assert handle.status().value == "pending"

@@ -34,10 +34,13 @@ def slow_lm() -> Iterator[object]:
 def stack(redis_server: EmbeddedRedis, slow_lm: object) -> Iterator[LocalStack]:
     url = redis_db_url(redis_server, 2)
     redis.Redis.from_url(url).flushdb()
-    with LocalStack(redis_url=url, lm=LM_MODEL, lm_api_base=slow_lm.url,  # type: ignore[attr-defined]
-                    queues=["general"],
-                    worker_args={"general": ["--pool", "prefork", "--concurrency", "1"]}
-                    ) as running:
+    with LocalStack(
+        redis_url=url,
+        lm=LM_MODEL,
+        lm_api_base=slow_lm.url,  # type: ignore[attr-defined]
+        queues=["general"],
+        worker_args={"general": ["--pool", "prefork", "--concurrency", "1"]},
+    ) as running:
         yield running
 
 
@@ -49,9 +52,11 @@ def client(stack: LocalStack) -> Iterator[Client]:
 
 
 def test_subprocess_worker_runs_predict(client: Client) -> None:
-    result = client.predict("question: str, context: list[str] -> answer: str",
-                            question="What color is the sky?",
-                            context=["The sky is blue.", "Grass is green."]).result(timeout=60)
+    result = client.predict(
+        "question: str, context: list[str] -> answer: str",
+        question="What color is the sky?",
+        context=["The sky is blue.", "Grass is green."],
+    ).result(timeout=60)
     assert result.outputs is not None
     assert result.outputs["answer"] in ("The sky is blue.", "Grass is green.")
     assert result.worker.startswith("general-")
@@ -82,9 +87,27 @@ def test_plain_celery_command_runs_a_worker_too(stack: LocalStack, client: Clien
     # Given a worker started with the plain celery CLI on another queue
     env = {**stack.worker_env(), "DSPEX_NEURAL_CONCURRENCY": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "dspex_jobs.celery_app", "worker", "-Q", "neural",
-         "-c", "1", "-n", "plain@%h", "--without-mingle", "-l", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "dspex_jobs.celery_app",
+            "worker",
+            "-Q",
+            "neural",
+            "-c",
+            "1",
+            "-n",
+            "plain@%h",
+            "--without-mingle",
+            "-l",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         assert stack.settings is not None

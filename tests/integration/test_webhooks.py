@@ -47,15 +47,27 @@ def app(redis_server: EmbeddedRedis, lm_server: object) -> Iterator[Celery]:
     from dspex_jobs.worker import install_worker_hooks
 
     settings = make_settings(
-        redis_db_url(redis_server, DB), lm_server.url,  # type: ignore[attr-defined]
-        webhook_allowed_hosts=("127.0.0.1",), webhook_secret=SECRET, webhook_timeout_s=2.0,
-        webhook_max_attempts=3, webhook_backoff_s=0.1, webhook_backoff_max_s=0.4,
-        webhook_host_concurrency=2)
+        redis_db_url(redis_server, DB),
+        lm_server.url,  # type: ignore[attr-defined]
+        webhook_allowed_hosts=("127.0.0.1",),
+        webhook_secret=SECRET,
+        webhook_timeout_s=2.0,
+        webhook_max_attempts=3,
+        webhook_backoff_s=0.1,
+        webhook_backoff_max_s=0.4,
+        webhook_host_concurrency=2,
+    )
     redis.Redis.from_url(settings.redis_url).flushdb()
     worker_app = make_app(settings)
     install_worker_hooks(worker_app)
-    with start_worker(worker_app, pool="threads", concurrency=6, perform_ping_check=False,
-                      queues=["general", "webhooks"], shutdown_timeout=30):
+    with start_worker(
+        worker_app,
+        pool="threads",
+        concurrency=6,
+        perform_ping_check=False,
+        queues=["general", "webhooks"],
+        shutdown_timeout=30,
+    ):
         yield worker_app
     redis.Redis.from_url(settings.redis_url).flushdb()
 
@@ -70,8 +82,9 @@ def _store(client: Client) -> WebhookStore:
     return WebhookStore(client._redis, client._keys, client.settings.webhook_record_ttl_s)
 
 
-def _wait_status(client: Client, delivery_id: str, status: str,
-                 timeout_s: float = 30.0) -> dict[str, Any]:
+def _wait_status(
+    client: Client, delivery_id: str, status: str, timeout_s: float = 30.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
         record = _store(client).get(delivery_id)
@@ -90,12 +103,14 @@ def _docs_verifier() -> Any:
     return namespace["verify_webhook"]
 
 
-def test_job_webhook_is_delivered_once_signed_and_complete(client: Client,
-                                                            receiver: Receiver) -> None:
+def test_job_webhook_is_delivered_once_signed_and_complete(
+    client: Client, receiver: Receiver
+) -> None:
     # Given a job submitted with a webhook
     path = "/hooks/ok"
-    handle = client.predict("question -> answer", question="Where do results live?",
-                            webhook=receiver.url(path))
+    handle = client.predict(
+        "question -> answer", question="Where do results live?", webhook=receiver.url(path)
+    )
     result = handle.result(timeout=60)
     # When the job ends, expect exactly one POST carrying the job's outcome
     (request,) = receiver.wait_for(path, 1)
@@ -109,8 +124,9 @@ def test_job_webhook_is_delivered_once_signed_and_complete(client: Client,
     record = _wait_status(client, handle.id, "delivered")
     assert record["attempts"] == 1 and request.headers["X-Dspex-Delivery"] == handle.id
     # And nothing left to send it twice (the outbox copy was dropped once the task was sent)
-    assert not [m for m in client._redis.zrange(client._keys.delayed(), 0, -1)
-                if handle.id.encode() in m]
+    assert not [
+        m for m in client._redis.zrange(client._keys.delayed(), 0, -1) if handle.id.encode() in m
+    ]
     assert len(receiver.received(path)) == 1
     # Expect the signature to verify, with the library and with the documented 10 lines
     headers = request.headers
@@ -129,8 +145,7 @@ def test_retried_after_two_500s_then_delivered(client: Client, receiver: Receive
     # Given an endpoint that fails twice with 500
     path = "/hooks/flaky"
     receiver.statuses[path] = [500, 503]
-    handle = client.predict("question -> answer", question="Retried?",
-                            webhook=receiver.url(path))
+    handle = client.predict("question -> answer", question="Retried?", webhook=receiver.url(path))
     handle.result(timeout=60)
     # Expect three attempts of the same delivery, then delivered
     requests = receiver.wait_for(path, 3)
@@ -141,8 +156,9 @@ def test_retried_after_two_500s_then_delivered(client: Client, receiver: Receive
     assert len({r.body for r in requests}) == 1  # the same body each time, signed again
 
 
-def test_failed_after_the_budget_listed_and_replayed(client: Client, receiver: Receiver,
-                                                      app: Celery) -> None:
+def test_failed_after_the_budget_listed_and_replayed(
+    client: Client, receiver: Receiver, app: Celery
+) -> None:
     # Given an endpoint that answers 500 to every attempt
     path = "/hooks/dead"
     receiver.statuses[path] = [500] * 3
@@ -167,8 +183,13 @@ def test_failed_after_the_budget_listed_and_replayed(client: Client, receiver: R
 def test_failed_and_refused_jobs_send_their_error(client: Client, receiver: Receiver) -> None:
     # Given a job that misses its deadline (it fails on the worker without running)
     path = "/hooks/failed"
-    handle = client.submit("predict", "question -> answer", {"question": "Late?"},
-                           deadline_s=1e-6, webhook=receiver.url(path))
+    handle = client.submit(
+        "predict",
+        "question -> answer",
+        {"question": "Late?"},
+        deadline_s=1e-6,
+        webhook=receiver.url(path),
+    )
     # Expect a job.failed webhook with the stable error code
     (request,) = receiver.wait_for(path, 1)
     body = json.loads(request.body)
@@ -180,8 +201,13 @@ def test_redirect_to_another_host_is_refused(client: Client, receiver: Receiver)
     # Given an endpoint that redirects to a host outside the allowlist
     path = "/hooks/redirect"
     receiver.redirects[path] = "http://localhost:1/elsewhere"
-    ok = enqueue_webhook(client.app, receiver.url(path), {"event": "test.redirect"},
-                         delivery_id="redirect-1", kind="test")
+    ok = enqueue_webhook(
+        client.app,
+        receiver.url(path),
+        {"event": "test.redirect"},
+        delivery_id="redirect-1",
+        kind="test",
+    )
     assert ok
     # Expect one attempt, never followed, and the delivery failed for good
     record = _wait_status(client, "redirect-1", "failed")
@@ -189,48 +215,68 @@ def test_redirect_to_another_host_is_refused(client: Client, receiver: Receiver)
     assert len(receiver.received(path)) == 1
 
 
-def test_a_dead_endpoint_never_delays_other_webhooks(client: Client,
-                                                     receiver: Receiver) -> None:
+def test_a_dead_endpoint_never_delays_other_webhooks(client: Client, receiver: Receiver) -> None:
     # Given more deliveries than the pool has threads (6) to an endpoint that never answers
     # in time (3 s > the 2 s timeout) ...
     with Receiver() as slow:
         slow.delays_s["/hooks/slow"] = 3.0
         slow_ids = [f"slow-{i}" for i in range(8)]
         for delivery_id in slow_ids:
-            enqueue_webhook(client.app, slow.url("/hooks/slow"), {"event": "test.slow"},
-                            delivery_id=delivery_id, kind="test")
+            enqueue_webhook(
+                client.app,
+                slow.url("/hooks/slow"),
+                {"event": "test.slow"},
+                delivery_id=delivery_id,
+                kind="test",
+            )
         slow.wait_for("/hooks/slow", 2)  # its deliveries are now hanging
         # When a webhook for a healthy endpoint is sent after them
-        enqueue_webhook(client.app, receiver.url("/hooks/fast"), {"event": "test.fast"},
-                        delivery_id="fast-1", kind="test")
+        enqueue_webhook(
+            client.app,
+            receiver.url("/hooks/fast"),
+            {"event": "test.fast"},
+            delivery_id="fast-1",
+            kind="test",
+        )
         _wait_status(client, "fast-1", "delivered")
         # Expect it delivered before a single slow attempt even timed out: it never waited
         # for a thread a hanging delivery held
         slow_records = [_store(client).get(i) for i in slow_ids]
-        assert all(r is not None and r["status"] == "pending" and not r.get("last_error")
-                   for r in slow_records), slow_records
+        assert all(
+            r is not None and r["status"] == "pending" and not r.get("last_error")
+            for r in slow_records
+        ), slow_records
         # And the slow endpoint held no more than its 2 host slots of the pool
         host = client._keys.webhook_host(f"127.0.0.1:{slow.port}")
         assert client._redis.zcard(host) <= 2
 
 
 def test_submit_refuses_unsafe_webhooks_before_enqueueing(client: Client) -> None:
-    for url, why in [("ftp://127.0.0.1/x", "only http and https"),
-                     ("http://example.com/x", "not in DSPEX_WEBHOOK_ALLOWED_HOSTS"),
-                     ("http://user:pw@127.0.0.1/x", "credentials"),
-                     ("not a url", "only http and https")]:
+    for url, why in [
+        ("ftp://127.0.0.1/x", "only http and https"),
+        ("http://example.com/x", "not in DSPEX_WEBHOOK_ALLOWED_HOSTS"),
+        ("http://user:pw@127.0.0.1/x", "credentials"),
+        ("not a url", "only http and https"),
+    ]:
         with pytest.raises(ValidationError, match=why) as caught:
             client.predict("question -> answer", question="x", webhook=url)
         assert caught.value.details["field"] == "webhook"
-    with Client(make_settings(client.settings.redis_url)) as off, \
-            pytest.raises(ValidationError, match="webhooks are off"):
+    with (
+        Client(make_settings(client.settings.redis_url)) as off,
+        pytest.raises(ValidationError, match="webhooks are off"),
+    ):
         off.predict("question -> answer", question="x", webhook="http://127.0.0.1/x")
 
 
 def test_time_budget_spent_means_undeliverable(client: Client, receiver: Receiver) -> None:
     # Given a delivery recorded longer ago than DSPEX_WEBHOOK_BUDGET_S (an hour)
-    enqueue_webhook(client.app, receiver.url("/hooks/late"), {"event": "test.late"},
-                    delivery_id="late-1", kind="test")
+    enqueue_webhook(
+        client.app,
+        receiver.url("/hooks/late"),
+        {"event": "test.late"},
+        delivery_id="late-1",
+        kind="test",
+    )
     _wait_status(client, "late-1", "delivered")
     store = _store(client)
     assert store.reset("late-1")
@@ -243,12 +289,18 @@ def test_time_budget_spent_means_undeliverable(client: Client, receiver: Receive
 
 
 def test_malformed_delivery_tasks_are_dropped_and_the_worker_goes_on(
-    client: Client, receiver: Receiver,
+    client: Client,
+    receiver: Receiver,
 ) -> None:
     # Given junk on the webhooks queue
     for junk in ({"id": 5}, "not a dict", {"id": "x" * 1000}, {"id": "no-such-delivery"}):
         client.app.send_task("dspex.webhook.deliver", args=(junk,), queue="webhooks")
     # Expect the next real delivery to go through as usual
-    enqueue_webhook(client.app, receiver.url("/hooks/after-junk"), {"event": "test.after"},
-                    delivery_id="after-junk", kind="test")
+    enqueue_webhook(
+        client.app,
+        receiver.url("/hooks/after-junk"),
+        {"event": "test.after"},
+        delivery_id="after-junk",
+        kind="test",
+    )
     _wait_status(client, "after-junk", "delivered")

@@ -21,19 +21,32 @@ from dspex_jobs.jobs import JobKind
 from dspex_jobs.pipeline import Dspy, Pipeline
 from dspex_jobs.settings import Settings
 
-KINDS = (("predict", 42), ("chain_of_thought", 20), ("pipeline", 15), ("embed", 22),
-         ("ping_optimizer", 1))
+KINDS = (
+    ("predict", 42),
+    ("chain_of_thought", 20),
+    ("pipeline", 15),
+    ("embed", 22),
+    ("ping_optimizer", 1),
+)
 """Job kinds and their share of the mix (percent). The optimizer pool forks a fresh child
 (which imports DSPy) for every job, seconds each, so its share stays small."""
 
-PIPELINE = Pipeline([
-    Dspy("Predict", signature="question -> answer"),
-    Dspy("Predict", signature="answer -> summary"),
-], name="load")
+PIPELINE = Pipeline(
+    [
+        Dspy("Predict", signature="question -> answer"),
+        Dspy("Predict", signature="answer -> summary"),
+    ],
+    name="load",
+)
 
-TOPICS = ["Paris is the capital of France.", "Redis keeps data in memory.",
-          "Celery runs background jobs.", "DSPy programs language models.",
-          "Rust has no garbage collector.", "The Nile flows north."]
+TOPICS = [
+    "Paris is the capital of France.",
+    "Redis keeps data in memory.",
+    "Celery runs background jobs.",
+    "DSPy programs language models.",
+    "Rust has no garbage collector.",
+    "The Nile flows north.",
+]
 
 
 def submit(client: Client, kind: str, rng: random.Random) -> Any:
@@ -51,8 +64,12 @@ def submit(client: Client, kind: str, rng: random.Random) -> Any:
 
 
 def main() -> None:
-    redis_url, index, count, window = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
-        int(sys.argv[4])
+    redis_url, index, count, window = (
+        sys.argv[1],
+        int(sys.argv[2]),
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+    )
     rng = random.Random(index)
     names = [name for name, _ in KINDS]
     plan = rng.choices(names, weights=[share for _, share in KINDS], k=count)
@@ -82,8 +99,17 @@ def main() -> None:
         for kind in plan:
             slots.acquire()
             waiters.submit(collect, kind, submit(client, kind, rng))
-    print(json.dumps({"index": index, "latencies": latencies, "errors": errors,
-                      "started": started, "finished": time.time()}))
+    print(
+        json.dumps(
+            {
+                "index": index,
+                "latencies": latencies,
+                "errors": errors,
+                "started": started,
+                "finished": time.time(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

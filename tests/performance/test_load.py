@@ -49,8 +49,7 @@ def _used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
-_PER_JOB = ("result", "done", "state", "lease", "stream", "payload", "pipeline", "idem",
-            "cancel")
+_PER_JOB = ("result", "done", "state", "lease", "stream", "payload", "pipeline", "idem", "cancel")
 """Key families a job or a run leaves, each with a TTL (``dspex_jobs.keys``)."""
 
 
@@ -78,11 +77,13 @@ def _warm_up(stack: LocalStack) -> None:
     # The producers' TTL too: a pipeline run's keys are written by the producer that starts it
     settings = stack.settings.model_copy(update={"result_ttl_s": RESULT_TTL_S})
     with Client(settings) as client:
-        handles = [client.predict("question -> answer", question="warm?"),
-                   client.chain_of_thought("question -> answer", question="warm?"),
-                   client.run(PIPELINE, question="warm?"),
-                   client.submit(JobKind.EMBED, inputs={"texts": ["warm up"]}),
-                   client.submit(JobKind.PING, queue="optimizer")]
+        handles = [
+            client.predict("question -> answer", question="warm?"),
+            client.chain_of_thought("question -> answer", question="warm?"),
+            client.run(PIPELINE, question="warm?"),
+            client.submit(JobKind.EMBED, inputs={"texts": ["warm up"]}),
+            client.submit(JobKind.PING, queue="optimizer"),
+        ]
         for handle in handles:
             handle.result(timeout=180)
 
@@ -90,11 +91,18 @@ def _warm_up(stack: LocalStack) -> None:
 @pytest.mark.timeout(3600)
 def test_mixed_load_runs_without_errors_and_leaves_nothing_behind(lm_server: object) -> None:
     with EmbeddedRedis() as server:
-        env = {"DSPEX_LM_API_KEY": LM_API_KEY, "DSPEX_RESULT_TTL_S": str(RESULT_TTL_S),
-               "DSPEX_LOG_LEVEL": "WARNING"}
-        stack = LocalStack(redis_url=server.url, lm=LM_MODEL,
-                           lm_api_base=str(lm_server.url),  # type: ignore[attr-defined]
-                           queues=["general", "neural", "optimizer"], env=env)
+        env = {
+            "DSPEX_LM_API_KEY": LM_API_KEY,
+            "DSPEX_RESULT_TTL_S": str(RESULT_TTL_S),
+            "DSPEX_LOG_LEVEL": "WARNING",
+        }
+        stack = LocalStack(
+            redis_url=server.url,
+            lm=LM_MODEL,
+            lm_api_base=str(lm_server.url),  # type: ignore[attr-defined]
+            queues=["general", "neural", "optimizer"],
+            env=env,
+        )
         with stack:
             _warm_up(stack)  # the neural model loads on first use: not part of the figures
             client = redis.Redis.from_url(server.url)
@@ -104,10 +112,15 @@ def test_mixed_load_runs_without_errors_and_leaves_nothing_behind(lm_server: obj
             # When PRODUCERS processes submit JOBS mixed jobs between them
             started = time.monotonic()
             share = [JOBS // PRODUCERS + (i < JOBS % PRODUCERS) for i in range(PRODUCERS)]
-            procs = [subprocess.Popen([sys.executable, str(PRODUCER), server.url, str(i),
-                                       str(n), str(WINDOW)], stdout=subprocess.PIPE,
-                                      text=True, env={**os.environ, **env})
-                     for i, n in enumerate(share)]
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, str(PRODUCER), server.url, str(i), str(n), str(WINDOW)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ, **env},
+                )
+                for i, n in enumerate(share)
+            ]
             reports: list[dict[str, Any]] = []
             for proc in procs:
                 out, _ = proc.communicate(timeout=3000)
@@ -129,15 +142,21 @@ def test_mixed_load_runs_without_errors_and_leaves_nothing_behind(lm_server: obj
         for kind, values in report["latencies"].items():
             latencies.setdefault(kind, []).extend(values)
     done = sum(len(v) for v in latencies.values())
-    print(f"\nload: {JOBS} jobs from {PRODUCERS} producers in {elapsed:.1f} s = "
-          f"{done / elapsed:.1f} jobs/s, errors {len(errors)}")
+    print(
+        f"\nload: {JOBS} jobs from {PRODUCERS} producers in {elapsed:.1f} s = "
+        f"{done / elapsed:.1f} jobs/s, errors {len(errors)}"
+    )
     print(f"{'kind':<18}{'jobs':>7}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
     for kind, values in sorted(latencies.items()):
-        print(f"{kind:<18}{len(values):>7}{_percentile(values, 0.5) * 1000:>10.0f}"
-              f"{_percentile(values, 0.95) * 1000:>10.0f}{_percentile(values, 0.99) * 1000:>10.0f}")
-    print(f"redis used_memory: baseline {baseline / 1024:.0f} KiB ({baseline_keys} keys), "
-          f"peak {peak / 1024:.0f} KiB ({peak_keys} keys), after expiry {after / 1024:.0f} KiB "
-          f"({after_keys} keys: {', '.join(leftovers)[:300]})")
+        print(
+            f"{kind:<18}{len(values):>7}{_percentile(values, 0.5) * 1000:>10.0f}"
+            f"{_percentile(values, 0.95) * 1000:>10.0f}{_percentile(values, 0.99) * 1000:>10.0f}"
+        )
+    print(
+        f"redis used_memory: baseline {baseline / 1024:.0f} KiB ({baseline_keys} keys), "
+        f"peak {peak / 1024:.0f} KiB ({peak_keys} keys), after expiry {after / 1024:.0f} KiB "
+        f"({after_keys} keys: {', '.join(leftovers)[:300]})"
+    )
     # Expect: every job succeeded
     assert not errors, errors[:5]
     assert done == JOBS

@@ -31,13 +31,22 @@ def main() -> None:
         # Session affinity across hosts: a session's jobs go to the worker (host) that ran
         # its first one, through that worker's own queue.
         session = client.session(affinity="strict", vars={"context": "Sessions stay put."})
-        session_workers = [session.predict("context, question -> answer",
-                                           question="Where do sessions stay?")
-                           .result(timeout=60).worker for _ in range(3)]
-        handles = [client.predict("context, question -> answer",
-                                  inputs={"context": f"Job {i} ran on some host.",
-                                          "question": "Where did the job run?"})
-                   for i in range(jobs)]
+        session_workers = [
+            session.predict("context, question -> answer", question="Where do sessions stay?")
+            .result(timeout=60)
+            .worker
+            for _ in range(3)
+        ]
+        handles = [
+            client.predict(
+                "context, question -> answer",
+                inputs={
+                    "context": f"Job {i} ran on some host.",
+                    "question": "Where did the job run?",
+                },
+            )
+            for i in range(jobs)
+        ]
         on_a: list[str] = []
         while not on_a:
             states = {h.id: client._store.state(h.id) or {} for h in handles}
@@ -51,12 +60,19 @@ def main() -> None:
         for handle in handles:
             try:
                 result = handle.result(timeout=120)
-                outcomes[handle.id] = {"status": result.status.value, "worker": result.worker,
-                                       "attempt": result.attempt}
+                outcomes[handle.id] = {
+                    "status": result.status.value,
+                    "worker": result.worker,
+                    "attempt": result.attempt,
+                }
             except DSPexError as exc:
                 outcomes[handle.id] = {"status": "failed", "code": exc.code}
-        print(json.dumps({"on_a_at_cut": on_a, "outcomes": outcomes,
-                          "session_workers": session_workers}), flush=True)
+        print(
+            json.dumps(
+                {"on_a_at_cut": on_a, "outcomes": outcomes, "session_workers": session_workers}
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -29,10 +29,15 @@ def tls_unavailable() -> str | None:
     """Why the TLS test cannot run here, or None."""
     if shutil.which("openssl") is None:
         return "no openssl command to make a test CA"
-    probe = subprocess.run([find_redis_server(), "--tls-port", "0", "--port", "0",
-                            "--test-memory", "0"], capture_output=True, text=True, timeout=10)
+    probe = subprocess.run(
+        [find_redis_server(), "--tls-port", "0", "--port", "0", "--test-memory", "0"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     if "tls-port" in (probe.stdout + probe.stderr) and "Bad directive" in (
-            probe.stdout + probe.stderr):
+        probe.stdout + probe.stderr
+    ):
         return f"{find_redis_server()} was built without TLS"
     return None
 
@@ -50,21 +55,63 @@ class TLSFiles:
 
 def make_tls_files(directory: Path) -> TLSFiles:
     """Make a throwaway CA and the certificates signed by it (EC P-256: fast)."""
+
     def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True,
-                       timeout=30)
+        subprocess.run(
+            ["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=30
+        )
 
     key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run("req", "-x509", "-new", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=dspex test CA")
+    run(
+        "req",
+        "-x509",
+        "-new",
+        *key,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dspex test CA",
+    )
     (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     for name in ("server", "client"):
-        run("req", "-new", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN=dspex test {name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", "san.ext")
-    return TLSFiles(*(str(directory / f) for f in (
-        "ca.crt", "server.crt", "server.key", "client.crt", "client.key")))
+        run(
+            "req",
+            "-new",
+            *key,
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN=dspex test {name}",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        )
+    return TLSFiles(
+        *(
+            str(directory / f)
+            for f in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")
+        )
+    )
 
 
 class RedisProcess:
@@ -84,9 +131,13 @@ class RedisProcess:
 
     def start(self, timeout_s: float = 10.0) -> RedisProcess:
         log = open(self.directory / f"redis-{id(self)}.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen([find_redis_server(), *self.args], stdout=log,
-                                        stderr=subprocess.STDOUT, cwd=self.directory,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [find_redis_server(), *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.directory,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -106,8 +157,9 @@ class RedisProcess:
         raise RuntimeError(f"redis-server {self.args} did not come up: {self.log()[-800:]}")
 
     def log(self) -> str:
-        return "\n".join(p.read_text(errors="replace")
-                         for p in self.directory.glob(f"redis-{id(self)}.log"))
+        return "\n".join(
+            p.read_text(errors="replace") for p in self.directory.glob(f"redis-{id(self)}.log")
+        )
 
     def kill(self) -> None:
         """SIGKILL: the abrupt loss of a host."""
@@ -136,25 +188,60 @@ class TLSRedis:
         self.port = free_port()
         self.password = password
         self.acl_password = acl_password
-        args = ["--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
-                "--tls-cert-file", self.files.server_cert, "--tls-key-file",
-                self.files.server_key, "--tls-ca-cert-file", self.files.ca,
-                "--tls-auth-clients", "optional", "--requirepass", password,
-                "--user", "worker", "on", f">{acl_password}", "~*", "&*", "+@all",
-                "--databases", "4", "--save", "", "--appendonly", "no", "--dir",
-                str(self.directory)]
+        args = [
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            self.files.server_cert,
+            "--tls-key-file",
+            self.files.server_key,
+            "--tls-ca-cert-file",
+            self.files.ca,
+            "--tls-auth-clients",
+            "optional",
+            "--requirepass",
+            password,
+            "--user",
+            "worker",
+            "on",
+            f">{acl_password}",
+            "~*",
+            "&*",
+            "+@all",
+            "--databases",
+            "4",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.directory),
+        ]
         self.server = RedisProcess(args, self._ready_client, self.directory)
 
     def _ready_client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, ssl=True, ssl_ca_certs=self.files.ca,
-                           password=self.password, socket_timeout=1)
+        return redis.Redis(
+            port=self.port,
+            ssl=True,
+            ssl_ca_certs=self.files.ca,
+            password=self.password,
+            socket_timeout=1,
+        )
 
     def __enter__(self) -> TLSRedis:
         self.server.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.server.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -172,44 +259,89 @@ class SentinelGroup:
     such rule, so after promotion it accepts writes while it has no replica of its own.
     """
 
-    def __init__(self, down_after_ms: int = 1000, *, tls: bool = False,
-                 password: str | None = None, sentinel_password: str | None = None) -> None:
+    def __init__(
+        self,
+        down_after_ms: int = 1000,
+        *,
+        tls: bool = False,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="dspex-sentinel-"))
         self.files = make_tls_files(self.directory) if tls else None
         self.password, self.sentinel_password = password, sentinel_password
         self.primary_port, self.replica_port = free_port(), free_port()
         self.sentinel_ports = [free_port() for _ in range(3)]
-        base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-                "--appendfsync", "everysec", "--databases", "4", *self._tls_args()]
+        base = [
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--databases",
+            "4",
+            *self._tls_args(),
+        ]
         if password:
             base += ["--requirepass", password, "--masterauth", password]
         self.primary = RedisProcess(
-            [*self._port_args(self.primary_port), "--dir", self._dir("primary"), *base,
-             "--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"],
-            lambda: self.client(self.primary_port), self.directory)
+            [
+                *self._port_args(self.primary_port),
+                "--dir",
+                self._dir("primary"),
+                *base,
+                "--min-replicas-to-write",
+                "1",
+                "--min-replicas-max-lag",
+                "10",
+            ],
+            lambda: self.client(self.primary_port),
+            self.directory,
+        )
         self.replica = RedisProcess(
-            [*self._port_args(self.replica_port), "--dir", self._dir("replica"), *base,
-             "--replicaof", "127.0.0.1", str(self.primary_port)],
-            lambda: self.client(self.replica_port), self.directory)
+            [
+                *self._port_args(self.replica_port),
+                "--dir",
+                self._dir("replica"),
+                *base,
+                "--replicaof",
+                "127.0.0.1",
+                str(self.primary_port),
+            ],
+            lambda: self.client(self.replica_port),
+            self.directory,
+        )
         self.sentinels = []
         for port in self.sentinel_ports:
             conf = self.directory / f"sentinel-{port}.conf"
-            lines = [*_pairs(self._port_args(port)), "bind 127.0.0.1", f"dir {self.directory}",
-                     f"sentinel monitor {MASTER} 127.0.0.1 {self.primary_port} 2",
-                     f"sentinel down-after-milliseconds {MASTER} {down_after_ms}",
-                     f"sentinel failover-timeout {MASTER} 4000",
-                     f"sentinel parallel-syncs {MASTER} 1"]
+            lines = [
+                *_pairs(self._port_args(port)),
+                "bind 127.0.0.1",
+                f"dir {self.directory}",
+                f"sentinel monitor {MASTER} 127.0.0.1 {self.primary_port} 2",
+                f"sentinel down-after-milliseconds {MASTER} {down_after_ms}",
+                f"sentinel failover-timeout {MASTER} 4000",
+                f"sentinel parallel-syncs {MASTER} 1",
+            ]
             if password:
                 lines.append(f"sentinel auth-pass {MASTER} {password}")
             if sentinel_password:
-                lines += [f"requirepass {sentinel_password}",
-                          f"sentinel sentinel-pass {sentinel_password}"]
+                lines += [
+                    f"requirepass {sentinel_password}",
+                    f"sentinel sentinel-pass {sentinel_password}",
+                ]
             lines += _pairs(self._tls_args())
             conf.write_text("\n".join(lines) + "\n")
-            self.sentinels.append(RedisProcess(
-                [str(conf), "--sentinel"],
-                lambda port=port: self.client(port, sentinel=True),  # type: ignore[misc]
-                self.directory))
+            self.sentinels.append(
+                RedisProcess(
+                    [str(conf), "--sentinel"],
+                    lambda port=port: self.client(port, sentinel=True),  # type: ignore[misc]
+                    self.directory,
+                )
+            )
 
     def _port_args(self, port: int) -> list[str]:
         if self.files:
@@ -219,9 +351,18 @@ class SentinelGroup:
     def _tls_args(self) -> list[str]:
         if not self.files:
             return []
-        return ["--tls-cert-file", self.files.server_cert, "--tls-key-file",
-                self.files.server_key, "--tls-ca-cert-file", self.files.ca,
-                "--tls-auth-clients", "no", "--tls-replication", "yes"]
+        return [
+            "--tls-cert-file",
+            self.files.server_cert,
+            "--tls-key-file",
+            self.files.server_key,
+            "--tls-ca-cert-file",
+            self.files.ca,
+            "--tls-auth-clients",
+            "no",
+            "--tls-replication",
+            "yes",
+        ]
 
     def client(self, port: int, *, sentinel: bool = False, **kwargs: Any) -> redis.Redis:
         """A plain redis-py client to one node (for the test's own checks)."""
@@ -271,8 +412,10 @@ class SentinelGroup:
             primary.close()
         while time.monotonic() < deadline:
             views = self.sentinel_view()
-            if all(int(v.get("num-slaves", 0)) >= 1 and int(v.get("num-other-sentinels", 0)) >= 2
-                   for v in views):
+            if all(
+                int(v.get("num-slaves", 0)) >= 1 and int(v.get("num-other-sentinels", 0)) >= 2
+                for v in views
+            ):
                 return
             time.sleep(0.2)
         raise RuntimeError(f"sentinels never saw the whole group: {self.sentinel_view()}")
@@ -310,6 +453,10 @@ class SentinelGroup:
             process.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -86,11 +86,17 @@ class PrivateNetwork:
             raise
         return self
 
-    def run(self, host: str, argv: list[str], env: dict[str, str], **kwargs: object
-            ) -> subprocess.Popen[str]:
+    def run(
+        self, host: str, argv: list[str], env: dict[str, str], **kwargs: object
+    ) -> subprocess.Popen[str]:
         """Start ``argv`` on ``host`` (in its namespace), in its own process group."""
-        return subprocess.Popen(["ip", "netns", "exec", self.ns[host], *argv], env=env,
-                                text=True, start_new_session=True, **kwargs)  # type: ignore[call-overload]
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.ns[host], *argv],
+            env=env,
+            text=True,
+            start_new_session=True,
+            **kwargs,
+        )  # type: ignore[call-overload]
 
     def cut(self, host: str) -> None:
         """Take the host's link down: its packets go nowhere, as with a pulled cable."""
@@ -129,34 +135,93 @@ def test_jobs_of_a_cut_off_worker_are_redelivered_to_the_other(
     started: list[subprocess.Popen[str]] = []
     logs = {}
     try:
-        redis = network.run("redis", [find_redis_server(), "--bind", redis_host, "--port",
-                                      "6379", "--save", "", "--appendonly", "no",
-                                      "--protected-mode", "no", "--dir", str(tmp_path)],
-                            base, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        redis = network.run(
+            "redis",
+            [
+                find_redis_server(),
+                "--bind",
+                redis_host,
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            base,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         started.append(redis)
-        lm = network.run("redis", [sys.executable, "-m", "dspex_jobs", "lm-server", "--host",
-                                   redis_host, "--port", "8765", "--latency-ms", "1500"],
-                         base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lm = network.run(
+            "redis",
+            [
+                sys.executable,
+                "-m",
+                "dspex_jobs",
+                "lm-server",
+                "--host",
+                redis_host,
+                "--port",
+                "8765",
+                "--latency-ms",
+                "1500",
+            ],
+            base,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         started.append(lm)
         assert lm.stdout is not None
         for line in lm.stdout:  # the server says when it answers
             if "listening on" in line:
                 break
-        env = {**base, "DSPEX_REDIS_URL": f"redis://{redis_host}:6379/0",
-               "DSPEX_LM": "openai/extractive-minilm",
-               "DSPEX_LM_API_BASE": f"http://{redis_host}:8765/v1", "DSPEX_LM_API_KEY": "k",
-               "DSPEX_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S), "DSPEX_LEASE_TTL_S": "3",
-               "DSPEX_SOCKET_TIMEOUT_S": "3", "DSPEX_LM_TIMEOUT_S": "5",
-               "DSPEX_JOB_MAX_RETRIES": "0"}
+        env = {
+            **base,
+            "DSPEX_REDIS_URL": f"redis://{redis_host}:6379/0",
+            "DSPEX_LM": "openai/extractive-minilm",
+            "DSPEX_LM_API_BASE": f"http://{redis_host}:8765/v1",
+            "DSPEX_LM_API_KEY": "k",
+            "DSPEX_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
+            "DSPEX_LEASE_TTL_S": "3",
+            "DSPEX_SOCKET_TIMEOUT_S": "3",
+            "DSPEX_LM_TIMEOUT_S": "5",
+            "DSPEX_JOB_MAX_RETRIES": "0",
+        }
         for host in ("a", "b"):
             logs[host] = open(tmp_path / f"worker-{host}.log", "w")  # noqa: SIM115
-            started.append(network.run(host, [
-                sys.executable, "-m", "dspex_jobs", "worker", "--queue", "general",
-                "--concurrency", "2", "--hostname", f"general@host-{host}"], env,
-                stdout=logs[host], stderr=subprocess.STDOUT))
-        producer = network.run("producer", [sys.executable, str(HERE / "netns_producer.py"),
-                                            str(JOBS)], env, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            started.append(
+                network.run(
+                    host,
+                    [
+                        sys.executable,
+                        "-m",
+                        "dspex_jobs",
+                        "worker",
+                        "--queue",
+                        "general",
+                        "--concurrency",
+                        "2",
+                        "--hostname",
+                        f"general@host-{host}",
+                    ],
+                    env,
+                    stdout=logs[host],
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        producer = network.run(
+            "producer",
+            [sys.executable, str(HERE / "netns_producer.py"), str(JOBS)],
+            env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         started.append(producer)
         assert producer.stdout is not None and producer.stdin is not None
         line = producer.stdout.readline()
@@ -175,10 +240,19 @@ def test_jobs_of_a_cut_off_worker_are_redelivered_to_the_other(
         for log in logs.values():
             log.close()
     outcomes = summary["outcomes"]
-    print("several hosts:", json.dumps({
-        "jobs": JOBS, "held_by_a_at_cut": len(summary["on_a_at_cut"]),
-        "completed_by_b": sum(o.get("worker") == "general@host-b" for o in outcomes.values()),
-        "seconds_after_cut": round(elapsed, 1)}))
+    print(
+        "several hosts:",
+        json.dumps(
+            {
+                "jobs": JOBS,
+                "held_by_a_at_cut": len(summary["on_a_at_cut"]),
+                "completed_by_b": sum(
+                    o.get("worker") == "general@host-b" for o in outcomes.values()
+                ),
+                "seconds_after_cut": round(elapsed, 1),
+            }
+        ),
+    )
     assert all(o["status"] == "succeeded" for o in outcomes.values()), outcomes
     workers = set(summary["session_workers"])  # one host ran the whole session
     assert len(workers) == 1 and workers <= {"general@host-a", "general@host-b"}, workers

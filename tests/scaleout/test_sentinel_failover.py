@@ -38,8 +38,10 @@ VISIBILITY_S = 6
 """Unacknowledged messages come back after this: it bounds the wait for redelivered jobs."""
 
 SIGNATURE = "context, question -> answer"
-INPUTS = {"context": "Sentinel promotes a replica when the primary fails.",
-          "question": "What does Sentinel promote?"}
+INPUTS = {
+    "context": "Sentinel promotes a replica when the primary fails.",
+    "question": "What does Sentinel promote?",
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +54,25 @@ def group() -> Iterator[SentinelGroup]:
 def stack(group: SentinelGroup) -> Iterator[LocalStack]:
     from dspex_jobs.lmserver import LMServerConfig, LMServerProcess
 
-    with LMServerProcess(LMServerConfig(latency_ms=LATENCY_MS, api_key=LM_API_KEY)) as lm, \
-            LocalStack(redis_url=group.url, lm=LM_MODEL, lm_api_base=lm.url,
-                       queues=["general", "general"],
-                       worker_args={"general": ["--concurrency", "1"]},
-                       settings={"redis_sentinel_master": MASTER, "lm_api_key": LM_API_KEY,
-                                 "visibility_timeout_s": VISIBILITY_S, "lease_ttl_s": 4.0,
-                                 "socket_timeout_s": 2.0, "retry_backoff_s": 0.2,
-                                 "job_max_retries": 5}) as running:
+    with (
+        LMServerProcess(LMServerConfig(latency_ms=LATENCY_MS, api_key=LM_API_KEY)) as lm,
+        LocalStack(
+            redis_url=group.url,
+            lm=LM_MODEL,
+            lm_api_base=lm.url,
+            queues=["general", "general"],
+            worker_args={"general": ["--concurrency", "1"]},
+            settings={
+                "redis_sentinel_master": MASTER,
+                "lm_api_key": LM_API_KEY,
+                "visibility_timeout_s": VISIBILITY_S,
+                "lease_ttl_s": 4.0,
+                "socket_timeout_s": 2.0,
+                "retry_backoff_s": 0.2,
+                "job_max_retries": 5,
+            },
+        ) as running,
+    ):
         yield running
 
 
@@ -102,7 +115,8 @@ def test_jobs_survive_a_primary_failover(group: SentinelGroup, stack: LocalStack
     seen_in_flight = 0
     while not seen_in_flight and time.monotonic() < deadline:
         seen_in_flight = queue_metrics(stack.settings, ("general",))["queues"]["general"][
-            "in_flight"]
+            "in_flight"
+        ]
         time.sleep(0.1)
     assert seen_in_flight >= 1
     running_at_kill = sum(h.status() is JobStatus.RUNNING for h in in_flight)
@@ -131,20 +145,24 @@ def test_jobs_survive_a_primary_failover(group: SentinelGroup, stack: LocalStack
     # one restore sweep), so the count of dropped redelivered copies below is complete.
     time.sleep(VISIBILITY_S + 2)
     summary = {
-        "in_flight": IN_FLIGHT, "running_at_kill": running_at_kill,
+        "in_flight": IN_FLIGHT,
+        "running_at_kill": running_at_kill,
         "promoted_after_s": round(promotion[0], 2),
         "submits_refused_during_failover": refused,
         "all_new_accepted_after_s": round(all_accepted_s, 2),
-        "completed_first_attempt": sum(o.get("attempt") == 1 for o in outcomes
-                                       if o["status"] == "succeeded"),
-        "completed_after_retry": sum((o.get("attempt") or 1) > 1 for o in outcomes
-                                     if o["status"] == "succeeded"),
+        "completed_first_attempt": sum(
+            o.get("attempt") == 1 for o in outcomes if o["status"] == "succeeded"
+        ),
+        "completed_after_retry": sum(
+            (o.get("attempt") or 1) > 1 for o in outcomes if o["status"] == "succeeded"
+        ),
         "failed": [o for o in outcomes if o["status"] == "failed"],
         "lost": sum(o["status"] == "lost" for o in outcomes),
         # A job that finished while its ack could not reach Redis comes back after the
         # visibility timeout; the worker sees its result and drops the copy.
-        "redelivered_copies_dropped": sum(w.log().count("dropped a redelivered copy")
-                                          for w in stack.workers),
+        "redelivered_copies_dropped": sum(
+            w.log().count("dropped a redelivered copy") for w in stack.workers
+        ),
     }
     print("failover:", json.dumps(summary))
     # Every in-flight job was replicated before the kill (min-replicas-to-write 1), so none

@@ -31,17 +31,24 @@ def group() -> Iterator[SentinelGroup]:
     reason = tls_unavailable()
     if reason:
         pytest.skip(f"Sentinel TLS test skipped: {reason}")
-    with SentinelGroup(tls=True, password=DATA_PASSWORD,
-                       sentinel_password=SENTINEL_PASSWORD) as running:
+    with SentinelGroup(
+        tls=True, password=DATA_PASSWORD, sentinel_password=SENTINEL_PASSWORD
+    ) as running:
         yield running
 
 
 def _settings(group: SentinelGroup, **overrides: object) -> Settings:
     assert group.files is not None
-    values = {"redis_url": group.url, "redis_sentinel_master": MASTER,
-              "redis_password": DATA_PASSWORD, "redis_sentinel_password": SENTINEL_PASSWORD,
-              "redis_tls": True, "redis_tls_ca_file": group.files.ca, "socket_timeout_s": 2.0,
-              **overrides}
+    values = {
+        "redis_url": group.url,
+        "redis_sentinel_master": MASTER,
+        "redis_password": DATA_PASSWORD,
+        "redis_sentinel_password": SENTINEL_PASSWORD,
+        "redis_tls": True,
+        "redis_tls_ca_file": group.files.ca,
+        "socket_timeout_s": 2.0,
+        **overrides,
+    }
     return Settings.from_env(environ={}, **values)
 
 

@@ -31,8 +31,9 @@ def _commands() -> list[list[str]]:
     return found
 
 
-@pytest.mark.parametrize("argv", [c for c in _commands() if c[0] == "dspex-jobs"],
-                         ids=lambda a: " ".join(a))
+@pytest.mark.parametrize(
+    "argv", [c for c in _commands() if c[0] == "dspex-jobs"], ids=lambda a: " ".join(a)
+)
 def test_every_dspex_jobs_command_parses_with_the_real_cli(argv: list[str]) -> None:
     command = main.commands.get(argv[1])
     assert isinstance(command, click.Command), f"no CLI command {argv[1]!r}"

@@ -41,8 +41,9 @@ def test_plain_url_credentials_and_database() -> None:
 
 
 def test_password_setting_overrides_the_url_and_is_never_printed() -> None:
-    settings = _settings(redis_url="redis://10.0.0.5:6379/0", redis_username="worker",
-                         redis_password=SECRET)
+    settings = _settings(
+        redis_url="redis://10.0.0.5:6379/0", redis_username="worker", redis_password=SECRET
+    )
     target = redis_target(settings)
     assert (target.username, target.password) == ("worker", SECRET)
     assert SECRET not in repr(settings) and SECRET not in repr(target)
@@ -52,10 +53,18 @@ def test_password_setting_overrides_the_url_and_is_never_printed() -> None:
 
 def test_rediss_gets_the_ca_and_client_certificate_everywhere(tmp_path: Path) -> None:
     ca, cert, key = (str(tmp_path / n) for n in ("ca.pem", "c.pem", "k.pem"))
-    settings = _settings(redis_url="rediss://redis.internal:6380/1", redis_tls_ca_file=ca,
-                         redis_tls_cert_file=cert, redis_tls_key_file=key)
-    expected = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": ca,
-                "ssl_certfile": cert, "ssl_keyfile": key}
+    settings = _settings(
+        redis_url="rediss://redis.internal:6380/1",
+        redis_tls_ca_file=ca,
+        redis_tls_cert_file=cert,
+        redis_tls_key_file=key,
+    )
+    expected = {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        "ssl_ca_certs": ca,
+        "ssl_certfile": cert,
+        "ssl_keyfile": key,
+    }
     sync_kwargs = redis_client(settings).connection_pool.connection_kwargs
     assert {k: sync_kwargs[k] for k in expected} == expected
     async_kwargs = async_redis_client(settings).connection_pool.connection_kwargs
@@ -67,9 +76,12 @@ def test_rediss_gets_the_ca_and_client_certificate_everywhere(tmp_path: Path) ->
 
 
 def test_sentinel_clients_follow_the_master_name() -> None:
-    settings = _settings(redis_url="sentinel://s1:26379;sentinel://s2:26379;sentinel://s3/2",
-                         redis_sentinel_master="dspex", redis_password=SECRET,
-                         redis_sentinel_password="sentinel-pw")
+    settings = _settings(
+        redis_url="sentinel://s1:26379;sentinel://s2:26379;sentinel://s3/2",
+        redis_sentinel_master="dspex",
+        redis_password=SECRET,
+        redis_sentinel_password="sentinel-pw",
+    )
     target = redis_target(settings)
     assert target.sentinels == (("s1", 26379), ("s2", 26379), ("s3", 26379))
     assert target.db == 2
@@ -77,22 +89,26 @@ def test_sentinel_clients_follow_the_master_name() -> None:
     assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "dspex"
     assert pool.connection_kwargs["password"] == SECRET
     config = celery_redis_config(settings)
-    assert config["broker_url"].split(";")[1:] == ["sentinel://s2:26379/2",
-                                                   "sentinel://s3:26379/2"]
-    for options in (config["broker_transport_options"],
-                    config["result_backend_transport_options"]):
+    assert config["broker_url"].split(";")[1:] == ["sentinel://s2:26379/2", "sentinel://s3:26379/2"]
+    for options in (config["broker_transport_options"], config["result_backend_transport_options"]):
         assert options["master_name"] == "dspex"
         assert options["sentinel_kwargs"]["password"] == "sentinel-pw"
 
 
 def test_celery_masks_the_password_wherever_it_prints_a_url() -> None:
-    settings = _settings(redis_url="sentinel://s1:26379;sentinel://s2:26379/0",
-                         redis_sentinel_master="dspex", redis_password=SECRET,
-                         redis_sentinel_password="sentinel-pw")
+    settings = _settings(
+        redis_url="sentinel://s1:26379;sentinel://s2:26379/0",
+        redis_sentinel_master="dspex",
+        redis_password=SECRET,
+        redis_sentinel_password="sentinel-pw",
+    )
     app = make_app(settings)
     assert SECRET in app.conf.broker_url  # kombu reads the password only from the URL...
-    shown = [app.connection().as_uri(), app.backend.as_uri(),  # worker banner, Flower
-             app.conf.humanize(with_defaults=False)]  # `celery inspect conf`, reports
+    shown = [
+        app.connection().as_uri(),
+        app.backend.as_uri(),  # worker banner, Flower
+        app.conf.humanize(with_defaults=False),
+    ]  # `celery inspect conf`, reports
     for text in shown:  # ...and masks it whenever it shows one
         assert SECRET not in text and "sentinel-pw" not in text, text
 
@@ -105,15 +121,19 @@ def test_the_same_target_for_every_client_kind() -> None:
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("h", 1, 4)
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"redis_url": "sentinel://s1:26379"}, "DSPEX_REDIS_SENTINEL_MASTER"),
-    ({"redis_tls_ca_file": "/ca.pem"}, "not TLS"),
-    ({"redis_tls": True}, "rediss://"),
-    ({"redis_url": "rediss://h/0", "redis_tls_cert_file": "/c.pem"}, "go together"),
-    ({"redis_url": "http://h/0"}, "must start with"),
-])
-def test_inconsistent_security_settings_are_refused(values: dict[str, object],
-                                                    message: str) -> None:
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"redis_url": "sentinel://s1:26379"}, "DSPEX_REDIS_SENTINEL_MASTER"),
+        ({"redis_tls_ca_file": "/ca.pem"}, "not TLS"),
+        ({"redis_tls": True}, "rediss://"),
+        ({"redis_url": "rediss://h/0", "redis_tls_cert_file": "/c.pem"}, "go together"),
+        ({"redis_url": "http://h/0"}, "must start with"),
+    ],
+)
+def test_inconsistent_security_settings_are_refused(
+    values: dict[str, object], message: str
+) -> None:
     with pytest.raises(ConfigurationError, match=message) as caught:
         _settings(**values, redis_password=SECRET)
     assert SECRET not in str(caught.value) and SECRET not in repr(caught.value.details)
@@ -125,19 +145,27 @@ def test_sentinel_urls_that_disagree_on_the_database_are_refused() -> None:
         redis_target(settings)
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    (f"redis://:{SECRET}@h:6379/0", "redis://:***@h:6379/0"),
-    (f"rediss://u:{SECRET}@h/0", "rediss://u:***@h/0"),
-    (f"sentinel://:{SECRET}@a:1;sentinel://b:2/0", "sentinel://:***@a:1;sentinel://b:2/0"),
-    (f"unix:///run/redis.sock?db=1&password={SECRET}", "unix:///run/redis.sock?db=1&password=***"),
-    ("redis://h:6379/0", "redis://h:6379/0"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"redis://:{SECRET}@h:6379/0", "redis://:***@h:6379/0"),
+        (f"rediss://u:{SECRET}@h/0", "rediss://u:***@h/0"),
+        (f"sentinel://:{SECRET}@a:1;sentinel://b:2/0", "sentinel://:***@a:1;sentinel://b:2/0"),
+        (
+            f"unix:///run/redis.sock?db=1&password={SECRET}",
+            "unix:///run/redis.sock?db=1&password=***",
+        ),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+    ],
+)
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 
 
-BYPASS = re.compile(r"Redis\.from_url|redis\.Redis\(|StrictRedis|aioredis\.Redis\(|"
-                    r"\bfrom_url\(|Sentinel\(|ConnectionPool\(|redis\.asyncio\.from_url")
+BYPASS = re.compile(
+    r"Redis\.from_url|redis\.Redis\(|StrictRedis|aioredis\.Redis\(|"
+    r"\bfrom_url\(|Sentinel\(|ConnectionPool\(|redis\.asyncio\.from_url"
+)
 
 
 def test_no_module_builds_its_own_redis_client() -> None:
@@ -145,7 +173,8 @@ def test_no_module_builds_its_own_redis_client() -> None:
     Sentinel. A module that needs Redis takes a client, or calls redis_client(settings)."""
     offenders = [
         f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}"
-        for path in sorted(PACKAGE.rglob("*.py")) if path.name != "connections.py"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "connections.py"
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if BYPASS.search(line) and not line.lstrip().startswith("#")
     ]

@@ -41,8 +41,9 @@ def test_a_time_limit_stops_waiting_on_time() -> None:
 def test_a_deadline_that_passes_mid_run_stops_waiting() -> None:
     release = threading.Event()
     with pytest.raises(DeadlineExceeded, match="reached its deadline"):
-        run_bounded(lambda: release.wait(10), job_id="late", limit_s=30.0,
-                    deadline_at=time.time() + 0.2)
+        run_bounded(
+            lambda: release.wait(10), job_id="late", limit_s=30.0, deadline_at=time.time() + 0.2
+        )
     release.set()
 
 
@@ -50,6 +51,11 @@ def test_a_cancel_request_stops_waiting() -> None:
     release = threading.Event()
     asked = time.monotonic() + 0.2
     with pytest.raises(JobCancelled):
-        run_bounded(lambda: release.wait(10), job_id="c", limit_s=30.0,
-                    cancelled=lambda: time.monotonic() > asked, poll_s=0.05)
+        run_bounded(
+            lambda: release.wait(10),
+            job_id="c",
+            limit_s=30.0,
+            cancelled=lambda: time.monotonic() > asked,
+            poll_s=0.05,
+        )
     release.set()

@@ -27,16 +27,24 @@ def test_every_error_has_a_unique_stable_code() -> None:
 
 @pytest.mark.parametrize(
     ("cls", "retryable"),
-    [(errors.LMRateLimited, True), (errors.LMTimeout, True), (errors.LMUnavailable, True),
-     (errors.WorkerLost, True), (errors.LMAuthError, False), (errors.LMBadRequest, False),
-     (errors.ValidationError, False), (errors.SignatureError, False)],
+    [
+        (errors.LMRateLimited, True),
+        (errors.LMTimeout, True),
+        (errors.LMUnavailable, True),
+        (errors.WorkerLost, True),
+        (errors.LMAuthError, False),
+        (errors.LMBadRequest, False),
+        (errors.ValidationError, False),
+        (errors.SignatureError, False),
+    ],
 )
 def test_retryable_flags(cls: type[DSPexError], retryable: bool) -> None:
     assert cls.retryable is retryable
 
 
-@pytest.mark.parametrize("cls", [c for c in _all(DSPexError)
-                                 if c not in (SignatureError, SignatureValidationError)])
+@pytest.mark.parametrize(
+    "cls", [c for c in _all(DSPexError) if c not in (SignatureError, SignatureValidationError)]
+)
 def test_stored_errors_come_back_as_the_same_class(cls: type[DSPexError]) -> None:
     error = cls("something broke")
     rebuilt = error_from_payload(error.to_payload(), job_id="j1")
@@ -52,8 +60,9 @@ def test_rate_limit_keeps_retry_after() -> None:
 
 
 def test_input_errors_keep_every_field() -> None:
-    error = SignatureValidationError([{"field": "a", "message": "missing"},
-                                      {"field": "b", "message": "not a list"}])
+    error = SignatureValidationError(
+        [{"field": "a", "message": "missing"}, {"field": "b", "message": "not a list"}]
+    )
     assert "a: missing" in str(error) and "b: not a list" in str(error)
     rebuilt = error_from_payload(error.to_payload())
     assert isinstance(rebuilt, SignatureValidationError)

@@ -12,8 +12,9 @@ from dspex_jobs.settings import Settings
 
 
 def test_unreachable_redis_fails_with_the_reason() -> None:
-    report = check_health(Settings.from_env({}, redis_url="redis://127.0.0.1:1/0",
-                                            socket_timeout_s=0.5))
+    report = check_health(
+        Settings.from_env({}, redis_url="redis://127.0.0.1:1/0", socket_timeout_s=0.5)
+    )
     assert not report.ok and not report.redis_ok
     assert "Connection" in (report.error or "")
     assert report.render().startswith("FAIL redis")
@@ -24,8 +25,11 @@ def test_counts_depth_and_live_workers_per_queue(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     client.lpush("general", "m1")
     client.lpush("general\x06\x163", "m2")
-    client.set(Keys().worker_heartbeat("general@h"), json.dumps(
-        {"name": "general@h", "queues": ["general"]}), px=5000)
+    client.set(
+        Keys().worker_heartbeat("general@h"),
+        json.dumps({"name": "general@h", "queues": ["general"]}),
+        px=5000,
+    )
     settings = Settings.from_env({}, redis_url=redis_url)
     # When health is checked
     report = check_health(settings)
@@ -44,8 +48,9 @@ def test_cli_exit_status_and_json(redis_url: str, monkeypatch: object) -> None:
     assert failed.exit_code == 1
     data = json.loads(failed.output)
     assert data["redis_ok"] is True and data["ok"] is False
-    redis.Redis.from_url(redis_url).set(Keys().worker_heartbeat("w"), json.dumps(
-        {"name": "w", "queues": ["general"]}), px=5000)
+    redis.Redis.from_url(redis_url).set(
+        Keys().worker_heartbeat("w"), json.dumps({"name": "w", "queues": ["general"]}), px=5000
+    )
     passed = runner.invoke(main, ["health", "--queue", "general"], env=env)
     assert passed.exit_code == 0, passed.output
     assert "general" in passed.output

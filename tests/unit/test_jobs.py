@@ -8,8 +8,13 @@ from dspex_jobs.results import JobErrorInfo, JobResult, JobStatus, Timings
 
 
 def test_envelope_round_trips_through_json() -> None:
-    job = Job(kind=JobKind.PREDICT, signature="q -> a", inputs={"q": "hi"},
-              lm=LMOptions(temperature=0.5), correlation_id="req-1")
+    job = Job(
+        kind=JobKind.PREDICT,
+        signature="q -> a",
+        inputs={"q": "hi"},
+        lm=LMOptions(temperature=0.5),
+        correlation_id="req-1",
+    )
     wire = job.to_wire()
     assert wire["version"] == PROTOCOL_VERSION
     assert wire["kind"] == "predict"
@@ -37,15 +42,21 @@ def test_unknown_envelope_fields_are_refused() -> None:
 def test_lm_options_carry_no_credentials() -> None:
     with pytest.raises(ValidationError):
         LMOptions.model_validate({"api_key": "sk-x"})
-    assert LMOptions(model="openai/x", cache=False).overrides() == {"model": "openai/x",
-                                                                    "cache": False}
+    assert LMOptions(model="openai/x", cache=False).overrides() == {
+        "model": "openai/x",
+        "cache": False,
+    }
 
 
 def test_result_timings_and_tokens() -> None:
     result = JobResult(
-        job_id="j", kind="predict", status=JobStatus.SUCCEEDED, outputs={"a": 1},
+        job_id="j",
+        kind="predict",
+        status=JobStatus.SUCCEEDED,
+        outputs={"a": 1},
         usage={"m": {"total_tokens": 7}, "n": {"total_tokens": 3}},
-        timings=Timings(created_at=10.0, started_at=10.5, finished_at=12.0), worker="w",
+        timings=Timings(created_at=10.0, started_at=10.5, finished_at=12.0),
+        worker="w",
     )
     assert result.ok and result.total_tokens() == 10
     timings = result.timings

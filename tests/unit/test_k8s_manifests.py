@@ -88,7 +88,8 @@ def test_one_scaled_object_per_queue_on_its_list_and_its_in_flight_jobs(queue: s
     lists = by_type["redis-sentinel"]["metadata"]
     assert lists["listName"] == queue and int(lists["listLength"]) > 0
     assert by_type["redis-sentinel"]["authenticationRef"]["name"] in _of_kind(
-        "TriggerAuthentication")
+        "TriggerAuthentication"
+    )
     api = by_type["metrics-api"]["metadata"]
     assert api["valueLocation"] == f"queues.{queue}.in_flight"
     assert api["url"].endswith(f":{METRICS_PORT}/metrics.json")
@@ -107,8 +108,9 @@ def test_the_optimizer_is_never_scaled_away_mid_job() -> None:
     deployment = _of_kind("Deployment")["dspex-worker-optimizer"]
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace >= (profile_for("optimizer").time_limit_s or 0)
-    api = {t["type"]: t for t in _of_kind("ScaledObject")["dspex-worker-optimizer"]["spec"][
-        "triggers"]}["metrics-api"]["metadata"]
+    api = {
+        t["type"]: t for t in _of_kind("ScaledObject")["dspex-worker-optimizer"]["spec"]["triggers"]
+    }["metrics-api"]["metadata"]
     assert api["targetValue"] == "1"
 
 
@@ -126,8 +128,7 @@ def test_every_dspex_variable_is_a_setting_and_the_config_is_consistent() -> Non
     assert "REPLACE-ME" not in json.dumps(config), "no secret in the ConfigMap"
 
 
-def test_scaling_metrics_service_serves_what_the_triggers_read(redis_server: EmbeddedRedis
-                                                               ) -> None:
+def test_scaling_metrics_service_serves_what_the_triggers_read(redis_server: EmbeddedRedis) -> None:
     deployment = _of_kind("Deployment")["dspex-scaling-metrics"]
     command = [str(a) for a in _container(deployment)["command"]]
     _parses(command)
@@ -139,9 +140,19 @@ def test_scaling_metrics_service_serves_what_the_triggers_read(redis_server: Emb
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.rpush("optimizer", b"{}")
-    client.set(Keys().worker_heartbeat("optimizer-1@pod-a"), json.dumps(
-        {"name": "optimizer-1@pod-a", "queues": ["optimizer"], "active": 1, "reserved": 1,
-         "at": time.time()}), px=6000)
+    client.set(
+        Keys().worker_heartbeat("optimizer-1@pod-a"),
+        json.dumps(
+            {
+                "name": "optimizer-1@pod-a",
+                "queues": ["optimizer"],
+                "active": 1,
+                "reserved": 1,
+                "at": time.time(),
+            }
+        ),
+        px=6000,
+    )
     server = MetricsServer(Settings.from_env(environ={}, redis_url=url), port=0)
     import threading
     import urllib.request
@@ -149,11 +160,13 @@ def test_scaling_metrics_service_serves_what_the_triggers_read(redis_server: Emb
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics.json",
-                                    timeout=10) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{server.port}/metrics.json", timeout=10
+        ) as response:
             served = json.loads(response.read())
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics",
-                                    timeout=10) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{server.port}/metrics", timeout=10
+        ) as response:
             text = response.read().decode()
     finally:
         server.shutdown()
@@ -164,6 +177,11 @@ def test_scaling_metrics_service_serves_what_the_triggers_read(redis_server: Emb
         for part in f"queues.{queue}.in_flight".split("."):  # what KEDA's valueLocation reads
             value = value[part]
         assert isinstance(value, int)
-    assert served["queues"]["optimizer"] == {"depth": 1, "in_flight": 1, "running": 1,
-                                             "workers": 1, "demand": 2}
+    assert served["queues"]["optimizer"] == {
+        "depth": 1,
+        "in_flight": 1,
+        "running": 1,
+        "workers": 1,
+        "demand": 2,
+    }
     assert 'dspex_queue_in_flight{queue="optimizer"} 1' in text

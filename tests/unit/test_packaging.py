@@ -26,7 +26,8 @@ PACKAGE = ROOT / "dspex_jobs"
 def _source_files() -> list[str]:
     """Every file of the package, relative to the repository root (caches left out)."""
     return sorted(
-        path.relative_to(ROOT).as_posix() for path in PACKAGE.rglob("*")
+        path.relative_to(ROOT).as_posix()
+        for path in PACKAGE.rglob("*")
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
     )
 
@@ -64,14 +65,28 @@ def test_the_wheel_holds_every_file_of_the_package(tmp_path: Path) -> None:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(PACKAGE, source / "dspex_jobs",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        PACKAGE, source / "dspex_jobs", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     # When pip builds the wheel (no build isolation: no network, the installed setuptools)
     out = tmp_path / "wheel"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         str(source), "-w", str(out)],
-        check=True, cwd=tmp_path, capture_output=True, timeout=110,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            str(source),
+            "-w",
+            str(out),
+        ],
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=110,
     )
     (wheel,) = out.glob("dspex_jobs-*.whl")
     with zipfile.ZipFile(wheel) as archive:

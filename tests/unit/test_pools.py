@@ -30,8 +30,9 @@ def test_worker_argv_uses_settings_concurrency_and_the_profile() -> None:
 
 
 def test_flags_override_the_profile() -> None:
-    argv = profile_for("optimizer").worker_argv(Settings.from_env({}), concurrency=5,
-                                                pool="solo", hostname="x@y")
+    argv = profile_for("optimizer").worker_argv(
+        Settings.from_env({}), concurrency=5, pool="solo", hostname="x@y"
+    )
     assert argv[argv.index("--concurrency") + 1] == "5"
     assert argv[argv.index("--pool") + 1] == "solo"
     assert argv[argv.index("--hostname") + 1] == "x@y"

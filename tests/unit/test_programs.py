@@ -97,8 +97,9 @@ def test_defined_program_without_versions(registry: ProgramRegistry) -> None:
 
 
 def test_export_import_round_trip_is_plain_json(registry: ProgramRegistry) -> None:
-    stored = registry.save("qa", SPEC, {"demos": [{"question": "q", "answer": "a"}]},
-                           {"optimizer": "LabeledFewShot"})
+    stored = registry.save(
+        "qa", SPEC, {"demos": [{"question": "q", "answer": "a"}]}, {"optimizer": "LabeledFewShot"}
+    )
     document = json.loads(json.dumps(registry.export("qa@1")))
     copy = registry.import_(document, name="qa-copy")
     assert copy.ref == "qa-copy@1" and copy.state == stored.state
@@ -166,8 +167,16 @@ def test_datasets_from_every_format(tmp_path: Any) -> None:
 
 
 def test_progress_line() -> None:
-    record = Progress("j", "BootstrapFewShot", phase="bootstrap", metric_calls=5, budget=10,
-                      elapsed_s=4.0, eta_s=4.0, best_score=0.5)
+    record = Progress(
+        "j",
+        "BootstrapFewShot",
+        phase="bootstrap",
+        metric_calls=5,
+        budget=10,
+        elapsed_s=4.0,
+        eta_s=4.0,
+        best_score=0.5,
+    )
     line = render_progress(record, width=10)
     assert "[#####-----]" in line and "5/10" in line and "best 0.500" in line
     assert "ETA 4s" in line

@@ -56,8 +56,16 @@ def registry(redis_server: Any) -> Iterator[ProgramRegistry]:
 
 # -- message bodies: table column names are data, never code ---------------------------------
 
-CODE_LIKE_KEYS = ["__import__('os').system('exit 3')", "}", "c0", "zip", "columns",
-                  "lambda: 1", "\n# comment", "x]; import os; ["]
+CODE_LIKE_KEYS = [
+    "__import__('os').system('exit 3')",
+    "}",
+    "c0",
+    "zip",
+    "columns",
+    "lambda: 1",
+    "\n# comment",
+    "x]; import os; [",
+]
 
 
 def test_table_column_names_that_look_like_code_come_back_as_data() -> None:
@@ -75,6 +83,7 @@ def test_table_column_names_that_look_like_code_come_back_as_data() -> None:
 
 # -- program state files: JSON only, and data only -------------------------------------------
 
+
 def test_a_pickle_given_to_programs_import_is_refused_without_a_traceback(
     tmp_path: Path, redis_server: Any
 ) -> None:
@@ -82,8 +91,11 @@ def test_a_pickle_given_to_programs_import_is_refused_without_a_traceback(
     path = tmp_path / "program.pkl"
     path.write_bytes(pickle.dumps({"format": "dspex-program", "state": {}}))
     # When the CLI imports it, expect a clean refusal, never an unpickle or a traceback
-    result = CliRunner().invoke(main, ["programs", "import", str(path)],
-                                env={"DSPEX_REDIS_URL": redis_db_url(redis_server, DB)})
+    result = CliRunner().invoke(
+        main,
+        ["programs", "import", str(path)],
+        env={"DSPEX_REDIS_URL": redis_db_url(redis_server, DB)},
+    )
     assert result.exit_code == 1
     assert "is not a JSON program export" in result.output
     assert not isinstance(result.exception, UnicodeDecodeError)
@@ -122,13 +134,13 @@ def test_imported_predictor_state_cannot_choose_its_lm() -> None:
 
 @pytest.mark.parametrize("key", ["__dict__", "__class__", "_compiled"])
 def test_imported_predictor_state_cannot_set_private_attributes(key: str) -> None:
-    stored = ProgramVersion(name="qa", version=1, spec=SPEC,
-                            state={**_predict_state(), key: {}})
+    stored = ProgramVersion(name="qa", version=1, spec=SPEC, state={**_predict_state(), key: {}})
     with pytest.raises(ProgramLoadError, match="may not start with '_'"):
         load_version(stored)
 
 
 # -- pipeline documents: YAML is safe_load ---------------------------------------------------
+
 
 def test_yaml_pipeline_with_python_tags_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
@@ -140,6 +152,7 @@ def test_yaml_pipeline_with_python_tags_is_refused(tmp_path: Path) -> None:
 
 # -- Redis URLs and secrets: never printed ---------------------------------------------------
 
+
 def test_health_output_never_shows_the_redis_password() -> None:
     # Given an unreachable Redis whose URL carries a password
     url = f"redis://worker:{PASSWORD}@127.0.0.1:1/0"
@@ -148,12 +161,14 @@ def test_health_output_never_shows_the_redis_password() -> None:
     assert not report.ok
     assert PASSWORD not in report.render()
     assert PASSWORD not in json.dumps(report.to_dict())
-    result = CliRunner().invoke(main, ["health", "--json"],
-                                env={"DSPEX_REDIS_URL": url, "DSPEX_SOCKET_TIMEOUT_S": "0.5"})
+    result = CliRunner().invoke(
+        main, ["health", "--json"], env={"DSPEX_REDIS_URL": url, "DSPEX_SOCKET_TIMEOUT_S": "0.5"}
+    )
     assert result.exit_code == 1 and PASSWORD not in result.output
 
 
 # -- outbound URLs and local files -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://h/x", "hooks.example/alert"])
 def test_alert_webhook_accepts_only_http_urls(url: str) -> None:

@@ -8,8 +8,13 @@ from dspex_jobs.settings import Settings
 
 def test_reads_dspex_variables() -> None:
     # Given an environment with a few settings
-    env = {"DSPEX_REDIS_URL": "redis://h:1/2", "DSPEX_LM": "openai/gpt-4o-mini",
-           "DSPEX_RESULT_TTL_S": "60", "DSPEX_GENERAL_CONCURRENCY": "8", "HOME": "/root"}
+    env = {
+        "DSPEX_REDIS_URL": "redis://h:1/2",
+        "DSPEX_LM": "openai/gpt-4o-mini",
+        "DSPEX_RESULT_TTL_S": "60",
+        "DSPEX_GENERAL_CONCURRENCY": "8",
+        "HOME": "/root",
+    }
     # When settings are read from it
     settings = Settings.from_env(env)
     # Expect typed values
@@ -35,8 +40,9 @@ def test_invalid_value_names_the_variable() -> None:
 
 
 def test_retry_budgets_per_kind() -> None:
-    settings = Settings.from_env({"DSPEX_JOB_MAX_RETRIES": "3",
-                                  "DSPEX_JOB_MAX_RETRIES_BY_KIND": "predict=1, ping=0"})
+    settings = Settings.from_env(
+        {"DSPEX_JOB_MAX_RETRIES": "3", "DSPEX_JOB_MAX_RETRIES_BY_KIND": "predict=1, ping=0"}
+    )
     assert settings.retries_for("predict") == 1
     assert settings.retries_for("ping") == 0
     assert settings.retries_for("chain_of_thought") == 3
@@ -65,8 +71,9 @@ def test_settings_are_frozen() -> None:
 
 
 def test_secrets_stay_out_of_repr_and_urls() -> None:
-    settings = Settings.from_env({"DSPEX_LM_API_KEY": "sk-secret",
-                                  "DSPEX_REDIS_URL": "redis://user:pw@h:6379/0"})
+    settings = Settings.from_env(
+        {"DSPEX_LM_API_KEY": "sk-secret", "DSPEX_REDIS_URL": "redis://user:pw@h:6379/0"}
+    )
     assert "sk-secret" not in repr(settings)
     assert settings.lm_api_key_value() == "sk-secret"
     assert settings.redacted_redis_url() == "redis://user:***@h:6379/0"

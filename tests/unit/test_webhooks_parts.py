@@ -68,8 +68,12 @@ def test_signatures_cover_timestamp_and_body() -> None:
 
 def _post(receiver: Receiver, path: str, **kwargs: Any) -> Any:
     target = check_webhook_url(receiver.url(path), ALLOWED)
-    options: dict[str, Any] = {"timeout_s": 1.0, "max_response_bytes": 1024,
-                               "allowed_hosts": ALLOWED, **kwargs}
+    options: dict[str, Any] = {
+        "timeout_s": 1.0,
+        "max_response_bytes": 1024,
+        "allowed_hosts": ALLOWED,
+        **kwargs,
+    }
     return post_webhook(target, b"{}", {"Content-Type": "application/json"}, **options)
 
 
@@ -97,8 +101,9 @@ def test_timeouts_and_dead_ports_are_retryable(receiver: Receiver) -> None:
     hung = _post(receiver, "/hang", timeout_s=0.3)
     assert not hung.ok and hung.retryable and "timed out" in str(hung.error)
     target = check_webhook_url("http://127.0.0.1:1/x", ALLOWED)
-    refused = post_webhook(target, b"{}", {}, timeout_s=0.5, max_response_bytes=10,
-                           allowed_hosts=ALLOWED)
+    refused = post_webhook(
+        target, b"{}", {}, timeout_s=0.5, max_response_bytes=10, allowed_hosts=ALLOWED
+    )
     assert refused.retryable and not refused.ok
 
 
@@ -127,8 +132,9 @@ def test_a_huge_or_trickling_reply_is_cut_short() -> None:
     try:
         target = check_webhook_url(f"http://127.0.0.1:{server.server_address[1]}/", ALLOWED)
         # Expect the attempt to end (the watchdog at 2x the timeout), not to hang
-        outcome = post_webhook(target, b"{}", {}, timeout_s=0.5, max_response_bytes=10**9,
-                               allowed_hosts=ALLOWED)
+        outcome = post_webhook(
+            target, b"{}", {}, timeout_s=0.5, max_response_bytes=10**9, allowed_hosts=ALLOWED
+        )
         assert outcome.retryable or outcome.ok
     finally:
         stop.set()
@@ -151,9 +157,18 @@ def test_allowed_hosts_read_comma_separated_from_the_environment(
 def test_pipeline_bodies_look_like_job_bodies() -> None:
     from dspex_jobs.webhooks import pipeline_event
 
-    body = pipeline_event("run1", "qa", {"status": "failed", "step": "answer",
-                                         "error": {"code": "lm_timeout"}, "finished_at": 12.0},
-                          trace_id="t1", created_at=10.0)
+    body = pipeline_event(
+        "run1",
+        "qa",
+        {
+            "status": "failed",
+            "step": "answer",
+            "error": {"code": "lm_timeout"},
+            "finished_at": 12.0,
+        },
+        trace_id="t1",
+        created_at=10.0,
+    )
     assert body["event"] == "pipeline.failed" and body["kind"] == "pipeline"
     assert body["job_id"] == "run1" and body["error"] == {"code": "lm_timeout"}
     assert body["timings"]["total_s"] == 2.0 and body["trace_id"] == "t1"

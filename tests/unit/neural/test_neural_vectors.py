@@ -43,11 +43,19 @@ def test_out_of_range_rows_raise_index_error() -> None:
 
 @pytest.mark.parametrize(
     "outputs",
-    [None, {}, {"dtype": "float64", "vectors_b64": "", "count": 0, "dim": 0},
-     {"dtype": "float32", "vectors_b64": "!!!", "count": 1, "dim": 1},
-     {"dtype": "float32", "vectors_b64": base64.b64encode(b"abc").decode(), "count": 1,
-      "dim": 1},
-     {"dtype": "float32", "byteorder": "big", "vectors_b64": "", "count": 0, "dim": 0}],
+    [
+        None,
+        {},
+        {"dtype": "float64", "vectors_b64": "", "count": 0, "dim": 0},
+        {"dtype": "float32", "vectors_b64": "!!!", "count": 1, "dim": 1},
+        {
+            "dtype": "float32",
+            "vectors_b64": base64.b64encode(b"abc").decode(),
+            "count": 1,
+            "dim": 1,
+        },
+        {"dtype": "float32", "byteorder": "big", "vectors_b64": "", "count": 0, "dim": 0},
+    ],
 )
 def test_bad_payloads_are_decode_errors(outputs: dict[str, object] | None) -> None:
     with pytest.raises(PayloadDecodeError):

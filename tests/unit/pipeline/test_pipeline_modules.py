@@ -32,11 +32,19 @@ def long_answer(args: dict[str, Any], prediction: Any) -> float:
 def registered() -> Iterator[None]:
     components.register("tool", "lookup_order", lookup_order, replace=True)
     components.register("reward", "long_answer", long_answer, replace=True)
-    components.register("program", "qa_program", lambda: dspy.Predict("question -> answer"),
-                        signature="question -> answer", replace=True)
+    components.register(
+        "program",
+        "qa_program",
+        lambda: dspy.Predict("question -> answer"),
+        signature="question -> answer",
+        replace=True,
+    )
     yield
-    for kind, name in (("tool", "lookup_order"), ("reward", "long_answer"),
-                       ("program", "qa_program")):
+    for kind, name in (
+        ("tool", "lookup_order"),
+        ("reward", "long_answer"),
+        ("program", "qa_program"),
+    ):
         components.unregister(kind, name)
 
 
@@ -53,14 +61,20 @@ def step_of(step: Dspy) -> Dspy:
 
 
 def test_react_calls_the_registered_tool() -> None:
-    step = step_of(Dspy("ReAct", signature="question -> answer", tools=["lookup_order"],
-                        max_iters=3))
-    lm = DummyLM([
-        {"next_thought": "look it up", "next_tool_name": "lookup_order",
-         "next_tool_args": {"order_id": "A7"}},
-        {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}},
-        {"reasoning": "the tool said so", "answer": "shipped"},
-    ])
+    step = step_of(
+        Dspy("ReAct", signature="question -> answer", tools=["lookup_order"], max_iters=3)
+    )
+    lm = DummyLM(
+        [
+            {
+                "next_thought": "look it up",
+                "next_tool_name": "lookup_order",
+                "next_tool_args": {"order_id": "A7"},
+            },
+            {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}},
+            {"reasoning": "the tool said so", "answer": "shipped"},
+        ]
+    )
     outcome = run_module(runtime(lm), step, {"question": "Where is A7?"}, "job")
     assert outcome.outputs["answer"] == "shipped" and looked_up == ["A7"]
     assert "trajectory" in outcome.outputs
@@ -68,8 +82,9 @@ def test_react_calls_the_registered_tool() -> None:
 
 
 def test_best_of_n_keeps_the_attempt_the_reward_accepts() -> None:
-    step = step_of(Dspy("BestOfN", signature="question -> answer", n=3,
-                        reward="long_answer", threshold=1.0))
+    step = step_of(
+        Dspy("BestOfN", signature="question -> answer", n=3, reward="long_answer", threshold=1.0)
+    )
     lm = DummyLM([{"answer": "no"}, {"answer": "a longer answer"}, {"answer": "x"}])
     outcome = run_module(runtime(lm), step, {"question": "?"}, "job")
     assert outcome.outputs == {"answer": "a longer answer"}
@@ -92,8 +107,7 @@ def test_a_component_missing_on_the_worker_is_a_configuration_error() -> None:
     components.unregister("tool", "lookup_order")
     try:
         with pytest.raises(ConfigurationError, match="no tool named 'lookup_order'"):
-            build_module(Dspy("ReAct", signature="question -> other",
-                              tools=["lookup_order"]))
+            build_module(Dspy("ReAct", signature="question -> other", tools=["lookup_order"]))
     finally:
         components.register("tool", "lookup_order", lookup_order, replace=True)
     assert step.tools == ("lookup_order",)

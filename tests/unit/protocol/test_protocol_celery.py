@@ -41,8 +41,9 @@ def test_the_app_sends_dspex_frames_and_accepts_json_and_msgpack_but_never_pickl
 
 def test_settings_choose_the_encoder_and_any_reader_decodes_it() -> None:
     # Given an app forcing JSON, and a worker on the defaults
-    forced = make_app(Settings.from_env({"DSPEX_PROTOCOL_CODEC": "json",
-                                         "DSPEX_COMPRESS_THRESHOLD_BYTES": "0"}))
+    forced = make_app(
+        Settings.from_env({"DSPEX_PROTOCOL_CODEC": "json", "DSPEX_COMPRESS_THRESHOLD_BYTES": "0"})
+    )
     name = forced.conf.task_serializer
     assert name.startswith("dspex-json") and is_dspex_serializer(name)
     # When a message is encoded by each
@@ -57,8 +58,11 @@ def test_settings_choose_the_encoder_and_any_reader_decodes_it() -> None:
 def test_a_bad_codec_setting_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="DSPEX_PROTOCOL_CODEC"):
         Settings.from_env({"DSPEX_PROTOCOL_CODEC": "pickle"})
-    options = EncodeOptions.from_settings(Settings.from_env({
-        "DSPEX_PROTOCOL_CODEC": "arrow", "DSPEX_COMPRESS_THRESHOLD_BYTES": "100"}))
+    options = EncodeOptions.from_settings(
+        Settings.from_env(
+            {"DSPEX_PROTOCOL_CODEC": "arrow", "DSPEX_COMPRESS_THRESHOLD_BYTES": "100"}
+        )
+    )
     assert (options.codec, options.compress_threshold_bytes) == ("arrow", 100)
 
 
@@ -70,10 +74,14 @@ def test_registering_is_idempotent_and_the_decoder_limit_is_the_largest() -> Non
 
 
 def test_results_round_trip_through_the_same_layer_and_old_json_still_reads() -> None:
-    result = JobResult(job_id="j1", kind="predict", status=JobStatus.SUCCEEDED,
-                       outputs={"answer": "42", "scores": [0.5] * 100},
-                       timings=Timings(created_at=1.0, started_at=2.0, finished_at=3.0),
-                       worker="w1")
+    result = JobResult(
+        job_id="j1",
+        kind="predict",
+        status=JobStatus.SUCCEEDED,
+        outputs={"answer": "42", "scores": [0.5] * 100},
+        timings=Timings(created_at=1.0, started_at=2.0, finished_at=3.0),
+        worker="w1",
+    )
     stored = encode_result(result)
     assert stored[:2] == b"DX"
     assert JobResult.model_validate(decode_result(stored)) == result
@@ -93,13 +101,26 @@ def test_producers_import_no_pyarrow_numpy_or_zstandard_for_small_messages() -> 
         "print(json.dumps([m for m in ('pyarrow', 'numpy', 'zstandard', 'dspy') "
         "if m in sys.modules]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, check=True
+    )
     assert json.loads(out.stdout) == []
 
 
-@pytest.mark.parametrize("body", [b"", 5, None, [[], {}], [(), {}, {}, {}], ["a", {}, None],
-                                  [[], [], None], [[], {}, "x"], {"kwargs": {}}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        5,
+        None,
+        [[], {}],
+        [(), {}, {}, {}],
+        ["a", {}, None],
+        [[], [], None],
+        [[], {}, "x"],
+        {"kwargs": {}},
+    ],
+)
 def test_task_bodies_celery_would_crash_on_are_refused(body: object) -> None:
     from celery.exceptions import InvalidTaskError
 
@@ -107,8 +128,9 @@ def test_task_bodies_celery_would_crash_on_are_refused(body: object) -> None:
         check_task_body(body)
 
 
-@pytest.mark.parametrize("body", [[[], {}, None], ((1,), {"a": 1}, {"chord": None}),
-                                  {"args": [], "kwargs": {}}])
+@pytest.mark.parametrize(
+    "body", [[[], {}, None], ((1,), {"a": 1}, {"chord": None}), {"args": [], "kwargs": {}}]
+)
 def test_task_bodies_of_the_right_shape_pass(body: object) -> None:
     check_task_body(body)
 

@@ -35,8 +35,15 @@ from dspex_jobs.protocol._msgpack import EXT_ARROW, EXT_COLUMNS, EXT_FRAME, EXT_
 HEADER = struct.Struct(">2sBBBBI")
 
 
-def frame(body: bytes, *, version: int = 1, codec: int = 1, compression: int = 0,
-          flags: int = 0, length: int | None = None) -> bytes:
+def frame(
+    body: bytes,
+    *,
+    version: int = 1,
+    codec: int = 1,
+    compression: int = 0,
+    flags: int = 0,
+    length: int | None = None,
+) -> bytes:
     """A hand-made frame, header fields as given."""
     size = len(body) if length is None else length
     return HEADER.pack(MAGIC, version, codec, compression, flags, size) + body
@@ -44,12 +51,16 @@ def frame(body: bytes, *, version: int = 1, codec: int = 1, compression: int = 0
 
 # -- newer writers: typed, and they say to upgrade ------------------------------------------
 
-@pytest.mark.parametrize(("fields", "named"), [
-    ({"version": 2}, "frame version 2 is newer"),
-    ({"codec": 9}, "codec id 9 is unknown"),
-    ({"compression": 7}, "compression id 7 is unknown"),
-    ({"flags": 0x80}, "flags 0x80"),
-])
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"version": 2}, "frame version 2 is newer"),
+        ({"codec": 9}, "codec id 9 is unknown"),
+        ({"compression": 7}, "compression id 7 is unknown"),
+        ({"flags": 0x80}, "flags 0x80"),
+    ],
+)
 def test_a_frame_from_a_newer_writer_says_to_upgrade(fields: dict[str, int], named: str) -> None:
     with pytest.raises(ProtocolVersionError, match="upgrade dspex-jobs") as info:
         decode(frame(msgpack.packb({"a": 1}), **fields))
@@ -65,8 +76,9 @@ def test_unknown_extension_types_and_tags_say_to_upgrade() -> None:
         decode(frame(tagged, codec=0, flags=1))
 
 
-def arrow_part(columns: dict[str, Any] | list[tuple[str, Any]],
-               metadata: dict[bytes, bytes]) -> bytes:
+def arrow_part(
+    columns: dict[str, Any] | list[tuple[str, Any]], metadata: dict[bytes, bytes]
+) -> bytes:
     """A frame holding one hand-made Arrow part."""
     import pyarrow as pa
 
@@ -76,8 +88,7 @@ def arrow_part(columns: dict[str, Any] | list[tuple[str, Any]],
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
-    return frame(msgpack.packb(msgpack.ExtType(EXT_ARROW, sink.getvalue().to_pybytes())),
-                 codec=2)
+    return frame(msgpack.packb(msgpack.ExtType(EXT_ARROW, sink.getvalue().to_pybytes())), codec=2)
 
 
 def test_an_arrow_part_of_an_unknown_kind_says_to_upgrade() -> None:
@@ -94,12 +105,12 @@ def test_arrow_parts_this_writer_never_produces_are_refused() -> None:
     shape = {b"dspex": b"ndarray", b"dtype": b"<f8", b"shape": b"2,2"}
     bad = {
         "has type float": arrow_part({"a": pa.array([1.0], pa.float32())}, {b"dspex": b"rows"}),
-        "distinct": arrow_part([("a", pa.array([1])), ("a", pa.array([2]))],
-                               {b"dspex": b"rows"}),
+        "distinct": arrow_part([("a", pa.array([1])), ("a", pa.array([2]))], {b"dspex": b"rows"}),
         "exactly one column": arrow_part({"m": matrix, "n": matrix}, shape),
         "cannot be int64": arrow_part({"m": pa.array([1, 2])}, shape),
-        "cannot hold string": arrow_part({"m": pa.FixedSizeListArray.from_arrays(
-            pa.array(["a", "b"]), 1)}, shape),
+        "cannot hold string": arrow_part(
+            {"m": pa.FixedSizeListArray.from_arrays(pa.array(["a", "b"]), 1)}, shape
+        ),
         "valid dtype and shape": arrow_part({"m": matrix}, {b"dspex": b"ndarray"}),
         "disagrees": arrow_part({"m": matrix}, {**shape, b"shape": b"3,2"}),
         "corrupt Arrow": frame(msgpack.packb(msgpack.ExtType(EXT_ARROW, b"\xff" * 64)), codec=2),
@@ -115,24 +126,29 @@ def columns_part(table: Any) -> bytes:
     return frame(msgpack.packb([1, msgpack.ExtType(EXT_COLUMNS, inner)]))
 
 
-@pytest.mark.parametrize(("table", "named"), [
-    (5, "must be an array"),
-    ([], "must be an array"),
-    ([[]], "1 to 1024 distinct str"),
-    ([["a", "a"], [1], [2]], "1 to 1024 distinct str"),
-    ([[1], [1]], "1 to 1024 distinct str"),
-    ([[f"c{i}" for i in range(1025)]] + [[0]] * 1025, "1 to 1024 distinct str"),
-    ([["a"]], "needs that many lists"),
-    ([["a", "b"], [1, 2], [3]], "needs that many lists of one length"),
-    ([["a"], "xy"], "needs that many lists"),
-    ([["a"], [1], [2]], "needs that many lists"),
-    (b"\xc1", "corrupt MessagePack"),
-])
+@pytest.mark.parametrize(
+    ("table", "named"),
+    [
+        (5, "must be an array"),
+        ([], "must be an array"),
+        ([[]], "1 to 1024 distinct str"),
+        ([["a", "a"], [1], [2]], "1 to 1024 distinct str"),
+        ([[1], [1]], "1 to 1024 distinct str"),
+        ([[f"c{i}" for i in range(1025)]] + [[0]] * 1025, "1 to 1024 distinct str"),
+        ([["a"]], "needs that many lists"),
+        ([["a", "b"], [1, 2], [3]], "needs that many lists of one length"),
+        ([["a"], "xy"], "needs that many lists"),
+        ([["a"], [1], [2]], "needs that many lists"),
+        (b"\xc1", "corrupt MessagePack"),
+    ],
+)
 def test_malformed_columns_parts_are_refused(table: Any, named: str) -> None:
     with pytest.raises(PayloadDecodeError, match=named):
         decode(columns_part(table))
-    assert decode(columns_part([["a", "b"], [1, 2], ["x", "y"]])) == \
-        [1, [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]]
+    assert decode(columns_part([["a", "b"], [1, 2], ["x", "y"]])) == [
+        1,
+        [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}],
+    ]
 
 
 def test_a_table_that_would_inflate_into_rows_is_charged_before_it_is_built() -> None:
@@ -145,6 +161,7 @@ def test_a_table_that_would_inflate_into_rows_is_charged_before_it_is_built() ->
 
 
 # -- truncated, corrupt, not ours -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("cut", [0, 1, 5, 9, 10, 20, -1])
 def test_a_truncated_frame_is_refused(cut: int) -> None:
@@ -160,8 +177,7 @@ def test_trailing_bytes_after_the_body_are_refused() -> None:
 
 @pytest.mark.parametrize("method", ["zstd", "zlib"])
 def test_a_corrupted_compressed_body_is_refused(method: str) -> None:
-    data = bytearray(encode("a sentence that repeats. " * 4000,
-                            EncodeOptions(compression=method)))  # type: ignore[arg-type]
+    data = bytearray(encode("a sentence that repeats. " * 4000, EncodeOptions(compression=method)))  # type: ignore[arg-type]
     assert len(data) < 10_000
     data[len(data) // 2] ^= 0xFF
     data[len(data) // 2 + 1] ^= 0x55
@@ -169,21 +185,26 @@ def test_a_corrupted_compressed_body_is_refused(method: str) -> None:
         decode(bytes(data))
 
 
-@pytest.mark.parametrize("body", [
-    b"\xc1",  # a MessagePack byte that is never valid
-    msgpack.packb([1, 2])[:-1],  # ends inside an array
-    b"\xa3\xff\xfe\xfd",  # a str that is not UTF-8
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xc1",  # a MessagePack byte that is never valid
+        msgpack.packb([1, 2])[:-1],  # ends inside an array
+        b"\xa3\xff\xfe\xfd",  # a str that is not UTF-8
+    ],
+)
 def test_a_corrupt_msgpack_body_is_refused(body: bytes) -> None:
     with pytest.raises(PayloadDecodeError, match="corrupt MessagePack"):
         decode(frame(body))
 
 
 def test_bad_extension_values_are_refused() -> None:
-    bad = [msgpack.ExtType(EXT_NDARRAY, b"\x01\x03<f4" + struct.pack(">Q", 4) + b"\x00" * 3),
-           msgpack.ExtType(EXT_NDARRAY, b"\x01"),
-           msgpack.ExtType(EXT_ARROW, b"not arrow at all"),
-           msgpack.ExtType(1, b"2024-13-45T99:00")]  # a datetime that is not one
+    bad = [
+        msgpack.ExtType(EXT_NDARRAY, b"\x01\x03<f4" + struct.pack(">Q", 4) + b"\x00" * 3),
+        msgpack.ExtType(EXT_NDARRAY, b"\x01"),
+        msgpack.ExtType(EXT_ARROW, b"not arrow at all"),
+        msgpack.ExtType(1, b"2024-13-45T99:00"),
+    ]  # a datetime that is not one
     for ext in bad:
         with pytest.raises(PayloadDecodeError):
             decode(frame(msgpack.packb(ext)))
@@ -196,6 +217,7 @@ def test_something_else_is_not_a_frame() -> None:
 
 
 # -- bombs: bounded before a byte is inflated -------------------------------------------------
+
 
 def test_a_frame_declaring_more_than_the_limit_is_refused_before_inflating() -> None:
     data = encode("x" * 200_000)
@@ -235,8 +257,11 @@ def test_frames_inside_frames_share_one_budget_and_nest_once() -> None:
 
 # -- never pickle -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value", [object(), {1, 2}, np.array([object()]),
-                                   np.zeros(2, dtype=[("a", "<i4")]), dt.time(1, 2)])
+
+@pytest.mark.parametrize(
+    "value",
+    [object(), {1, 2}, np.array([object()]), np.zeros(2, dtype=[("a", "<i4")]), dt.time(1, 2)],
+)
 def test_values_that_would_need_pickle_are_refused_at_encode(value: Any) -> None:
     for codec in ("json", "msgpack", "auto"):
         with pytest.raises(PayloadError):
@@ -260,8 +285,7 @@ def test_kombu_refuses_pickle_and_wraps_our_typed_errors() -> None:
     register_serializer()
     accept = {CONTENT_TYPE, "application/json"}
     with pytest.raises(ContentDisallowed):
-        loads(pickle.dumps({"boom": 1}), "application/x-python-serialize", "binary",
-              accept=accept)
+        loads(pickle.dumps({"boom": 1}), "application/x-python-serialize", "binary", accept=accept)
     # A body with our content type that is not a frame: kombu's DecodeError, carrying ours
     with pytest.raises(DecodeError) as info:
         loads(pickle.dumps({"boom": 1}), CONTENT_TYPE, "binary", accept=accept)

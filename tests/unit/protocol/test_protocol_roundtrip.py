@@ -35,6 +35,7 @@ EXAMPLES = 60
 
 # -- comparing: exact types, numpy arrays by dtype/shape/values, NaN equal to NaN -------------
 
+
 def expected(value: Any) -> Any:
     """What a round trip gives back: tuples become lists, bytes-likes bytes, numpy scalars
     Python scalars."""
@@ -76,16 +77,38 @@ def assert_round_trip(value: Any, options: EncodeOptions) -> Any:
 # -- strategies -------------------------------------------------------------------------------
 
 offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(
-    lambda m: dt.timezone(dt.timedelta(minutes=m)))
+    lambda m: dt.timezone(dt.timedelta(minutes=m))
+)
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
-    st.floats(allow_nan=True), st.text(), st.binary(max_size=64),
-    st.datetimes(timezones=st.none() | st.just(dt.UTC) | offsets), st.dates(), st.uuids(),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=True),
+    st.text(),
+    st.binary(max_size=64),
+    st.datetimes(timezones=st.none() | st.just(dt.UTC) | offsets),
+    st.dates(),
+    st.uuids(),
     st.decimals(allow_nan=False),
 )
 arrays = hnp.arrays(
-    dtype=st.sampled_from(["<f4", "<f8", ">f8", "<f2", "<i8", "<i4", "|u1", "<u8", "|b1",
-                           "<c16", "<M8[us]", "<U5", "|S3"]),
+    dtype=st.sampled_from(
+        [
+            "<f4",
+            "<f8",
+            ">f8",
+            "<f2",
+            "<i8",
+            "<i4",
+            "|u1",
+            "<u8",
+            "|b1",
+            "<c16",
+            "<M8[us]",
+            "<U5",
+            "|S3",
+        ]
+    ),
     shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
 )
 
@@ -93,10 +116,14 @@ arrays = hnp.arrays(
 @st.composite
 def tables(draw: st.DrawFn) -> list[dict[str, Any]]:
     """A list of rows with the same keys, one scalar type per column (None allowed)."""
-    kinds = {int: st.integers(-(2**63), 2**63 - 1), float: st.floats(allow_nan=True),
-             str: st.text(max_size=12), bool: st.booleans(), bytes: st.binary(max_size=8)}
-    names = draw(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=5,
-                          unique=True))
+    kinds = {
+        int: st.integers(-(2**63), 2**63 - 1),
+        float: st.floats(allow_nan=True),
+        str: st.text(max_size=12),
+        bool: st.booleans(),
+        bytes: st.binary(max_size=8),
+    }
+    names = draw(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=5, unique=True))
     columns = {name: draw(st.sampled_from(sorted(kinds, key=str))) for name in names}
     nullable = {name: draw(st.booleans()) for name in names}
     rows_n = draw(st.integers(1, 80))
@@ -114,42 +141,61 @@ def tables(draw: st.DrawFn) -> list[dict[str, Any]]:
 def nested_tables(draw: st.DrawFn) -> list[dict[str, Any]]:
     """Rows with the same keys whose values are anything (lists, dicts, dates, mixed types):
     tables MessagePack sends by columns and Arrow cannot hold."""
-    names = draw(st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=4,
-                          unique=True))
-    cell = st.one_of(scalars, st.lists(scalars, max_size=3),
-                     st.dictionaries(st.text(max_size=4), scalars, max_size=2))
+    names = draw(st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=4, unique=True))
+    cell = st.one_of(
+        scalars,
+        st.lists(scalars, max_size=3),
+        st.dictionaries(st.text(max_size=4), scalars, max_size=2),
+    )
     rows_n = draw(st.integers(1, 40))
     return [{name: draw(cell) for name in names} for _ in range(rows_n)]
 
 
-matrices = st.integers(1, 70).flatmap(lambda width: st.lists(
-    st.lists(st.floats(allow_nan=False), min_size=width, max_size=width), min_size=1,
-    max_size=70))
+matrices = st.integers(1, 70).flatmap(
+    lambda width: st.lists(
+        st.lists(st.floats(allow_nan=False), min_size=width, max_size=width),
+        min_size=1,
+        max_size=70,
+    )
+)
 leaves = st.one_of(scalars, arrays, tables(), nested_tables(), matrices)
 values = st.recursive(
     leaves,
-    lambda children: st.one_of(st.lists(children, max_size=4),
-                               st.tuples(children, children),
-                               st.dictionaries(st.text(max_size=6), children, max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.tuples(children, children),
+        st.dictionaries(st.text(max_size=6), children, max_size=4),
+    ),
     max_leaves=12,
 )
-celery_bodies = st.tuples(st.tuples(values), st.dictionaries(st.text(max_size=5), values,
-                                                              max_size=2),
-                          st.fixed_dictionaries({"callbacks": st.none(), "errbacks": st.none(),
-                                                 "chain": st.none(), "chord": st.none()}))
+celery_bodies = st.tuples(
+    st.tuples(values),
+    st.dictionaries(st.text(max_size=5), values, max_size=2),
+    st.fixed_dictionaries(
+        {"callbacks": st.none(), "errbacks": st.none(), "chain": st.none(), "chord": st.none()}
+    ),
+)
 
 
 # -- round trips ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("codec", CODECS)
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(value=values, compression=st.sampled_from(COMPRESSIONS), threshold=st.sampled_from(
-    [0, 64, 1 << 20]))
+@given(
+    value=values,
+    compression=st.sampled_from(COMPRESSIONS),
+    threshold=st.sampled_from([0, 64, 1 << 20]),
+)
 def test_every_codec_round_trips_every_supported_type(
     codec: str, value: Any, compression: str, threshold: int
 ) -> None:
-    options = EncodeOptions(codec=codec, compression=compression,  # type: ignore[arg-type]
-                            compress_threshold_bytes=threshold, arrow_min_rows=2)
+    options = EncodeOptions(
+        codec=codec,
+        compression=compression,  # type: ignore[arg-type]
+        compress_threshold_bytes=threshold,
+        arrow_min_rows=2,
+    )
     assert_round_trip(value, options)
 
 
@@ -163,12 +209,19 @@ def test_celery_message_bodies_round_trip(codec: str, body: Any) -> None:
 
 
 @pytest.mark.slow
-@settings(max_examples=int(os.environ.get("DSPEX_TEST_EXAMPLES", "400")), deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=int(os.environ.get("DSPEX_TEST_EXAMPLES", "400")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(value=values, codec=st.sampled_from(CODECS), compression=st.sampled_from(COMPRESSIONS))
 def test_round_trips_at_size(value: Any, codec: str, compression: str) -> None:
-    options = EncodeOptions(codec=codec, compression=compression,  # type: ignore[arg-type]
-                            compress_threshold_bytes=0, arrow_min_rows=1)
+    options = EncodeOptions(
+        codec=codec,
+        compression=compression,  # type: ignore[arg-type]
+        compress_threshold_bytes=0,
+        arrow_min_rows=1,
+    )
     assert_round_trip(value, options)
 
 
@@ -193,7 +246,7 @@ def has_columns(data: bytes) -> bool:
 @given(rows=tables())
 @settings(max_examples=40, deadline=None)
 def test_tables_travel_by_columns_or_as_arrow_and_come_back_as_rows(
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]],
 ) -> None:
     # auto: column by column, in MessagePack
     frame = encode_frame({"rows": rows}, EncodeOptions(arrow_min_rows=1, compression="none"))
@@ -210,8 +263,7 @@ def test_numpy_arrays_keep_dtype_shape_and_are_writable() -> None:
     matrix = np.arange(300, dtype=np.float32).reshape(100, 3)
     odd = np.arange(24, dtype=">i4").reshape(2, 3, 4)[:, ::2]  # big-endian, not contiguous
     for codec in CODECS:
-        back = decode(encode({"m": matrix, "odd": odd},
-                             EncodeOptions(codec=codec)))  # type: ignore[arg-type]
+        back = decode(encode({"m": matrix, "odd": odd}, EncodeOptions(codec=codec)))  # type: ignore[arg-type]
         assert same(back["m"], matrix) and same(back["odd"], np.ascontiguousarray(odd))
         back["m"][0, 0] = -1.0  # a fresh array, not a view of the message
     assert inspect_frame(encode({"m": matrix})).codec is Codec.ARROW  # auto: a matrix
@@ -268,8 +320,10 @@ def test_compression_above_the_threshold_only_and_only_when_it_pays() -> None:
     text = "the same sentence again. " * 2000
     assert inspect_frame(encode(text)).compression is Compression.ZSTD
     assert inspect_frame(encode(text[:1000])).compression is Compression.NONE
-    assert inspect_frame(encode(text, EncodeOptions(compression="zlib"))).compression \
+    assert (
+        inspect_frame(encode(text, EncodeOptions(compression="zlib"))).compression
         is Compression.ZLIB
+    )
     noise = np.random.default_rng(1).bytes(400_000)  # incompressible: the sample says so
     assert inspect_frame(encode(noise)).compression is Compression.NONE
     info = inspect_frame(encode(text, EncodeOptions(compression="none")))
@@ -277,8 +331,10 @@ def test_compression_above_the_threshold_only_and_only_when_it_pays() -> None:
 
 
 def test_json_codec_is_readable_json() -> None:
-    data = encode({"q": "why?", "when": dt.date(2024, 1, 2), "id": UUID(int=1),
-                   "price": Decimal("1.10")}, EncodeOptions(codec="json", compression="none"))
+    data = encode(
+        {"q": "why?", "when": dt.date(2024, 1, 2), "id": UUID(int=1), "price": Decimal("1.10")},
+        EncodeOptions(codec="json", compression="none"),
+    )
     text = data[10:].decode("utf-8")
     assert text.startswith('{"q":"why?","when":{"__dspex__":"date","iso":"2024-01-02"}')
     assert inspect_frame(data).flags == 1  # tagged values: the reader turns its hook on

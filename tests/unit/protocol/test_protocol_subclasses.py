@@ -90,10 +90,16 @@ def _counted(d: dict[str, Any]) -> Counted:
 
 
 leaves = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=8),
-    st.floats(allow_nan=False), st.binary(max_size=8),
-    st.sampled_from([Color.RED, Level.HIGH]), st.floats(allow_nan=False).map(Ratio),
-    st.binary(max_size=8).map(Blob), st.text(max_size=8).map(Name),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(max_size=8),
+    st.floats(allow_nan=False),
+    st.binary(max_size=8),
+    st.sampled_from([Color.RED, Level.HIGH]),
+    st.floats(allow_nan=False).map(Ratio),
+    st.binary(max_size=8).map(Blob),
+    st.text(max_size=8).map(Name),
 )
 subclassed = st.recursive(
     leaves,
@@ -112,8 +118,7 @@ subclassed = st.recursive(
 @pytest.mark.parametrize("codec", CODECS)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=subclassed, tail=st.integers(0, 9))
-def test_subclasses_round_trip_as_their_plain_base_type(codec: str, value: Any,
-                                                        tail: int) -> None:
+def test_subclasses_round_trip_as_their_plain_base_type(codec: str, value: Any, tail: int) -> None:
     # A value after the subclass catches a map of the wrong size swallowing what follows
     message = [value, {"after": tail}]
     back = decode(encode(message, EncodeOptions(codec=codec)))  # type: ignore[arg-type]
@@ -136,8 +141,7 @@ def canvases(app: Celery) -> dict[str, Signature]:
         "group of ten": ten,
         "chord": chord([sig("t.a", i) for i in range(9)], sig("t.sum"), app=app),
         "chain with a group": chain(sig("t.a", 0), ten, sig("t.sum"), app=app),
-        "chord of chains": chord([chain(sig("t.a", 1), sig("t.b")), two], sig("t.merge"),
-                                 app=app),
+        "chord of chains": chord([chain(sig("t.a", 1), sig("t.b")), two], sig("t.merge"), app=app),
     }
 
 
@@ -145,8 +149,11 @@ def canvases(app: Celery) -> dict[str, Signature]:
 def test_celery_canvases_come_back_as_kombu_json_gives_them(app: Celery, codec: str) -> None:
     for name, canvas in canvases(app).items():
         # Given a Celery body whose embed carries the canvas, as a chord header task's does
-        body = ((1, "x"), {"k": canvas}, {"callbacks": [canvas], "errbacks": None,
-                                           "chain": [canvas], "chord": canvas})
+        body = (
+            (1, "x"),
+            {"k": canvas},
+            {"callbacks": [canvas], "errbacks": None, "chain": [canvas], "chord": canvas},
+        )
         back = decode(encode(body, EncodeOptions(codec=codec)))  # type: ignore[arg-type]
         # Expect exactly what the standard kombu JSON path gives back
         assert back == kombu_loads(kombu_dumps(body)), name
@@ -164,8 +171,9 @@ def test_a_group_used_to_be_packed_as_a_map_of_its_task_count(app: Celery) -> No
         assert len(group_) != len(dict.keys(group_)) == 6
         standard = kombu_loads(kombu_dumps([group_, "after"]))
         try:
-            old = msgpack.unpackb(msgpack.packb([group_, "after"], default=list),
-                                  strict_map_key=False)
+            old = msgpack.unpackb(
+                msgpack.packb([group_, "after"], default=list), strict_map_key=False
+            )
         except ValueError:  # ExtraData, or "incomplete input"
             old = None
         assert old != standard

@@ -90,8 +90,13 @@ def test_unsupported_and_retryable_failures_fall_back(
     # ... and reported: one fallback event, then the route event
     assert [e[0] for e in events] == [FALLBACK_EVENT, ROUTE_EVENT]
     fallback, route = events
-    assert fallback[2] == {"operation": "math.double", "implementation": "flaky", "next": "dspy",
-                           "reason": reason.value, "error_code": code}
+    assert fallback[2] == {
+        "operation": "math.double",
+        "implementation": "flaky",
+        "next": "dspy",
+        "reason": reason.value,
+        "error_code": code,
+    }
     assert route[2]["fell_back"] is True and route[2]["implementation"] == "dspy"
     assert route[2]["chosen"] == "flaky" and route[2]["fallback_reasons"] == [reason.value]
     assert route[2]["ok"] is True and route[2]["call"] is True and route[2]["kind"] == "dspy"
@@ -142,8 +147,7 @@ def test_when_every_implementation_fails_the_last_error_carries_the_attempts(
     attempts = caught.value.details["attempts"]
     assert [a["implementation"] for a in attempts] == ["flaky", "also_flaky"]
     assert [a["reason"] for a in attempts] == ["unsupported", None]
-    assert any("every implementation of 'math.double' failed" in n
-               for n in caught.value.__notes__)
+    assert any("every implementation of 'math.double' failed" in n for n in caught.value.__notes__)
     assert router.stats()["math.double"]["also_flaky"].failed == 1
     assert events[-1][2]["implementation"] == "also_flaky"
     assert events[-1][2]["fell_back"] is True and events[-1][2]["ok"] is False
@@ -170,9 +174,16 @@ def test_route_alone_emits_a_decision_event_and_counts_it(events: list[Event]) -
     ((name, measurements, metadata),) = events
     assert name == ROUTE_EVENT and measurements["duration_s"] >= 0
     assert metadata == {
-        "operation": "math.double", "implementation": "flaky", "chosen": "flaky",
-        "kind": "native", "queue": None, "fell_back": False, "fallback_reasons": [],
-        "call": False, "ok": True, "error_code": None,
+        "operation": "math.double",
+        "implementation": "flaky",
+        "chosen": "flaky",
+        "kind": "native",
+        "queue": None,
+        "fell_back": False,
+        "fallback_reasons": [],
+        "call": False,
+        "ok": True,
+        "error_code": None,
     }
     assert route.implementation.name == "flaky"
     assert router.stats()["math.double"]["flaky"].routed == 1
@@ -195,10 +206,17 @@ def test_router_options_are_keyword_only_and_reach_the_strategy() -> None:
 
 
 def test_attempts_serialize_for_error_details() -> None:
-    attempt = Attempt("a", ImplementationKind.DSPY, "lm_timeout", "slow",
-                      FallbackReason.RETRYABLE, 0.5)
-    assert attempt.to_dict() == {"implementation": "a", "kind": "dspy", "error_code": "lm_timeout",
-                                 "message": "slow", "reason": "retryable", "duration_s": 0.5}
+    attempt = Attempt(
+        "a", ImplementationKind.DSPY, "lm_timeout", "slow", FallbackReason.RETRYABLE, 0.5
+    )
+    assert attempt.to_dict() == {
+        "implementation": "a",
+        "kind": "dspy",
+        "error_code": "lm_timeout",
+        "message": "slow",
+        "reason": "retryable",
+        "duration_s": 0.5,
+    }
 
 
 def test_default_policy_table() -> None:

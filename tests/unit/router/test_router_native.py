@@ -50,8 +50,9 @@ def test_native_metrics_match_dspy_on_any_text(prediction: str, answers: list[st
 
 def test_both_metric_implementations_are_routable(router: Router) -> None:
     native = router.run("metric.token_f1", "Eiffel Tower in Paris", ["the Eiffel Tower"])
-    via_dspy = router.run("metric.token_f1", "Eiffel Tower in Paris", ["the Eiffel Tower"],
-                          implementation="dspy")
+    via_dspy = router.run(
+        "metric.token_f1", "Eiffel Tower in Paris", ["the Eiffel Tower"], implementation="dspy"
+    )
     assert native.implementation.name == "native" and via_dspy.implementation.name == "dspy"
     assert native.value == pytest.approx(via_dspy.value) == pytest.approx(2 / 3)
     assert router.call("metric.exact_match", "Paris", "paris") == 1.0
@@ -60,8 +61,11 @@ def test_both_metric_implementations_are_routable(router: Router) -> None:
 
 @pytest.mark.parametrize(
     ("prediction", "answers", "message"),
-    [(None, ["x"], "prediction must be a string"), ("x", [], "at least one reference"),
-     ("x", ["a", 3], "answers must be a string")],
+    [
+        (None, ["x"], "prediction must be a string"),
+        ("x", [], "at least one reference"),
+        ("x", ["a", 3], "answers must be a string"),
+    ],
 )
 def test_metric_inputs_are_validated_and_never_fall_back(
     router: Router, prediction: Any, answers: Any, message: str
@@ -77,28 +81,40 @@ def test_empty_texts_score_zero_f1_as_dspy_does() -> None:
 
 
 def test_signature_validate_returns_converted_json_inputs(router: Router) -> None:
-    assert router.call("signature.validate", "n: int, when: datetime.date -> x",
-                       {"n": "3", "when": "2024-01-02"}) == {"n": 3, "when": "2024-01-02"}
+    assert router.call(
+        "signature.validate", "n: int, when: datetime.date -> x", {"n": "3", "when": "2024-01-02"}
+    ) == {"n": 3, "when": "2024-01-02"}
     with pytest.raises(SignatureValidationError):
         router.call("signature.validate", "n: int -> x", {"n": "three"})
 
 
 def test_template_render_checks_against_the_signature_text(router: Router) -> None:
-    assert router.call("template.render", "Answer in {{ language }}.", {"language": "French"},
-                       signature="question, language -> answer") == "Answer in French."
+    assert (
+        router.call(
+            "template.render",
+            "Answer in {{ language }}.",
+            {"language": "French"},
+            signature="question, language -> answer",
+        )
+        == "Answer in French."
+    )
     assert router.call("template.render", "{{ a }}", {"a": "x" * 10}, max_chars=20) == "x" * 10
     with pytest.raises(TemplateError, match="unknown variable 'lang'"):
-        router.call("template.render", "{{ lang }}", {"lang": "x"},
-                    signature="question, language -> answer")
+        router.call(
+            "template.render", "{{ lang }}", {"lang": "x"}, signature="question, language -> answer"
+        )
 
 
 def test_predict_and_chain_of_thought_run_dspy_modules(router: Router) -> None:
     lm = dspy.utils.DummyLM([{"answer": "blue"}, {"reasoning": "Rayleigh.", "answer": "blue"}])
     with dspy.context(lm=lm):
-        predicted = router.call("predict", "question -> answer", {"question": "Sky colour?"},
-                                instructions="Answer in one word.")
-        thought = router.call("chain_of_thought", "question -> answer",
-                              {"question": "Sky colour?"})
+        predicted = router.call(
+            "predict",
+            "question -> answer",
+            {"question": "Sky colour?"},
+            instructions="Answer in one word.",
+        )
+        thought = router.call("chain_of_thought", "question -> answer", {"question": "Sky colour?"})
     assert predicted == {"answer": "blue"}
     assert thought == {"reasoning": "Rayleigh.", "answer": "blue"}
     assert router.route("predict").queue == "general"

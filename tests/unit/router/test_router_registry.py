@@ -141,8 +141,11 @@ def test_unknown_operations_name_what_is_known() -> None:
 
 @pytest.mark.parametrize(
     ("target", "message"),
-    [("no_such_module_xyz:f", "ModuleNotFoundError"), (f"{__name__}:missing", "AttributeError"),
-     (f"{__name__}:NOT_CALLABLE", "not callable")],
+    [
+        ("no_such_module_xyz:f", "ModuleNotFoundError"),
+        (f"{__name__}:missing", "AttributeError"),
+        (f"{__name__}:NOT_CALLABLE", "not callable"),
+    ],
 )
 def test_targets_that_cannot_be_imported_fail_with_a_configuration_error(
     target: str, message: str
@@ -154,8 +157,9 @@ def test_targets_that_cannot_be_imported_fail_with_a_configuration_error(
 
 def test_implementations_compare_by_identity_fields_not_by_the_cached_function() -> None:
     a = Implementation("op", "native", ImplementationKind.NATIVE, f"{__name__}:shout")
-    b = Implementation("op", "native", ImplementationKind.NATIVE, f"{__name__}:shout",
-                       function=shout)
+    b = Implementation(
+        "op", "native", ImplementationKind.NATIVE, f"{__name__}:shout", function=shout
+    )
     assert a == b
 
 
@@ -216,11 +220,18 @@ def test_an_entry_point_may_provide_implementation_objects(
     entry_points: list[FakeEntryPoint],
 ) -> None:
     native = Implementation("acme.rank", "native", ImplementationKind.NATIVE, f"{__name__}:shout")
-    dspy = Implementation("acme.rank", "dspy", ImplementationKind.DSPY, f"{__name__}:whisper",
-                          queue="neural")
+    dspy = Implementation(
+        "acme.rank", "dspy", ImplementationKind.DSPY, f"{__name__}:whisper", queue="neural"
+    )
     entry_points.append(FakeEntryPoint("acme.rank", loaded=[native, dspy]))
-    entry_points.append(FakeEntryPoint("acme.single", loaded=Implementation(
-        "acme.single", "native", ImplementationKind.NATIVE, f"{__name__}:shout")))
+    entry_points.append(
+        FakeEntryPoint(
+            "acme.single",
+            loaded=Implementation(
+                "acme.single", "native", ImplementationKind.NATIVE, f"{__name__}:shout"
+            ),
+        )
+    )
     registry = Registry(entry_point_group=ENTRY_POINT_GROUP)
     assert registry.implementations("acme.rank") == (native, dspy)
     assert len(registry.implementations("acme.single")) == 1
@@ -231,9 +242,17 @@ def test_an_entry_point_may_provide_implementation_objects(
     [
         (FakeEntryPoint("acme.broken", error=ImportError("no module")), "failed to load"),
         (FakeEntryPoint("acme.broken", loaded=NOT_CALLABLE), "must be a function"),
-        (FakeEntryPoint("acme.broken", loaded=[Implementation(
-            "other.op", "native", ImplementationKind.NATIVE, f"{__name__}:shout")]),
-         "must be a function"),
+        (
+            FakeEntryPoint(
+                "acme.broken",
+                loaded=[
+                    Implementation(
+                        "other.op", "native", ImplementationKind.NATIVE, f"{__name__}:shout"
+                    )
+                ],
+            ),
+            "must be a function",
+        ),
     ],
 )
 def test_broken_entry_points_are_configuration_errors(
@@ -258,11 +277,18 @@ def test_registries_without_a_group_never_read_entry_points(
 def test_builtin_registry_holds_the_builtin_operations() -> None:
     registry = builtin_registry()
     assert registry.operations() == [
-        "chain_of_thought", "metric.exact_match", "metric.token_f1", "predict",
-        "search", "signature.validate", "template.render",
+        "chain_of_thought",
+        "metric.exact_match",
+        "metric.token_f1",
+        "predict",
+        "search",
+        "signature.validate",
+        "template.render",
     ]
-    kinds = {op: [(i.kind.value, i.queue) for i in registry.implementations(op)]
-             for op in registry.operations()}
+    kinds = {
+        op: [(i.kind.value, i.queue) for i in registry.implementations(op)]
+        for op in registry.operations()
+    }
     assert kinds["predict"] == [("dspy", "general")]
     assert kinds["chain_of_thought"] == [("dspy", "general")]
     assert kinds["metric.token_f1"] == [("native", None), ("dspy", "optimizer")]
@@ -304,5 +330,8 @@ def test_importing_the_router_imports_neither_dspy_nor_jinja() -> None:
 
 def test_registry_module_exports() -> None:
     assert set(registry_module.__all__) == {
-        "ENTRY_POINT_GROUP", "Implementation", "ImplementationKind", "Registry"
+        "ENTRY_POINT_GROUP",
+        "Implementation",
+        "ImplementationKind",
+        "Registry",
     }

@@ -125,9 +125,7 @@ def test_decisions_are_cached_until_the_registry_changes(registry: Registry) -> 
     assert router.route("text.answer") is not first
 
 
-def test_the_decision_cache_is_bounded(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_decision_cache_is_bounded(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     from dspex_jobs.router import router as router_module
 
     monkeypatch.setattr(router_module, "DECISION_CACHE_SIZE", 2)
@@ -142,7 +140,12 @@ def test_requirements_of_walks_every_type_in_a_signature() -> None:
         "q: str, photos: list[dspy.Image], mode: Literal['a', 'b'] -> n: int | None"
     )
     assert requirements_of(sig) == {
-        "type:str", "type:list", "type:dspy.Image", "type:Literal", "type:int", "type:None",
+        "type:str",
+        "type:list",
+        "type:dspy.Image",
+        "type:Literal",
+        "type:int",
+        "type:None",
     }
 
 

@@ -61,15 +61,26 @@ class Clock:
 
 def _jobs(count: int, failed: int, duration_s: float = 0.1) -> None:
     for i in range(count):
-        telemetry.emit(JOB_STOP, {"duration_s": duration_s},
-                       {"status": "failed" if i < failed else "succeeded", "kind": "predict",
-                        "queue": "general"})
+        telemetry.emit(
+            JOB_STOP,
+            {"duration_s": duration_s},
+            {
+                "status": "failed" if i < failed else "succeeded",
+                "kind": "predict",
+                "queue": "general",
+            },
+        )
 
 
 def test_error_rate_rule_posts_an_alert(receiver: Receiver) -> None:
     clock = Clock()
-    settings = Settings.from_env(environ={}, alert_webhook_url=receiver.url, alert_window_s=60,
-                                 alert_error_rate=0.5, alert_min_jobs=10)
+    settings = Settings.from_env(
+        environ={},
+        alert_webhook_url=receiver.url,
+        alert_window_s=60,
+        alert_error_rate=0.5,
+        alert_min_jobs=10,
+    )
     windows, webhook = install_alerts(settings, clock)
     assert webhook is not None
     # Given a window where 6 of 10 jobs failed, then one where 1 of 10 did
@@ -87,11 +98,15 @@ def test_error_rate_rule_posts_an_alert(receiver: Receiver) -> None:
 
 def test_latency_spike_against_the_rolling_baseline(receiver: Receiver) -> None:
     clock = Clock()
-    settings = Settings.from_env(environ={}, alert_webhook_url=receiver.url, alert_window_s=10,
-                                 alert_min_jobs=5, anomaly_factor=3.0)
+    settings = Settings.from_env(
+        environ={},
+        alert_webhook_url=receiver.url,
+        alert_window_s=10,
+        alert_min_jobs=5,
+        anomaly_factor=3.0,
+    )
     seen: list[dict[str, Any]] = []
-    telemetry.attach("test-anomalies", ANOMALY_DETECTED, lambda n, m, d: seen.append(
-        {**m, **d}))
+    telemetry.attach("test-anomalies", ANOMALY_DETECTED, lambda n, m, d: seen.append({**m, **d}))
     try:
         windows, webhook = install_alerts(settings, clock)
         assert webhook is not None
@@ -108,12 +123,14 @@ def test_latency_spike_against_the_rolling_baseline(receiver: Receiver) -> None:
     assert [s["signal"] for s in seen] == ["latency_p50_s"]
     assert seen[0]["ratio"] == pytest.approx(10.0)
     assert [b["signal"] for b in receiver.bodies if b["event"] == ANOMALY_DETECTED] == [
-        "latency_p50_s"]
+        "latency_p50_s"
+    ]
 
 
 def test_a_dead_webhook_never_raises_into_the_emitter(caplog: pytest.LogCaptureFixture) -> None:
-    settings = Settings.from_env(environ={}, alert_webhook_url="http://127.0.0.1:9/none",
-                                 alert_min_jobs=1, alert_window_s=1)
+    settings = Settings.from_env(
+        environ={}, alert_webhook_url="http://127.0.0.1:9/none", alert_min_jobs=1, alert_window_s=1
+    )
     windows, webhook = install_alerts(settings)
     try:
         with caplog.at_level("WARNING", logger="dspex_jobs.telemetry.alerts"):

@@ -12,8 +12,11 @@ DOCS = Path(__file__).resolve().parents[3] / "docs" / "observability.md"
 
 
 def test_every_constant_is_catalogued() -> None:
-    constants = {getattr(catalogue, name) for name in catalogue.__all__
-                 if name.isupper() and name != "CATALOGUE"}
+    constants = {
+        getattr(catalogue, name)
+        for name in catalogue.__all__
+        if name.isupper() and name != "CATALOGUE"
+    }
     assert constants == set(catalogue.CATALOGUE)
     for name, spec in catalogue.CATALOGUE.items():
         assert name.startswith("dspex.") and spec.name == name

@@ -43,8 +43,13 @@ def _rules() -> list[dict[str, Any]]:
 def test_alert_rules_are_complete_and_use_known_metrics() -> None:
     rules = _rules()
     names = {rule["alert"] for rule in rules}
-    assert {"DspexJobErrorRateHigh", "DspexQueueBacklogGrowing", "DspexNoLiveWorkers",
-            "DspexCircuitBreakerOpen", "DspexNightlyOptimizationFailed"} <= names
+    assert {
+        "DspexJobErrorRateHigh",
+        "DspexQueueBacklogGrowing",
+        "DspexNoLiveWorkers",
+        "DspexCircuitBreakerOpen",
+        "DspexNightlyOptimizationFailed",
+    } <= names
     for rule in rules:
         assert rule["labels"]["severity"] in {"page", "warn"}
         assert rule["annotations"]["summary"]
@@ -55,12 +60,21 @@ def test_scrape_config_loads_the_rules() -> None:
     config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
     assert any(path.endswith("alerts.yml") for path in config["rule_files"])
     assert {job["job_name"] for job in config["scrape_configs"]} == {
-        "dspex-workers", "dspex-exporter"}
+        "dspex-workers",
+        "dspex-exporter",
+    }
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus "
-                    "package) is not installed; the structural tests above still run")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool (Debian's prometheus "
+    "package) is not installed; the structural tests above still run",
+)
 def test_promtool_accepts_the_rules() -> None:
-    result = subprocess.run(["promtool", "check", "rules", str(OPS / "prometheus" / "alerts.yml")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["promtool", "check", "rules", str(OPS / "prometheus" / "alerts.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

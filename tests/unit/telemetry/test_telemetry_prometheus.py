@@ -32,8 +32,11 @@ def test_job_events_move_job_metrics(registry: CollectorRegistry) -> None:
     # When a job is submitted, started, and ends failed
     telemetry.emit(ev.JOB_SUBMIT, {"size_bytes": 10.0}, JOB)
     telemetry.emit(ev.JOB_START, {"queue_wait_s": 0.2}, {**JOB, "attempt": 1, "worker": "w"})
-    telemetry.emit(ev.JOB_STOP, {"duration_s": 1.5, "queue_wait_s": 0.2},
-                   {**JOB, "status": "failed", "error_code": "lm_timeout", "model": None})
+    telemetry.emit(
+        ev.JOB_STOP,
+        {"duration_s": 1.5, "queue_wait_s": 0.2},
+        {**JOB, "status": "failed", "error_code": "lm_timeout", "model": None},
+    )
     telemetry.emit(ev.JOB_FAIL, {"duration_s": 1.5}, {**JOB, "error_code": "lm_timeout"})
     telemetry.emit(ev.JOB_RETRY, {"delay_s": 1.0}, {**JOB, "error_code": "lm_timeout"})
     # Expect counters by kind/queue/status and the histograms
@@ -49,16 +52,20 @@ def test_job_events_move_job_metrics(registry: CollectorRegistry) -> None:
 
 
 def test_lm_cache_breaker_session_events(registry: CollectorRegistry) -> None:
-    telemetry.emit(ev.LM_CALL, {"duration_s": 0.3, "prompt_tokens": 12.0,
-                                "completion_tokens": 5.0, "total_tokens": 17.0},
-                   {**JOB, "model": "m", "endpoint": "m@x", "ok": True, "error_code": None})
+    telemetry.emit(
+        ev.LM_CALL,
+        {"duration_s": 0.3, "prompt_tokens": 12.0, "completion_tokens": 5.0, "total_tokens": 17.0},
+        {**JOB, "model": "m", "endpoint": "m@x", "ok": True, "error_code": None},
+    )
     telemetry.emit(ev.CACHE_HIT, {}, {"cache": "module"})
     telemetry.emit(ev.CACHE_MISS, {}, {"cache": "module"})
-    telemetry.emit(ev.BREAKER_STATE, {}, {"endpoint": "m@x", "state": "open",
-                                          "previous": "closed"})
+    telemetry.emit(ev.BREAKER_STATE, {}, {"endpoint": "m@x", "state": "open", "previous": "closed"})
     telemetry.emit(ev.SESSION_REBIND, {}, {"session_id": "s", "worker": "b", "previous": "a"})
-    telemetry.emit(ev.ROUTER_ROUTE, {"duration_s": 0.0},
-                   {"operation": "op", "implementation": "native", "fell_back": False})
+    telemetry.emit(
+        ev.ROUTER_ROUTE,
+        {"duration_s": 0.0},
+        {"operation": "op", "implementation": "native", "fell_back": False},
+    )
     assert _value(registry, "dspex_lm_tokens_total", model="m", type="prompt") == 12
     assert _value(registry, "dspex_lm_tokens_total", model="m", type="completion") == 5
     assert _value(registry, "dspex_lm_calls_total", model="m", outcome="ok") == 1
@@ -66,8 +73,16 @@ def test_lm_cache_breaker_session_events(registry: CollectorRegistry) -> None:
     assert _value(registry, "dspex_cache_lookups_total", cache="module", result="hit") == 1
     assert _value(registry, "dspex_breaker_transitions_total", endpoint="m@x", state="open") == 1
     assert _value(registry, "dspex_session_binds_total", outcome="rebind") == 1
-    assert _value(registry, "dspex_router_decisions_total", operation="op",
-                  implementation="native", fell_back="false") == 1
+    assert (
+        _value(
+            registry,
+            "dspex_router_decisions_total",
+            operation="op",
+            implementation="native",
+            fell_back="false",
+        )
+        == 1
+    )
 
 
 def test_every_event_metric_is_registered() -> None:
@@ -79,7 +94,8 @@ def test_every_event_metric_is_registered() -> None:
 
 
 def test_a_malformed_event_is_skipped_and_metrics_keep_working(
-    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture,
+    registry: CollectorRegistry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Given an event missing the labels the handler needs
     with caplog.at_level("WARNING", logger="dspex_jobs.telemetry.prometheus"):

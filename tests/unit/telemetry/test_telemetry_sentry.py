@@ -35,14 +35,22 @@ class CaptureTransport(Transport):
         self.envelopes.append(envelope)
 
     def events(self) -> list[dict[str, Any]]:
-        return [item.payload.json for envelope in self.envelopes for item in envelope.items
-                if item.type == "event"]
+        return [
+            item.payload.json
+            for envelope in self.envelopes
+            for item in envelope.items
+            if item.type == "event"
+        ]
 
 
 @pytest.fixture
 def transport() -> Iterator[CaptureTransport]:
-    settings = Settings.from_env(environ={}, sentry_dsn="http://public@127.0.0.1:9/1",
-                                 lm_api_key=API_KEY, sentry_scrub_fields=("patient_id",))
+    settings = Settings.from_env(
+        environ={},
+        sentry_dsn="http://public@127.0.0.1:9/1",
+        lm_api_key=API_KEY,
+        sentry_scrub_fields=("patient_id",),
+    )
     capture = CaptureTransport()
     assert init_sentry(settings, transport=capture)
     yield capture
@@ -64,8 +72,10 @@ def test_failed_job_is_captured_with_tags_and_without_secrets(
         sentry_sdk.set_extra("inputs", {"patient_id": PATIENT, "q": "fine"})
         sentry_sdk.set_extra("headers", {"Authorization": f"Bearer {API_KEY}"})
         try:
-            raise LMTimeout(f"timed out calling https://user:hunter2@lm.example/v1 "
-                            f"with key {API_KEY}", job_id=job.id)
+            raise LMTimeout(
+                f"timed out calling https://user:hunter2@lm.example/v1 with key {API_KEY}",
+                job_id=job.id,
+            )
         except LMTimeout as error:
             job_events.finished(job, "w1", 1, job.created_at, "failed", error, None)
     sentry_sdk.flush()
@@ -85,8 +95,21 @@ def test_failed_job_is_captured_with_tags_and_without_secrets(
 
 def test_scrubber_keeps_what_is_not_secret() -> None:
     scrub = Scrubber(fields=("ssn",), secrets=("s3cr3t-value",))
-    out = scrub.scrub({"api_key": "k", "ssn": "1", "tokens": 12, "model": "m",
-                       "msg": "Bearer abc.def and s3cr3t-value", "url": "redis://:pw@h:6379/0"})
-    assert out == {"api_key": FILTERED, "ssn": FILTERED, "tokens": 12, "model": "m",
-                   "msg": f"Bearer {FILTERED} and {FILTERED}",
-                   "url": f"redis://:{FILTERED}@h:6379/0"}
+    out = scrub.scrub(
+        {
+            "api_key": "k",
+            "ssn": "1",
+            "tokens": 12,
+            "model": "m",
+            "msg": "Bearer abc.def and s3cr3t-value",
+            "url": "redis://:pw@h:6379/0",
+        }
+    )
+    assert out == {
+        "api_key": FILTERED,
+        "ssn": FILTERED,
+        "tokens": 12,
+        "model": "m",
+        "msg": f"Bearer {FILTERED} and {FILTERED}",
+        "url": f"redis://:{FILTERED}@h:6379/0",
+    }

@@ -36,8 +36,10 @@ TEMPLATE_PAYLOADS: list[tuple[str, str]] = [
     ("{{ question.format }}", "cannot read 'format'"),
     ("{{ '{0.__class__}'.format(question) }}", "cannot read 'format'"),
     ("{{ question.upper() }}", "cannot read 'upper'"),
-    ("{% for c in ().__class__.__base__.__subclasses__() %}{{ c }}{% endfor %}",
-     "cannot read '__class__'"),
+    (
+        "{% for c in ().__class__.__base__.__subclasses__() %}{{ c }}{% endfor %}",
+        "cannot read '__class__'",
+    ),
     ("{{ cycler.__init__.__globals__.os.popen('id').read() }}", "unknown variable 'cycler'"),
     ("{{ joiner.__init__.__globals__ }}", "unknown variable 'joiner'"),
     ("{{ namespace.__init__.__globals__ }}", "unknown variable 'namespace'"),
@@ -59,19 +61,27 @@ TEMPLATE_PAYLOADS: list[tuple[str, str]] = [
     ("{% macro boom() %}{{ boom() }}{% endmacro %}{{ boom() }}", "macros are not allowed"),
     ("{% call range(3) %}x{% endcall %}", "call blocks are not allowed"),
     ("{% for x in items recursive %}{{ loop(items) }}{% endfor %}", "recursive loops"),
-    ("{% set s %}{% for i in range(9999) %}{{ big }}{% endfor %}{% endset %}{{ s }}",
-     "{% set name %}...{% endset %} blocks are not allowed"),
-    ("{% filter upper %}{% for i in range(9999) %}{{ big }}{% endfor %}{% endfilter %}",
-     "{% filter %} blocks are not allowed"),
+    (
+        "{% set s %}{% for i in range(9999) %}{{ big }}{% endfor %}{% endset %}{{ s }}",
+        "{% set name %}...{% endset %} blocks are not allowed",
+    ),
+    (
+        "{% filter upper %}{% for i in range(9999) %}{{ big }}{% endfor %}{% endfilter %}",
+        "{% filter %} blocks are not allowed",
+    ),
     ("{% for i in range(100000000) %}x{% endfor %}", "range() of more than 10000"),
-    ("{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}",
-     "loops ran more than 100000 iterations"),
+    (
+        "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}",
+        "loops ran more than 100000 iterations",
+    ),
     ("{% for i in range(9999) %}{{ big }}{% endfor %}", "the rendered text would be"),
     ("{{ 'A' * 1000000000 }}", "the result of * would be 1000000000"),
     ("{{ items * 100000000 }}", "the result of * would be"),
     ("{{ 9 ** 999999 }}", "would be over 4096 bits"),
-    ("{{ (10 ** 1000) * (10 ** 1000) * (10 ** 1000) * (10 ** 1000) * (10 ** 1000) }}",
-     "over 4096 bits"),
+    (
+        "{{ (10 ** 1000) * (10 ** 1000) * (10 ** 1000) * (10 ** 1000) * (10 ** 1000) }}",
+        "over 4096 bits",
+    ),
     ("{{ '%999999999d' % 1 }}", "a % format width of 999999999"),
     ("{{ '%*d' % (999999999, 1) }}", "'*' widths"),
     ("{{ '%0999999999d'|format(1) }}", "a % format width"),
@@ -89,8 +99,11 @@ TEMPLATE_PAYLOADS: list[tuple[str, str]] = [
     ("{{ items|tojson(indent=100000) }}", "tojson indent must be at most 16"),
     ("{{ big|wordwrap(1, wrapstring=big) }}", "the wrapped text would be"),
     ("{{ [items, items]|sum(start=[]) }}", "sum() takes numbers only"),
-    ("{% for a in [big ~ big] %}{% for b in [a ~ a] %}{% for c in [b ~ b] %}{{ c }}"
-     "{% endfor %}{% endfor %}{% endfor %}", "the result of ~ would be"),
+    (
+        "{% for a in [big ~ big] %}{% for b in [a ~ a] %}{% for c in [b ~ b] %}{{ c }}"
+        "{% endfor %}{% endfor %}{% endfor %}",
+        "the result of ~ would be",
+    ),
     ("{% set a = big + big %}{% set b = a + a %}{{ b }}", "the result of + would be"),
 ]
 

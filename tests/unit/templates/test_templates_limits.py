@@ -33,28 +33,46 @@ def render(source: str, max_chars: int = 1000, **values: object) -> str:
 @pytest.mark.parametrize(
     ("source", "ok"),
     [
-        ("{{ 'ab' * 500 }}", True), ("{{ 'ab' * 501 }}", False),
-        ("{{ 3 * 'ab' }}", True), ("{{ [1] * 1001 }}", False),
-        ("{{ 2 ** 4000 > 0 }}", True), ("{{ 2 ** 4097 }}", False), ("{{ (-2) ** 5000 }}", False),
-        ("{{ 1 ** 100000 }}", True), ("{{ 2 ** -3 }}", True),
-        ("{{ (2 ** 3000) * (2 ** 1000) > 0 }}", True), ("{{ (2 ** 3000) * (2 ** 2000) }}", False),
-        ("{{ 'a' * 400 + 'b' * 400 }}", True), ("{{ 'a' * 600 + 'b' * 600 }}", False),
-        ("{{ 'a' * 600 ~ 'b' * 600 }}", False), ("{{ '%5d' % 3 }}", True),
-        ("{{ '%1001d' % 3 }}", False), ("{{ '%.2f' % 3 }}", True), ("{{ 7 % 2 }}", True),
-        ("{{ range(10000) | length }}", True), ("{{ range(10001) | length }}", False),
+        ("{{ 'ab' * 500 }}", True),
+        ("{{ 'ab' * 501 }}", False),
+        ("{{ 3 * 'ab' }}", True),
+        ("{{ [1] * 1001 }}", False),
+        ("{{ 2 ** 4000 > 0 }}", True),
+        ("{{ 2 ** 4097 }}", False),
+        ("{{ (-2) ** 5000 }}", False),
+        ("{{ 1 ** 100000 }}", True),
+        ("{{ 2 ** -3 }}", True),
+        ("{{ (2 ** 3000) * (2 ** 1000) > 0 }}", True),
+        ("{{ (2 ** 3000) * (2 ** 2000) }}", False),
+        ("{{ 'a' * 400 + 'b' * 400 }}", True),
+        ("{{ 'a' * 600 + 'b' * 600 }}", False),
+        ("{{ 'a' * 600 ~ 'b' * 600 }}", False),
+        ("{{ '%5d' % 3 }}", True),
+        ("{{ '%1001d' % 3 }}", False),
+        ("{{ '%.2f' % 3 }}", True),
+        ("{{ 7 % 2 }}", True),
+        ("{{ range(10000) | length }}", True),
+        ("{{ range(10001) | length }}", False),
         ("{{ range(10 ** 30) | length }}", False),
-        ("{{ 'x' | center(1000) | length }}", True), ("{{ 'x' | center(1001) }}", False),
-        ("{{ 'x' | indent('  ') }}", True), ("{{ 'a\nb' | indent(999) }}", False),
-        ("{{ range(5) | join(', ') }}", True), ("{{ range(500) | join('xxx') }}", False),
-        ("{{ 'abc' | replace('b', 'xx') }}", True), ("{{ 'abc' | replace('', 'x' * 300) }}", False),
+        ("{{ 'x' | center(1000) | length }}", True),
+        ("{{ 'x' | center(1001) }}", False),
+        ("{{ 'x' | indent('  ') }}", True),
+        ("{{ 'a\nb' | indent(999) }}", False),
+        ("{{ range(5) | join(', ') }}", True),
+        ("{{ range(500) | join('xxx') }}", False),
+        ("{{ 'abc' | replace('b', 'xx') }}", True),
+        ("{{ 'abc' | replace('', 'x' * 300) }}", False),
         ("{{ 'abc' | replace('', 'x' * 300, 1) }}", True),
-        ("{{ [1, 2] | sum(start=0.5) }}", True), ("{{ [[1]] | sum(start=[]) }}", False),
+        ("{{ [1, 2] | sum(start=0.5) }}", True),
+        ("{{ [[1]] | sum(start=[]) }}", False),
         ("{{ {'a': 1} | tojson(indent='  ') }}", True),
         ("{{ {'a': 1} | tojson(indent=17) }}", False),
         ("{{ 'x y' | wordwrap(1, wrapstring='--') }}", True),
         ("{{ ('x' * 100) | wordwrap(1, wrapstring='-' * 20) }}", False),
-        ("{{ [1, 2, 3] | batch(2) | list }}", True), ("{{ [1] | batch(0) | list }}", False),
-        ("{{ [1, 2, 3] | slice(2) | list }}", True), ("{{ [1] | slice(10001) | list }}", False),
+        ("{{ [1, 2, 3] | batch(2) | list }}", True),
+        ("{{ [1] | batch(0) | list }}", False),
+        ("{{ [1, 2, 3] | slice(2) | list }}", True),
+        ("{{ [1] | slice(10001) | list }}", False),
         ("{{ (range(3) | map('string')) | slice(2) | list }}", True),
         ("{{ range(3) | map('string') | join('-') }}", True),
         ("{{ ('x' * 999) | list | length }}", True),
@@ -94,9 +112,9 @@ def test_budget_helpers() -> None:
     assert budget.check_size("abc") == "abc" and budget.check_size(12345) == 12345
     with pytest.raises(TemplateRenderError, match="over the limit of 3"):
         budget.check_size([1, 2, 3, 4], "a list")
-    assert check_int(2 ** MAX_INT_BITS - 1) == 2 ** MAX_INT_BITS - 1
+    assert check_int(2**MAX_INT_BITS - 1) == 2**MAX_INT_BITS - 1
     with pytest.raises(TemplateRenderError, match="bits"):
-        check_int(2 ** MAX_INT_BITS)
+        check_int(2**MAX_INT_BITS)
     check_width("x" * MAX_WIDTH, "w")
     with pytest.raises(TemplateRenderError, match="over the limit"):
         check_width(MAX_WIDTH + 1, "w")
@@ -126,9 +144,13 @@ def test_sandbox_attribute_rules() -> None:
     ("source", "line", "message", "expected"),
     [
         ("ab {{ x $ }}", 1, "unexpected char '$' at 8", Position(1, 9)),
-        ("{% for a in b %}{% for c in d %}{% endfor %}", 1,
-         "Unexpected end of template. Jinja was looking for the following tags: 'endfor'. "
-         "The innermost block that needs to be closed is 'for'.", Position(1, 1)),
+        (
+            "{% for a in b %}{% for c in d %}{% endfor %}",
+            1,
+            "Unexpected end of template. Jinja was looking for the following tags: 'endfor'. "
+            "The innermost block that needs to be closed is 'for'.",
+            Position(1, 1),
+        ),
         ("x", None, "something odd", Position(1, 1)),
         ("{{ a }}\n\nx", 3, "something odd", Position(3, 1)),
         ("{{ a }}", 1, "Unexpected end of template.", Position(1, 1)),

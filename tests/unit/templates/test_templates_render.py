@@ -33,37 +33,78 @@ def render(source: str, **values: Any) -> str:
     ("source", "values", "expected"),
     [
         ("Answer in {{ language }}.", {"language": "French"}, "Answer in French."),
-        ("{% for p in passages %}[{{ loop.index }}] {{ p }}\n{% endfor %}Q: {{ q }}",
-         {"passages": ["a", "b"], "q": "why"}, "[1] a\n[2] b\nQ: why"),
-        ("{% if style %}Style: {{ style | upper }}{% else %}plain{% endif %}", {"style": "terse"},
-         "Style: TERSE"),
-        ("{{ doc.title }} by {{ doc['author'] }}", {"doc": {"title": "T", "author": "A"}},
-         "T by A"),
+        (
+            "{% for p in passages %}[{{ loop.index }}] {{ p }}\n{% endfor %}Q: {{ q }}",
+            {"passages": ["a", "b"], "q": "why"},
+            "[1] a\n[2] b\nQ: why",
+        ),
+        (
+            "{% if style %}Style: {{ style | upper }}{% else %}plain{% endif %}",
+            {"style": "terse"},
+            "Style: TERSE",
+        ),
+        (
+            "{{ doc.title }} by {{ doc['author'] }}",
+            {"doc": {"title": "T", "author": "A"}},
+            "T by A",
+        ),
         ("{{ items | join(', ') }} ({{ items | length }})", {"items": ["x", "y"]}, "x, y (2)"),
-        ("{{ score | round(2) }} {{ '%.1f' | format(score) }} {{ score * 2 }}", {"score": 0.456},
-         "0.46 0.5 0.912"),
-        ("{{ name ~ '!' }} {{ 'ab' * 2 }} {{ 2 ** 10 }} {{ 7 % 3 }} {{ '%s-%s' % (1, 2) }}",
-         {"name": "Ada"}, "Ada! abab 1024 1 1-2"),
-        ("{{ text | truncate(5, leeway=0) }}|{{ text | wordcount }}|{{ text | replace('a', 'o') }}",
-         {"text": "a banana split"}, "a...|3|o bonono split"),
-        ("{% for row in rows | batch(2, '-') %}{{ row | join }};{% endfor %}",
-         {"rows": ["a", "b", "c"]}, "ab;c-;"),
-        ("{{ rows | slice(2) | list | length }} {{ rows | sum }} {{ rows | max }}",
-         {"rows": [1, 2, 3]}, "2 6 3"),
+        (
+            "{{ score | round(2) }} {{ '%.1f' | format(score) }} {{ score * 2 }}",
+            {"score": 0.456},
+            "0.46 0.5 0.912",
+        ),
+        (
+            "{{ name ~ '!' }} {{ 'ab' * 2 }} {{ 2 ** 10 }} {{ 7 % 3 }} {{ '%s-%s' % (1, 2) }}",
+            {"name": "Ada"},
+            "Ada! abab 1024 1 1-2",
+        ),
+        (
+            "{{ text | truncate(5, leeway=0) }}|{{ text | wordcount }}|"
+            "{{ text | replace('a', 'o') }}",
+            {"text": "a banana split"},
+            "a...|3|o bonono split",
+        ),
+        (
+            "{% for row in rows | batch(2, '-') %}{{ row | join }};{% endfor %}",
+            {"rows": ["a", "b", "c"]},
+            "ab;c-;",
+        ),
+        (
+            "{{ rows | slice(2) | list | length }} {{ rows | sum }} {{ rows | max }}",
+            {"rows": [1, 2, 3]},
+            "2 6 3",
+        ),
         ("{{ data | tojson(indent=2) }}", {"data": {"a": [1]}}, '{\n  "a": [\n    1\n  ]\n}'),
-        ("{{ 'x' | center(5) }}|{{ 'a\nb' | indent(2) }}|{{ 'aaa bbb' | wordwrap(3) }}", {},
-         "  x  |a\n  b|aaa\nbbb"),
-        ("{% for k, v in d | dictsort %}{{ k }}={{ v }} {% endfor %}", {"d": {"b": 2, "a": 1}},
-         "a=1 b=2 "),
-        ("{% for g in people | groupby('team') %}{{ g.grouper }}:{{ g.list | length }} "
-         "{% endfor %}", {"people": [{"team": "x"}, {"team": "x"}, {"team": "y"}]}, "x:2 y:1 "),
-        ("{{ people | map(attribute='name') | join(',') }}|"
-         "{{ people | selectattr('age', 'gt', 30) | map(attribute='name') | first }}",
-         {"people": [{"name": "a", "age": 20}, {"name": "b", "age": 40}]}, "a,b|b"),
+        (
+            "{{ 'x' | center(5) }}|{{ 'a\nb' | indent(2) }}|{{ 'aaa bbb' | wordwrap(3) }}",
+            {},
+            "  x  |a\n  b|aaa\nbbb",
+        ),
+        (
+            "{% for k, v in d | dictsort %}{{ k }}={{ v }} {% endfor %}",
+            {"d": {"b": 2, "a": 1}},
+            "a=1 b=2 ",
+        ),
+        (
+            "{% for g in people | groupby('team') %}{{ g.grouper }}:{{ g.list | length }} "
+            "{% endfor %}",
+            {"people": [{"team": "x"}, {"team": "x"}, {"team": "y"}]},
+            "x:2 y:1 ",
+        ),
+        (
+            "{{ people | map(attribute='name') | join(',') }}|"
+            "{{ people | selectattr('age', 'gt', 30) | map(attribute='name') | first }}",
+            {"people": [{"name": "a", "age": 20}, {"name": "b", "age": 40}]},
+            "a,b|b",
+        ),
         ("{% for i in range(3) %}{{ loop.cycle('x', 'y') }}{{ i }}{% endfor %}", {}, "x0y1x2"),
         ("{% set greeting = 'Hi ' ~ name %}{{ greeting }}", {"name": "Bo"}, "Hi Bo"),
-        ("{{ items[0] }}{{ items[-1] }}{{ items[1:] | join }}{{ word[0] }}",
-         {"items": ["a", "b", "c"], "word": "zed"}, "acbcz"),
+        (
+            "{{ items[0] }}{{ items[-1] }}{{ items[1:] | join }}{{ word[0] }}",
+            {"items": ["a", "b", "c"], "word": "zed"},
+            "acbcz",
+        ),
         ("{{ missing | default('none') }} {{ maybe is defined }}", {}, "none False"),
         ("{% with x = 1 %}{{ x }}{% endwith %}{% block b %}B{% endblock %}", {}, "1B"),
         ("line\n{% if true %}\n  kept\n{% endif %}\nend", {}, "line\n  kept\nend"),
@@ -131,8 +172,14 @@ def test_values_are_converted_to_plain_data() -> None:
     values = {
         "person": Person(name="Ada", born=datetime.date(1815, 12, 10)),
         "point": Point(1.0, 2.5),
-        "color": Color.RED, "level": Level.HIGH, "tags": {"b", "a", "c"}, "pair": ("x", 1),
-        "id": uuid.UUID(int=1), "mixed": {1, "a"}, "raw": b"bytes", "big": Ratio(2.5),
+        "color": Color.RED,
+        "level": Level.HIGH,
+        "tags": {"b", "a", "c"},
+        "pair": ("x", 1),
+        "id": uuid.UUID(int=1),
+        "mixed": {1, "a"},
+        "raw": b"bytes",
+        "big": Ratio(2.5),
     }
     rendered = Template.compile(
         "{{ person.name }} {{ person.born }} {{ point.y }} {{ color }} {{ level + 1 }} "
@@ -184,8 +231,12 @@ def test_templates_describe_themselves() -> None:
 
 def test_render_template_compiles_validates_and_renders() -> None:
     sig = Signature.parse("question, language -> answer")
-    assert render_template("In {{ language }}: {{ question }}",
-                           {"question": "Why?", "language": "French"}, sig) == "In French: Why?"
+    assert (
+        render_template(
+            "In {{ language }}: {{ question }}", {"question": "Why?", "language": "French"}, sig
+        )
+        == "In French: Why?"
+    )
     assert render_template("{{ today }}", {"today": "Monday"}, sig, extras=["today"]) == "Monday"
     with pytest.raises(TemplateError, match="unknown variable 'today'"):
         render_template("{{ today }}", {"today": "Monday"}, sig)
