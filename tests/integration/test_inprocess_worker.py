@@ -9,13 +9,14 @@ import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
-from conftest import make_settings, redis_db_url
+from conftest import LM_MODEL, make_settings, redis_db_url
 
 from dspex_jobs import Client, JobStatus, LMAuthError, LMUnavailable, SignatureValidationError
 from dspex_jobs.app import make_app
 from dspex_jobs.demo import DEMO_INPUTS, DEMO_SIGNATURE
 from dspex_jobs.embedded import EmbeddedRedis
 from dspex_jobs.keys import Keys
+from dspex_jobs.stack import LocalStack
 from dspex_jobs.store import ResultStore
 from dspex_jobs.worker import install_worker_hooks
 
@@ -127,49 +128,47 @@ def test_a_template_becomes_the_instructions_the_lm_sees(client: Client, lm_serv
         client.predict("question -> answer", template="{{ nope }}", question="q")
 
 
-# Tests below start workers of their own: stopping one stops the module's worker too
-# (Celery keeps shutdown flags in module state), so they come last.
+# Tests below run a worker of their own as a process (LocalStack): a second in-process
+# worker would share Celery's module state and Redis connections with the module's worker
+# and can take it down ("I/O operation on closed file").
 def test_wrong_api_key_fails_at_once_with_lm_auth_error(
     redis_server: EmbeddedRedis, lm_server: object
 ) -> None:
     # Given a worker with the wrong key for the LM, and retries allowed
-    settings = make_settings(
-        redis_db_url(redis_server, 4),
-        lm_server.url,  # type: ignore[attr-defined]
-        lm_api_key="wrong-key",
-        job_max_retries=3,
+    url = redis_db_url(redis_server, 4)
+    redis.Redis.from_url(url).flushdb()
+    stack = LocalStack(
+        redis_url=url,
+        lm=LM_MODEL,
+        lm_api_base=lm_server.url,  # type: ignore[attr-defined]
+        queues=["general"],
+        worker_args={"general": ["--concurrency", "1"]},
+        env={"DSPEX_LM_API_KEY": "wrong-key", "DSPEX_JOB_MAX_RETRIES": "3"},
     )
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    app = make_app(settings)
-    with (
-        start_worker(
-            app, pool="threads", concurrency=1, perform_ping_check=False, queues=["general"]
-        ),
-        Client(settings, app=app) as c,
-    ):
+    with stack, Client(stack.settings) as c:
         handle = c.predict("question -> answer", question="let me in?")
         # Expect a permanent, typed failure on the first attempt: auth errors are not retried
         with pytest.raises(LMAuthError) as info:
             handle.result(timeout=60)
         assert not info.value.retryable
-        stored = ResultStore(redis.Redis.from_url(settings.redis_url), Keys(), 60).get(handle.id)
+        stored = ResultStore(redis.Redis.from_url(url), Keys(), 60).get(handle.id)
         assert stored is not None and stored.attempt == 1
         assert "401" in info.value.message or info.value.details.get("status") == 401
 
 
 def test_lm_connection_refused_is_lm_unavailable(redis_server: EmbeddedRedis) -> None:
     # Given a worker whose LM endpoint refuses connections, and no job retries
-    settings = make_settings(
-        redis_db_url(redis_server, 3), "http://127.0.0.1:1/v1", job_max_retries=0
+    url = redis_db_url(redis_server, 3)
+    redis.Redis.from_url(url).flushdb()
+    stack = LocalStack(
+        redis_url=url,
+        lm=LM_MODEL,
+        lm_api_base="http://127.0.0.1:1/v1",
+        queues=["general"],
+        worker_args={"general": ["--concurrency", "1"]},
+        env={"DSPEX_JOB_MAX_RETRIES": "0"},
     )
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    app = make_app(settings)
-    with (
-        start_worker(
-            app, pool="threads", concurrency=1, perform_ping_check=False, queues=["general"]
-        ),
-        Client(settings, app=app) as c,
-    ):
+    with stack, Client(stack.settings) as c:
         handle = c.predict("question -> answer", question="hello?")
         # Expect the failure typed as a retryable LM error, and the job marked failed
         with pytest.raises(LMUnavailable) as info:
