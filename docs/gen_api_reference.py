@@ -207,7 +207,8 @@ def _members(cls: type) -> Iterator[tuple[str, str, str]]:
 
 
 def _stable_repr(value: Any) -> str:
-    """``repr`` with sets sorted, so the page does not change with hash randomization."""
+    """``repr`` with sets sorted and modules without their path, so the page is the same on
+    every checkout and under any hash randomization."""
     if isinstance(value, set | frozenset):
         items = ", ".join(sorted(_stable_repr(v) for v in value))
         return f"{{{items}}}" if isinstance(value, set) else f"frozenset({{{items}}})"
@@ -221,6 +222,8 @@ def _stable_repr(value: Any) -> str:
         )
     if isinstance(value, list):
         return "[" + ", ".join(_stable_repr(v) for v in value) + "]"
+    if inspect.ismodule(value):  # its repr holds the checkout's path
+        return f"<module {value.__name__!r}>"
     return repr(value)
 
 
