@@ -203,58 +203,39 @@ def redis_client(settings: Settings) -> redis.Redis:
     With Sentinel, the client asks the Sentinels for the current primary and asks again
     after a connection error, so it follows a failover by itself.
     """
-    target = redis_target(settings)
+    from redis.sentinel import Sentinel
+
+    client: redis.Redis = _build_client(redis_target(settings), redis.Redis, Sentinel)
+    return client
+
+
+def async_redis_client(settings: Settings) -> aioredis.Redis:
+    """The asyncio twin of :func:`redis_client` (close it with ``await client.aclose()``)."""
+    from redis.asyncio.sentinel import Sentinel
+
+    client: aioredis.Redis = _build_client(redis_target(settings), aioredis.Redis, Sentinel)
+    return client
+
+
+def _build_client(target: RedisTarget, redis_class: Any, sentinel_class: Any) -> Any:
+    """One construction for both flavours: ``redis_class`` over TCP, TLS, a Unix socket, or
+    the primary that ``sentinel_class`` finds."""
     kwargs = _client_kwargs(target)
     if target.sentinels:
-        from redis.sentinel import Sentinel
-
         ssl_kwargs = {"ssl": True, **target.ssl_options()} if target.tls else {}
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = sentinel_class(
             list(target.sentinels),
             sentinel_kwargs=target.sentinel_options(),
             **kwargs,
             **ssl_kwargs,
         )
         assert target.master is not None  # Settings refuses sentinel:// without it
-        primary: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-            target.master, redis_class=redis.Redis
-        )
-        return primary
+        return sentinel.master_for(target.master, redis_class=redis_class)
     if target.scheme == "unix":
         kwargs.pop("socket_keepalive", None)
         kwargs.pop("socket_connect_timeout", None)
-        return redis.Redis(unix_socket_path=target.path, **kwargs)
-    return redis.Redis(
-        host=target.host or "127.0.0.1",
-        port=target.port or 6379,
-        ssl=target.tls,
-        **target.ssl_options(),
-        **kwargs,
-    )
-
-
-def async_redis_client(settings: Settings) -> aioredis.Redis:
-    """The asyncio twin of :func:`redis_client` (close it with ``await client.aclose()``)."""
-    target = redis_target(settings)
-    kwargs = _client_kwargs(target)
-    if target.sentinels:
-        from redis.asyncio.sentinel import Sentinel
-
-        ssl_kwargs = {"ssl": True, **target.ssl_options()} if target.tls else {}
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(target.sentinels),
-            sentinel_kwargs=target.sentinel_options(),
-            **kwargs,
-            **ssl_kwargs,
-        )
-        assert target.master is not None
-        primary: aioredis.Redis = sentinel.master_for(target.master, redis_class=aioredis.Redis)
-        return primary
-    if target.scheme == "unix":
-        kwargs.pop("socket_keepalive", None)
-        kwargs.pop("socket_connect_timeout", None)
-        return aioredis.Redis(unix_socket_path=target.path, **kwargs)
-    return aioredis.Redis(
+        return redis_class(unix_socket_path=target.path, **kwargs)
+    return redis_class(
         host=target.host or "127.0.0.1",
         port=target.port or 6379,
         ssl=target.tls,
