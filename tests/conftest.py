@@ -80,7 +80,9 @@ def make_settings(redis_url: str, lm_url: str | None = None, **overrides: object
 
 
 @contextmanager
-def inprocess_worker(settings: Settings, *, concurrency: int = 2) -> Iterator[object]:
+def inprocess_worker(
+    settings: Settings, *, concurrency: int = 2, queues: tuple[str, ...] = ("general",)
+) -> Iterator[object]:
     """A real Celery worker (threads pool) in this process, on a flushed database.
 
     Yields the worker's Celery app; build a ``Client(app.dspex_settings, app=app)`` on it.
@@ -101,7 +103,7 @@ def inprocess_worker(settings: Settings, *, concurrency: int = 2) -> Iterator[ob
         pool="threads",
         concurrency=concurrency,
         perform_ping_check=False,
-        queues=["general"],
+        queues=list(queues),
         shutdown_timeout=30,
     ):
         yield app

@@ -11,14 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from click.testing import CliRunner
-from conftest import LM_API_KEY, make_settings, redis_db_url
+from conftest import LM_API_KEY, inprocess_worker, make_settings, redis_db_url
 
 from dspex_jobs import Client, JobCancelled, JobTimeout
-from dspex_jobs.app import make_app
 from dspex_jobs.cli import main
 from dspex_jobs.embedded import EmbeddedRedis
 from dspex_jobs.errors import PipelineDeadlineExceeded, PipelineStepFailed
@@ -38,7 +35,6 @@ from dspex_jobs.pipeline import (
 )
 from dspex_jobs.router import default_registry
 from dspex_jobs.telemetry import attach, detach
-from dspex_jobs.worker import install_worker_hooks
 
 pytestmark = [
     pytest.mark.integration,
@@ -143,19 +139,10 @@ def slow_lm() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def app(redis_server: EmbeddedRedis, slow_lm: Any) -> Iterator[Celery]:
-    url = redis_db_url(redis_server, 16)
-    redis.Redis.from_url(url).flushdb()
-    settings = make_settings(url, slow_lm.url, job_max_retries=0)
-    worker_app = make_app(settings)
-    install_worker_hooks(worker_app)
-    with start_worker(
-        worker_app,
-        pool="threads",
-        concurrency=CONCURRENCY,
-        perform_ping_check=False,
-        queues=["general", "neural"],
-        shutdown_timeout=30,
-    ):
+    settings = make_settings(redis_db_url(redis_server, 16), slow_lm.url, job_max_retries=0)
+    with inprocess_worker(
+        settings, concurrency=CONCURRENCY, queues=("general", "neural")
+    ) as worker_app:
         yield worker_app
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from conftest import make_settings, redis_db_url
+from conftest import inprocess_worker, make_settings, redis_db_url
 from webhook_receiver import Received, Receiver
 
 from dspex_jobs import Client, JobCancelled, ValidationError
@@ -71,11 +71,6 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def app(redis_server: EmbeddedRedis) -> Iterator[Celery]:
-    from celery.contrib.testing.worker import start_worker
-
-    from dspex_jobs.app import make_app
-    from dspex_jobs.worker import install_worker_hooks
-
     settings = make_settings(
         redis_db_url(redis_server, DB),
         NO_LM,
@@ -86,17 +81,7 @@ def app(redis_server: EmbeddedRedis) -> Iterator[Celery]:
         webhook_backoff_s=0.1,
         webhook_backoff_max_s=0.4,
     )
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    worker_app = make_app(settings)
-    install_worker_hooks(worker_app)
-    with start_worker(
-        worker_app,
-        pool="threads",
-        concurrency=4,
-        perform_ping_check=False,
-        queues=["general", "webhooks"],
-        shutdown_timeout=30,
-    ):
+    with inprocess_worker(settings, concurrency=4, queues=("general", "webhooks")) as worker_app:
         yield worker_app
     redis.Redis.from_url(settings.redis_url).flushdb()
 

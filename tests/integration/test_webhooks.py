@@ -18,7 +18,7 @@ import pytest
 import redis
 from celery import Celery
 from click.testing import CliRunner
-from conftest import make_settings, redis_db_url
+from conftest import inprocess_worker, make_settings, redis_db_url
 from webhook_receiver import Receiver
 
 from dspex_jobs import Client, ValidationError
@@ -41,11 +41,6 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def app(redis_server: EmbeddedRedis, lm_server: object) -> Iterator[Celery]:
-    from celery.contrib.testing.worker import start_worker
-
-    from dspex_jobs.app import make_app
-    from dspex_jobs.worker import install_worker_hooks
-
     settings = make_settings(
         redis_db_url(redis_server, DB),
         lm_server.url,  # type: ignore[attr-defined]
@@ -57,17 +52,7 @@ def app(redis_server: EmbeddedRedis, lm_server: object) -> Iterator[Celery]:
         webhook_backoff_max_s=0.4,
         webhook_host_concurrency=2,
     )
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    worker_app = make_app(settings)
-    install_worker_hooks(worker_app)
-    with start_worker(
-        worker_app,
-        pool="threads",
-        concurrency=6,
-        perform_ping_check=False,
-        queues=["general", "webhooks"],
-        shutdown_timeout=30,
-    ):
+    with inprocess_worker(settings, concurrency=6, queues=("general", "webhooks")) as worker_app:
         yield worker_app
     redis.Redis.from_url(settings.redis_url).flushdb()
 
