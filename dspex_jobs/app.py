@@ -122,8 +122,10 @@ def _config(settings: Settings) -> dict[str, Any]:
             # Named nightly optimizations (DSPEX_NIGHTLY_OPTIMIZATIONS; none when unset).
             **nightly_beat_entries(settings),
         },
-        # Flower and monitoring see every task.
+        # Flower and monitoring see every task; the worker publishes task events in
+        # batches (dspex_jobs.worker_consumer) instead of one PUBLISH per job.
         "worker_send_task_events": True,
+        "worker_consumer": "dspex_jobs.worker_consumer:BatchingConsumer",
         # No task-sent event: it is one more publish on every submit (the producer's hot
         # path) and Flower still sees each task from the moment a worker receives it.
         "task_send_sent_event": False,

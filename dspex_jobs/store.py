@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -23,6 +24,28 @@ __all__ = ["ResultStore"]
 _WAIT_SLICE_S = 0.5
 """Longest single BLPOP: another waiter may have taken the pushed copy, so look at the key."""
 
+# KEYS: result, done, state, lease, cancel, duplicate counter.
+# ARGV: the result, its TTL in seconds, then cancel values that are not a cancellation
+# (a session's interrupt/rollback, settled by the worker itself: dspex_jobs.multitask).
+# Returns -1 (cancelled: nothing written), 1 (stored), 0 (a duplicate: counted, not stored).
+_SAVE_UNLESS_CANCELLED = """
+local cancel = redis.call('GET', KEYS[5])
+if cancel then
+  local settled_elsewhere = false
+  for i = 3, #ARGV do
+    if cancel == ARGV[i] then settled_elsewhere = true end
+  end
+  if not settled_elsewhere then return -1 end
+end
+local first = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX')
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3], KEYS[4])
+if first then return 1 end
+redis.call('INCR', KEYS[6])
+return 0
+"""
+
 
 class ResultStore:
     """Reads and writes job state for one Redis and key prefix."""
@@ -31,6 +54,7 @@ class ResultStore:
         self.client = client
         self.keys = keys
         self.result_ttl_s = result_ttl_s
+        self._save_unless_cancelled = client.register_script(_SAVE_UNLESS_CANCELLED)
 
     def begin(
         self, job_id: str, worker: str, attempt: int, lease_token: str, lease_ttl_ms: int
@@ -89,6 +113,31 @@ class ResultStore:
         if not first:
             self.client.incr(self.keys.duplicate_results())
         return bool(first)
+
+    def save_unless_cancelled(
+        self, result: JobResult, not_cancellations: Iterable[str]
+    ) -> bool | None:
+        """:meth:`save`, unless someone asked the job to stop meanwhile: then ``None``, and
+        nothing is written (the caller stores the cancellation instead).
+
+        The worker's hot path: the cancel check and the write in one round trip (a script,
+        so no cancel can land between them). Cancel values in ``not_cancellations`` (a
+        session's interrupt or rollback, settled by the worker itself) do not count.
+        """
+        job_id = result.job_id
+        keys = self.keys
+        outcome = self._save_unless_cancelled(
+            keys=[
+                keys.result(job_id),
+                keys.done(job_id),
+                keys.state(job_id),
+                keys.lease(job_id),
+                keys.cancel(job_id),
+                keys.duplicate_results(),
+            ],
+            args=[result.model_dump_json(), self.result_ttl_s, *not_cancellations],
+        )
+        return None if int(outcome) < 0 else bool(outcome)
 
     def get(self, job_id: str) -> JobResult | None:
         """The finished job, or ``None`` while it is not finished (or unknown)."""

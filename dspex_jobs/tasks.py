@@ -34,6 +34,7 @@ from dspex_jobs.errors import (
     PayloadError,
 )
 from dspex_jobs.jobs import Job, JobKind
+from dspex_jobs.multitask import STOP_MODES
 from dspex_jobs.protocol import check_out, is_claim
 from dspex_jobs.resilience.guard import RateLimitWait
 from dspex_jobs.results import JobErrorInfo, JobResult, JobStatus, Timings
@@ -200,7 +201,9 @@ def _run_leased(task: Task[Any, Any], ctx: Any, job: Job, run: _Run) -> dict[str
         failure = JobFailed(f"{type(exc).__name__}: {exc}", job_id=job.id)
         run.fail(failure)
         raise failure from exc
-    if ctx.cancel_requested(job.id):
+    if not run.finish(
+        outputs=outcome.outputs, usage=outcome.usage, model=outcome.model, unless_cancelled=True
+    ):
         run.finish(
             error=JobCancelled(
                 f"job {job.id} was cancelled while it ran; its outputs were discarded",
@@ -208,7 +211,6 @@ def _run_leased(task: Task[Any, Any], ctx: Any, job: Job, run: _Run) -> dict[str
             )
         )
         return None
-    run.finish(outputs=outcome.outputs, usage=outcome.usage, model=outcome.model)
     return {
         "job_id": job.id,
         "status": "succeeded",
@@ -259,9 +261,21 @@ class _Run:
         usage: dict[str, dict[str, Any]] | None = None,
         model: str | None = None,
         error: DSPexError | None = None,
-    ) -> None:
-        """Store the result (and end the job's stream) so the producer wakes."""
+        unless_cancelled: bool = False,
+    ) -> bool:
+        """Store the result (and end the job's stream) so the producer wakes.
+
+        With ``unless_cancelled``, first make sure nobody cancelled the job while it ran:
+        if someone did, store nothing and return ``False`` (the caller stores the
+        cancellation). The check rides in the same round trip as the write, except for jobs
+        that record something before their result (a stream's end, a webhook), which look
+        first.
+        """
         job = self.job
+        if unless_cancelled and (job.stream or self.ctx.has_webhook(job)):
+            if self.ctx.cancel_requested(job.id):
+                return False
+            unless_cancelled = False
         if error is not None:
             logger.warning("job %s failed: [%s] %s", job.id, error.code, error.message)
         if job.stream:
@@ -291,7 +305,10 @@ class _Run:
         webhook = _after_finish(
             "record the webhook of", job, schedule_job_webhook, self.task.app, job, result
         )
-        self.ctx.store.save(result)
+        if not unless_cancelled:
+            self.ctx.store.save(result)
+        elif self.ctx.store.save_unless_cancelled(result, STOP_MODES) is None:
+            return False  # nothing was recorded before (no stream, no webhook)
         # Both also sit in the delayed set (dspex_jobs.webhooks.store, .multitask), so a
         # failure here delays them; it must never fail a job whose result is stored.
         _after_finish("send the webhook of", job, send_scheduled, self.task.app, webhook)
@@ -299,6 +316,7 @@ class _Run:
         job_events.finished(
             job, self.worker, self.attempt, self.started_at, status.value, error, model
         )
+        return True
 
     def release_session(self) -> None:
         """Hand the job's session to its next waiting job (dspex_jobs.multitask)."""

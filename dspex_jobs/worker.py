@@ -218,6 +218,10 @@ class WorkerContext:
             )
         return None
 
+    def has_webhook(self, job: Job) -> bool:
+        """Whether the job's end is announced by a webhook (its own, or the default one)."""
+        return bool(job.webhook or self.settings.webhook_url)
+
     def cancel_requested(self, job_id: str) -> bool:
         """Whether the job was cancelled while it ran.
 
