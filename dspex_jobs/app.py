@@ -29,7 +29,6 @@ from kombu import Queue
 from dspex_jobs.connections import celery_redis_config
 from dspex_jobs.jobs import JobKind
 from dspex_jobs.kombu_redis import install as install_kombu_redis
-from dspex_jobs.optimize.schedule import beat_entries as nightly_beat_entries
 from dspex_jobs.protocol import EncodeOptions, install_message_guard, register_serializer
 from dspex_jobs.settings import QUEUES, Settings
 
@@ -79,6 +78,10 @@ def settings_of(app: Celery) -> Settings:
 
 
 def _config(settings: Settings) -> dict[str, Any]:
+    # Here, not at the top: importing the optimizer package is not part of importing the
+    # producer's Client (bench/imports.py).
+    from dspex_jobs.optimize.schedule import beat_entries as nightly_beat_entries
+
     serializer = register_serializer(
         EncodeOptions.from_settings(settings),
         max_decompressed_bytes=settings.max_decompressed_bytes,

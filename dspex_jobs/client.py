@@ -38,13 +38,9 @@ from dspex_jobs.errors import (
     UnknownJobKind,
     ValidationError,
 )
-from dspex_jobs.health import queue_depth
 from dspex_jobs.jobs import Job, JobKind, LMOptions
 from dspex_jobs.keys import Keys
 from dspex_jobs.multitask import Multitask, SessionGate, check_multitask
-from dspex_jobs.neural.api import DEFAULT_TIMEOUT_S, VectorIndex, embed_texts
-from dspex_jobs.neural.limits import check_neural_job
-from dspex_jobs.neural.vectors import Embeddings
 from dspex_jobs.protocol import EncodeOptions, check_in, encode_frame, is_dspex_serializer
 from dspex_jobs.results import JobResult, JobStatus
 from dspex_jobs.sessions import Affinity, Session, SessionState, SessionStore
@@ -54,10 +50,15 @@ from dspex_jobs.store import ResultStore
 from dspex_jobs.streams import StreamChunk, StreamEnd, astream_events, stream_events
 from dspex_jobs.telemetry import jobs as job_events
 from dspex_jobs.telemetry.summary import task_summary
-from dspex_jobs.webhooks.urls import check_webhook_url
 
+# Imported where used, not here: the neural package (embed, index), the webhooks package
+# (its __init__ pulls in delivery) and health are not needed to construct a Client or submit
+# most jobs, and a producer's start-up time is what this module's imports cost
+# (tests/unit/test_import_light.py, bench/imports.py).
 if TYPE_CHECKING:
     from dspex_jobs.batch import BatchReport
+    from dspex_jobs.neural.api import VectorIndex
+    from dspex_jobs.neural.vectors import Embeddings
     from dspex_jobs.optimize.handle import OptimizeHandle
     from dspex_jobs.pipeline import Pipeline, PipelineHandle
     from dspex_jobs.programs.registry import ProgramRegistry
@@ -252,6 +253,8 @@ class Client:
             raise ValidationError("multitask applies to session jobs only", field="multitask")
         webhook = webhook or self.settings.webhook_url
         if webhook is not None:
+            from dspex_jobs.webhooks.urls import check_webhook_url
+
             check_webhook_url(webhook, self.settings.webhook_allowed_hosts)
         options = _lm_options(lm)
         route: Queue | str | None = queue
@@ -447,7 +450,7 @@ class Client:
         texts: Sequence[str],
         *,
         normalize: bool = False,
-        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        timeout_s: float | None = 120.0,  # neural.api.DEFAULT_TIMEOUT_S, not imported here
     ) -> Embeddings:
         """Embed ``texts`` on a neural worker and wait: float32 vectors, one per text.
 
@@ -455,6 +458,8 @@ class Client:
         ``submit("embed", inputs={"texts": [...]})``; decode with ``Embeddings.from_outputs``.
         See :func:`dspex_jobs.neural.api.embed_texts` for the arguments and errors.
         """
+        from dspex_jobs.neural.api import embed_texts
+
         return embed_texts(self, texts, normalize=normalize, timeout_s=timeout_s)
 
     def index(self, name: str) -> VectorIndex:
@@ -463,6 +468,8 @@ class Client:
         Raises:
             NeuralInputError: ``name`` is not a valid index name.
         """
+        from dspex_jobs.neural.api import VectorIndex
+
         return VectorIndex(self, name, self._redis)
 
     def job(self, job_id: str) -> JobHandle:
@@ -611,6 +618,8 @@ class Client:
                 )
             return state, None  # gone: the next worker rebinds and carries on from Redis
         direct = worker_direct(worker)
+        from dspex_jobs.health import queue_depth
+
         if state.affinity == "hint" and queue_depth(self._redis, direct.name) > 0:
             return state, None  # busy: any worker will do
         return state, direct
@@ -652,6 +661,8 @@ class Client:
 
             values = check_program_job(self, job_kind, signature, options.get("program"), values)
         elif job_kind.queue == "neural":  # texts, not a signature: dspex_jobs.neural.limits
+            from dspex_jobs.neural.limits import check_neural_job
+
             values = check_neural_job(job_kind, signature, values, self.settings)
         elif signature or values:
             raise ValidationError(
