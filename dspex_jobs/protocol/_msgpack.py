@@ -15,6 +15,8 @@ code  type         data
 7     Decimal      its text
 8     columns      a table column by column: a MessagePack array ``[keys, column, ...]``
                    (:mod:`._table`); read back as the list of row dicts it was
+9     text column  inside a columns part only: a column of ``str`` as one UTF-8 text, the
+                   values separated by NUL (:func:`._table.joined_text`)
 ====  ===========  =======================================================================
 
 numpy scalars travel as the Python scalar they hold; tuples come back as lists (as with
@@ -50,7 +52,13 @@ import msgpack
 from dspex_jobs.errors import DSPexError, PayloadDecodeError, ProtocolVersionError
 from dspex_jobs.protocol._arrays import is_ndarray, is_numpy_scalar, pack_ndarray, unpack_ndarray
 from dspex_jobs.protocol._frame import DecodeBudget, Encoded
-from dspex_jobs.protocol._table import Columns, decoded_cost, rows_from_columns
+from dspex_jobs.protocol._table import (
+    Columns,
+    decoded_cost,
+    joined_text,
+    rows_from_columns,
+    split_text,
+)
 
 __all__ = [
     "EXT_ARROW",
@@ -60,6 +68,7 @@ __all__ = [
     "EXT_DECIMAL",
     "EXT_FRAME",
     "EXT_NDARRAY",
+    "EXT_TEXT_COLUMN",
     "EXT_UUID",
     "pack",
     "unpack",
@@ -73,6 +82,7 @@ EXT_FRAME = 5
 EXT_UUID = 6
 EXT_DECIMAL = 7
 EXT_COLUMNS = 8
+EXT_TEXT_COLUMN = 9
 
 _NATIVE = frozenset((bool, int, float, str, bytes, type(None)))
 NestedDecoder = Callable[[bytes, DecodeBudget], Any]
@@ -95,7 +105,9 @@ class _Packer:
         if kind is tuple:  # strict_types: exact tuples come here (Celery bodies)
             return list(value)
         if kind is Columns:
-            return msgpack.ExtType(EXT_COLUMNS, self.pack([value.keys, *value.columns]))
+            return msgpack.ExtType(
+                EXT_COLUMNS, self.pack([value.keys, *map(_column, value.columns)])
+            )
         if isinstance(value, Encoded):
             self.embedded_bytes += len(value.data)
             return msgpack.ExtType(EXT_FRAME, value.data)
@@ -131,6 +143,12 @@ class _Packer:
                 self.arrow_parts += 1
                 return msgpack.ExtType(EXT_ARROW, data)
         return msgpack.ExtType(EXT_NDARRAY, pack_ndarray(array))
+
+
+def _column(column: list[Any]) -> Any:
+    """A table column as it is written: one NUL-joined text if every value is a ``str``."""
+    text = joined_text(column)
+    return column if text is None else msgpack.ExtType(EXT_TEXT_COLUMN, text)
 
 
 def _plain(value: Any) -> Any:
@@ -187,7 +205,9 @@ def unpack(body: bytes | memoryview, budget: DecodeBudget, nested: NestedDecoder
 
     def ext_hook(code: int, data: bytes) -> Any:
         if code == EXT_COLUMNS:
-            return _rows(_unpackb(data, ext_hook), budget)
+            return _rows(_unpackb(data, column_hook), budget)
+        if code == EXT_TEXT_COLUMN:
+            raise PayloadDecodeError("a text column outside a table")
         if code == EXT_ARROW:
             from dspex_jobs.protocol._arrow import from_ipc
 
@@ -196,19 +216,10 @@ def unpack(body: bytes | memoryview, budget: DecodeBudget, nested: NestedDecoder
             return unpack_ndarray(data)
         if code == EXT_FRAME:
             return nested(data, budget)
-        if code == EXT_DATETIME:
-            return dt.datetime.fromisoformat(data.decode("ascii"))
-        if code == EXT_DATE:
-            return dt.date.fromisoformat(data.decode("ascii"))
-        if code == EXT_UUID:
-            return UUID(bytes=data)
-        if code == EXT_DECIMAL:
-            return Decimal(data.decode("ascii"))
-        raise ProtocolVersionError(
-            f"MessagePack extension type {code} is unknown to this dspex-jobs; upgrade it on "
-            "the workers",
-            ext_type=code,
-        )
+        return _scalar(code, data)
+
+    def column_hook(code: int, data: bytes) -> Any:
+        return split_text(data) if code == EXT_TEXT_COLUMN else ext_hook(code, data)
 
     try:
         return _unpackb(body, ext_hook)
@@ -216,6 +227,23 @@ def unpack(body: bytes | memoryview, budget: DecodeBudget, nested: NestedDecoder
         raise
     except Exception as exc:  # every malformed body lands here: truncated, bad UTF-8, ...
         raise PayloadDecodeError(f"corrupt MessagePack body: {type(exc).__name__}: {exc}") from None
+
+
+def _scalar(code: int, data: bytes) -> Any:
+    """The value of a self-contained extension type (a datetime, a UUID...)."""
+    if code == EXT_DATETIME:
+        return dt.datetime.fromisoformat(data.decode("ascii"))
+    if code == EXT_DATE:
+        return dt.date.fromisoformat(data.decode("ascii"))
+    if code == EXT_UUID:
+        return UUID(bytes=data)
+    if code == EXT_DECIMAL:
+        return Decimal(data.decode("ascii"))
+    raise ProtocolVersionError(
+        f"MessagePack extension type {code} is unknown to this dspex-jobs; upgrade it on "
+        "the workers",
+        ext_type=code,
+    )
 
 
 def _unpackb(data: bytes | memoryview, ext_hook: Callable[[int, bytes], Any]) -> Any:

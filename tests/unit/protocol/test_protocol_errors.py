@@ -30,7 +30,13 @@ from dspex_jobs.protocol import (
     encode,
     register_serializer,
 )
-from dspex_jobs.protocol._msgpack import EXT_ARROW, EXT_COLUMNS, EXT_FRAME, EXT_NDARRAY
+from dspex_jobs.protocol._msgpack import (
+    EXT_ARROW,
+    EXT_COLUMNS,
+    EXT_FRAME,
+    EXT_NDARRAY,
+    EXT_TEXT_COLUMN,
+)
 
 HEADER = struct.Struct(">2sBBBBI")
 
@@ -151,6 +157,21 @@ def test_malformed_columns_parts_are_refused(table: Any, named: str) -> None:
     ]
 
 
+def test_text_columns_are_read_only_inside_a_table_and_must_be_utf8() -> None:
+    text = msgpack.ExtType(EXT_TEXT_COLUMN, b"x\x00y")
+    assert decode(columns_part([["a", "b"], [1, 2], text])) == [
+        1,
+        [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}],
+    ]
+    with pytest.raises(PayloadDecodeError, match="a text column outside a table"):
+        decode(frame(msgpack.packb([1, text])))
+    with pytest.raises(PayloadDecodeError, match=r"corrupt MessagePack.*UnicodeDecodeError"):
+        decode(columns_part([["a"], msgpack.ExtType(EXT_TEXT_COLUMN, b"\xff\x00x")]))
+    # three values where the other column has two
+    with pytest.raises(PayloadDecodeError, match="needs that many lists of one length"):
+        decode(columns_part([["a", "b"], [1, 2], msgpack.ExtType(EXT_TEXT_COLUMN, b"x\x00y\x00z")]))
+
+
 def test_a_table_that_would_inflate_into_rows_is_charged_before_it_is_built() -> None:
     # 200,000 one-byte values: 200 KB on the wire, 200,000 dicts once read
     bomb = columns_part([["a"], [0] * 200_000])
@@ -158,6 +179,10 @@ def test_a_table_that_would_inflate_into_rows_is_charged_before_it_is_built() ->
     with pytest.raises(DecompressedTooLarge, match="over the decompression limit"):
         decode(bomb, max_decompressed_bytes=2_000_000)
     assert len(decode(bomb, max_decompressed_bytes=10_000_000)[1]) == 200_000
+    # the same as one text column: 200,000 separators, 200,001 empty strings
+    text_bomb = columns_part([["a"], msgpack.ExtType(EXT_TEXT_COLUMN, b"\x00" * 200_000)])
+    with pytest.raises(DecompressedTooLarge, match="over the decompression limit"):
+        decode(text_bomb, max_decompressed_bytes=2_000_000)
 
 
 # -- truncated, corrupt, not ours -------------------------------------------------------------

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from dspex_jobs.errors import PayloadError
 from dspex_jobs.protocol import (
     Codec,
     Compression,
@@ -25,7 +26,7 @@ from dspex_jobs.protocol import (
     encode_frame,
     inspect_frame,
 )
-from dspex_jobs.protocol._msgpack import EXT_ARROW, EXT_COLUMNS
+from dspex_jobs.protocol._msgpack import EXT_ARROW, EXT_COLUMNS, EXT_TEXT_COLUMN
 
 CODECS = ("json", "msgpack", "arrow", "auto")
 COMPRESSIONS = ("none", "zstd", "zlib")
@@ -257,6 +258,54 @@ def test_tables_travel_by_columns_or_as_arrow_and_come_back_as_rows(
     assert same(decode(data), {"rows": rows})
     all_none = any(all(r[k] is None for r in rows) for k in rows[0])
     assert (EXT_ARROW in ext_codes(data)) is not all_none
+
+
+def column_forms(data: bytes) -> list[str]:
+    """How each column of the (uncompressed) frame's one columns part is written: ``text``
+    (one NUL-joined text, extension type 9) or ``values``."""
+    import msgpack
+
+    parts: list[bytes] = []
+    msgpack.unpackb(data[10:], ext_hook=lambda code, part: parts.append(part), strict_map_key=False)
+    (part,) = parts
+    table = msgpack.unpackb(part, ext_hook=msgpack.ExtType, strict_map_key=False)
+    return [
+        "text" if isinstance(c, msgpack.ExtType) and c.code == EXT_TEXT_COLUMN else "values"
+        for c in table[1:]
+    ]
+
+
+def test_str_columns_travel_as_one_text_and_come_back_exactly() -> None:
+    import enum
+
+    class Label(enum.StrEnum):
+        GOOD = "good"
+
+    n = 100
+    rows = [
+        {
+            "text": ["", "a b", "é😀\n", "x" * 300][i % 4],
+            "nul": "a\x00b" if i == 57 else "plain",  # a value holding the separator
+            "label": Label.GOOD,  # a str subclass: back as a plain str, as MessagePack sends it
+            "maybe": None if i % 3 else "s",  # str among None: value by value
+            "n": i,
+        }
+        for i in range(n)
+    ]
+    frame = encode_frame({"rows": rows}, EncodeOptions(compression="none"))
+    assert column_forms(frame.data) == ["text", "values", "text", "values", "values"]
+    back = decode(frame.data)["rows"]
+    plain = [{**row, "label": "good"} for row in rows]
+    assert same(back, plain) and type(back[0]["label"]) is str
+    for options in (EncodeOptions(), EncodeOptions(compress_threshold_bytes=0)):
+        assert same(decode(encode({"rows": rows}, options))["rows"], plain)
+    # a one-row table, and a column of empty strings, still have their values
+    for table in ([{"a": ""}], [{"a": ""}] * 70, [{"a": "x"}]):
+        data = encode(table, EncodeOptions(arrow_min_rows=1, compression="none"))
+        assert column_forms(data) == ["text"] and same(decode(data), table)
+    # a value that is not UTF-8 (a lone surrogate) is refused as it is outside a table
+    with pytest.raises(PayloadError, match="surrogates not allowed"):
+        encode({"rows": [{"a": "ok"}] * 70 + [{"a": "\ud800"}]})
 
 
 def test_numpy_arrays_keep_dtype_shape_and_are_writable() -> None:
