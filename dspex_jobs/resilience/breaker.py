@@ -63,8 +63,9 @@ def _key_part(endpoint: str) -> str:
     return hashlib.sha1(endpoint.encode(), usedforsecurity=False).hexdigest()[:16]  # a key name
 
 
-# KEYS[1] breaker hash; ARGV: now, open_s
+# KEYS[1] breaker hash; ARGV: now, open_s, the endpoint's readable name (kept for listing)
 _ALLOW = """
+redis.call('HSETNX', KEYS[1], 'endpoint', ARGV[3])
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 local now = tonumber(ARGV[1])
 if state == 'closed' then return {'closed', '1', '0'} end
@@ -136,10 +137,10 @@ class CircuitBreaker:
         return self.keys.breaker(_key_part(endpoint))
 
     def allow(self, endpoint: str) -> Decision:
-        """Whether a call to ``endpoint`` may go ahead now."""
-        self._name(endpoint)
+        """Whether a call to ``endpoint`` may go ahead now (one round trip: every LM call
+        asks)."""
         state, allowed, retry_in, *changed = self._allow(
-            keys=[self.key(endpoint)], args=[time.time(), self.config.open_s]
+            keys=[self.key(endpoint)], args=[time.time(), self.config.open_s, endpoint]
         )
         state = BreakerState(_text(state))
         if changed:
@@ -158,7 +159,12 @@ class CircuitBreaker:
         return _transition(endpoint, state)
 
     def record_success(self, endpoint: str) -> BreakerState:
-        """A call succeeded: a half-open breaker closes."""
+        """A probe succeeded: the half-open breaker closes.
+
+        Only a probe's success is news (:meth:`LMGuard.succeeded
+        <dspex_jobs.resilience.guard.LMGuard.succeeded>` calls this for probes alone): a
+        call allowed by a closed breaker changes nothing, and saves a round trip.
+        """
         return _transition(endpoint, self._success(keys=[self.key(endpoint)]))
 
     def states(self) -> list[dict[str, Any]]:
@@ -179,10 +185,6 @@ class CircuitBreaker:
     def reset(self, endpoint: str) -> None:
         """Close a breaker by hand."""
         self.client.delete(self.key(endpoint))
-
-    def _name(self, endpoint: str) -> None:
-        # The readable endpoint name, for listing; HSETNX keeps it a single cheap write.
-        self.client.hsetnx(self.key(endpoint), "endpoint", endpoint)
 
 
 def _transition(endpoint: str, reply: Any) -> BreakerState:

@@ -25,10 +25,16 @@ class LMGuard:
         self.breaker = breaker
         self.limiter = limiter
 
-    def before(self, endpoint: str) -> None:
-        """Raise :class:`CircuitOpen` or :class:`RateLimitWait` if the call must not go now."""
+    def before(self, endpoint: str) -> bool:
+        """Raise :class:`CircuitOpen` or :class:`RateLimitWait` if the call must not go now.
+
+        Returns whether the call is the breaker's half-open probe: pass it on to
+        :meth:`succeeded`.
+        """
+        probe = False
         if self.breaker is not None:
             decision = self.breaker.allow(endpoint)
+            probe = decision.probe
             if not decision.allowed:
                 raise CircuitOpen(
                     f"the circuit breaker of {endpoint} is {decision.state.value}: failing "
@@ -40,6 +46,7 @@ class LMGuard:
             wait_s = self.limiter.acquire(endpoint)
             if wait_s > 0:
                 raise RateLimitWait(endpoint, wait_s)
+        return probe
 
     def failed(self, endpoint: str, error: DSPexError) -> BreakerState | None:
         """Count a failure that says the endpoint is unwell; the breaker's new state."""
@@ -49,9 +56,9 @@ class LMGuard:
             return None
         return self.breaker.record_failure(endpoint)
 
-    def succeeded(self, endpoint: str, tokens: int) -> None:
-        """A call went through: close a half-open breaker, charge the tokens used."""
-        if self.breaker is not None:
+    def succeeded(self, endpoint: str, tokens: int, *, probe: bool) -> None:
+        """A call went through: a probe closes its half-open breaker; charge the tokens."""
+        if self.breaker is not None and probe:
             self.breaker.record_success(endpoint)
         if self.limiter is not None:
             self.limiter.charge_tokens(endpoint, tokens)

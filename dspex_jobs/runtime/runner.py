@@ -119,7 +119,7 @@ class Runtime:
             endpoint = endpoint_id(lm.model, lm.kwargs.get("api_base"))
             started = time.perf_counter()
             try:
-                self.guard.before(endpoint)
+                probe = self.guard.before(endpoint)
                 with self._dspy.context(lm=lm, track_usage=True, disable_history=True):
                     if on_chunk is None:
                         prediction = module(**inputs)
@@ -152,7 +152,7 @@ class Runtime:
                     candidates[position + 1].model,
                 )
                 continue
-            outcome = self._outcome(prediction, lm.model, endpoint)
+            outcome = self._outcome(prediction, lm.model, endpoint, probe)
             lm_events.lm_call(
                 job,
                 lm.model,
@@ -173,13 +173,14 @@ class Runtime:
         primary = options.model_copy(update={"fallbacks": None})
         return [primary] + [primary.model_copy(update={"model": m}) for m in fallbacks]
 
-    def _outcome(self, prediction: Any, model: str, endpoint: str) -> RunOutcome:
+    def _outcome(self, prediction: Any, model: str, endpoint: str, probe: bool) -> RunOutcome:
         from pydantic_core import to_jsonable_python
 
         outputs = to_jsonable_python(prediction.toDict(), fallback=str)
         usage = to_jsonable_python(prediction.get_lm_usage() or {}, fallback=str)
         usage = {str(m): dict(u) for m, u in usage.items()}
-        self.guard.succeeded(endpoint, sum(int(u.get("total_tokens") or 0) for u in usage.values()))
+        tokens = sum(int(u.get("total_tokens") or 0) for u in usage.values())
+        self.guard.succeeded(endpoint, tokens, probe=probe)
         return RunOutcome(dict(outputs), usage, model)
 
     def _with_session(

@@ -75,6 +75,23 @@ def test_guard_counts_only_failures_that_say_the_endpoint_is_unwell(client: redi
     assert info.value.retryable and info.value.retry_after_s
 
 
+def test_only_the_probes_success_closes_the_breaker(client: redis.Redis) -> None:
+    ep = "openai/probe@http://127.0.0.1:9/v1"  # a breaker no other test touched
+    breaker = CircuitBreaker(client, Keys(), BreakerConfig(failure_threshold=1, open_s=0.3))
+    guard = LMGuard(breaker, None)
+    # Given a call allowed by a closed breaker (not a probe), and the breaker opening meanwhile
+    assert guard.before(ep) is False
+    assert guard.failed(ep, LMUnavailable("503")) is BreakerState.OPEN
+    time.sleep(0.4)
+    assert guard.before(ep) is True  # a second call is the half-open probe
+    # When the first call's success comes back, expect the breaker still half-open
+    guard.succeeded(ep, 10, probe=False)
+    assert [b["state"] for b in breaker.states() if b["endpoint"] == ep] == ["half_open"]
+    # and the probe's success closes it
+    guard.succeeded(ep, 10, probe=True)
+    assert [b["state"] for b in breaker.states() if b["endpoint"] == ep] == ["closed"]
+
+
 def test_shared_rate_limit_grants_the_quota_then_says_how_long_to_wait(
     client: redis.Redis, redis_url: str
 ) -> None:
