@@ -62,6 +62,8 @@ def test_chunks_arrive_before_the_job_finishes_and_add_up_to_the_outputs(client:
             first_chunk_s = time.monotonic() - started
         events.append(event)
     total_s = time.monotonic() - started
+    first = first_chunk_s or 0.0
+    print(f"\nstream: first chunk after {first:.3f} s of {total_s:.3f} s, {len(events)} events")
     # Expect several chunks, the first well before the end, and their text = the final value
     chunks = [e for e in events if isinstance(e, StreamChunk)]
     end = events[-1]
