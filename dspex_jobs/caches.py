@@ -25,6 +25,7 @@ _LRU_FUNCTIONS = (
 """(report name, module, ``functools.lru_cache``-wrapped function)."""
 
 _MAPPINGS = (
+    ("signature.types", "dspex_jobs.signature.quick", "_types", "TYPE_CACHE_SIZE"),
     ("pipeline.modules", "dspex_jobs.pipeline.dspy_modules", "_modules", "MODULE_CACHE_SIZE"),
     ("pipeline.plans", "dspex_jobs.pipeline.state", "_plans", "PLAN_CACHE_SIZE"),
 )

@@ -18,8 +18,9 @@ repeated names (DSPy keeps one), ``x: None`` (DSPy reads it as ``str``), parenth
 unregistered or imported types. ``docs/signatures.md`` lists every difference.
 
 The parser works on tokens only; positions are recovered from :func:`tokenizer.offsets` when
-there is an error to report, which keeps the accepting path fast. Common signatures do not
-reach it at all: :func:`quick.quick_parse` handles them first.
+there is an error to report, which keeps the accepting path fast. Valid signatures rarely reach
+it as a whole: the quick path (:mod:`.quick`) cuts them into fields with string methods first,
+and asks :func:`parse_type` only for the type texts it has not seen before.
 """
 
 from __future__ import annotations
@@ -46,11 +47,10 @@ from dspex_jobs.signature.nodes import (
     ValueArg,
     make_union,
 )
-from dspex_jobs.signature.quick import quick_parse
-from dspex_jobs.signature.tokenizer import EscapeError, decode_string, offsets, quick_tokens, scan
+from dspex_jobs.signature.tokenizer import EscapeError, decode_string, offsets, scan
 from dspex_jobs.signature.types import BUILTIN_TYPES, TypeSpec, known_names, lookup
 
-__all__ = ["MAX_TYPE_DEPTH", "parse_fields"]
+__all__ = ["MAX_TYPE_DEPTH", "parse_fields", "parse_type"]
 
 MAX_TYPE_DEPTH: Final = 32
 """How deeply type arguments may nest (``list[list[...]]``); deeper is refused, not recursed."""
@@ -80,18 +80,32 @@ def parse_fields(
     Raises:
         SignatureError: For anything that is not a valid signature, with the offset of the fault.
     """
-    tokens = quick_tokens(text)
-    if tokens is None:
-        tokens = scan(text)
-        tokens.append("")  # end of text
-    else:
-        tokens.append("")
-        if text.isascii():  # non-ASCII names need normalising: the full parser does that
-            found = quick_parse(tokens)
-            if found is not None:
-                return found
+    tokens = scan(text)
+    tokens.append("")  # end of text
     parser = _Parser(text, tokens, extra)
     return parser.fields(True), parser.fields(False)
+
+
+def parse_type(text: str) -> TypeExpr:
+    """The type ``text`` names, as a field's type: spaces around it, and nothing else.
+
+    This is how the quick path reads the type text after a field's colon: the same parser on a
+    piece of the signature, resolving built-in and registered types (never per-call ones).
+
+    Raises:
+        SignatureError: If ``text`` is not one type and nothing more (a description after it, for
+            instance) or is just ``None``. Its position is within ``text``: the quick path only
+            uses it to give up, and the whole signature is parsed again for the real error.
+    """
+    tokens = scan(text)
+    tokens.append("")
+    parser = _Parser(text, tokens, None)
+    node = parser.type_expr(0)
+    if tokens[parser.i]:
+        parser.fail(f"expected the end of the type, found {_describe(tokens[parser.i])}")
+    if type(node) is not GenericType and _only_none(node):
+        parser.fail("a field's type cannot be just None", 0)
+    return node
 
 
 def _describe(token: str) -> str:

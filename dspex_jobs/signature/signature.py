@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import Any, Final, Literal, final
 
 from dspex_jobs.signature import types as _types
 from dspex_jobs.signature.nodes import Field
 from dspex_jobs.signature.parser import parse_fields
-
-if TYPE_CHECKING:
-    from dspex_jobs.signature.types import TypeSpec
+from dspex_jobs.signature.quick import clear_type_cache, quick_parse
 
 __all__ = ["PARSE_CACHE_SIZE", "Signature", "clear_caches"]
 
@@ -168,11 +166,13 @@ def _parse_uncached(
         raise TypeError(f"signature text must be a str, not {type(text).__name__}")
     if instructions is not None and not isinstance(instructions, str):
         raise TypeError(f"instructions must be a str or None, not {type(instructions).__name__}")
-    extra: dict[str, TypeSpec] | None = None
-    if types:
-        extra = {name: _types.custom_spec(name, target) for name, target in types.items()}
-    inputs, outputs = parse_fields(text, extra)
-    return Signature(inputs, outputs, instructions)
+    if not types:
+        found = quick_parse(text)
+        if found is not None:
+            return Signature(found[0], found[1], instructions)
+        return Signature(*parse_fields(text), instructions)
+    extra = {name: _types.custom_spec(name, target) for name, target in types.items()}
+    return Signature(*parse_fields(text, extra), instructions)
 
 
 @functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
@@ -202,6 +202,7 @@ def clear_caches() -> None:
 def _clear_parse_caches() -> None:
     _parse_cached.cache_clear()
     _parse_cached_with_types.cache_clear()
+    clear_type_cache()
 
 
 _types.on_change(_clear_parse_caches)

@@ -1,19 +1,13 @@
-"""Split signature text into tokens: quickly when it can, precisely when it must.
+"""Split signature text into tokens, with one compiled pattern.
 
-Parsing a signature has to cost a few microseconds, and in CPython a Python-level loop over
-characters, or a regular expression with a dozen alternatives, costs that much on its own. So
-there are two tokenizers, which yield the same tokens for every text both accept:
-
-* :func:`quick_tokens` pads the delimiters (``->``, ``,``, ``:``, ``[``, ``]``, ``|``, ``.``) with
-  spaces and lets :meth:`str.split` cut the rest: a handful of C-level passes. It declines
-  (returns ``None``) for text holding quotes or ``...``, which need real scanning.
-* :func:`scan` runs one compiled pattern over the text once. :func:`offsets` runs it again to find
-  where each token starts, which only an error message needs, so the common path never tracks
-  positions.
+:func:`scan` runs one compiled pattern over the text once. :func:`offsets` runs it again to find
+where each token starts, which only an error message needs, so the accepting path never tracks
+positions. Most signatures are not tokenized whole at all: the quick path (:mod:`.quick`) cuts
+them with string methods and tokenizes only each distinct type text, once (the parser caches it).
 
 A token is a delimiter, a quoted string, or a *word*: a run of any other non-space characters.
-Words are classified (identifier, integer, junk) by the parser, so both tokenizers agree on them
-by construction. Whitespace is what :meth:`str.isspace` says, in both.
+Words are classified (identifier, integer, junk) by the parser. Whitespace is what
+:meth:`str.isspace` says, as for :meth:`str.strip`, which the quick path uses.
 """
 
 from __future__ import annotations
@@ -21,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["EscapeError", "decode_string", "offsets", "quick_tokens", "scan"]
+__all__ = ["EscapeError", "decode_string", "offsets", "scan"]
 
 _TOKEN: Final = re.compile(
     r"""\s*(
@@ -46,24 +40,6 @@ _SIMPLE_ESCAPES: Final = {
     "\\": "\\", "'": "'", '"': '"', "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
     "t": "\t", "v": "\v",
 }  # fmt: skip
-
-
-def quick_tokens(text: str) -> list[str] | None:
-    """Tokens of ``text`` from padding and splitting, or ``None`` if it needs :func:`scan`."""
-    if "'" in text or '"' in text:
-        return None
-    text = text.replace("->", " -> ").replace(",", " , ").replace(":", " : ")
-    if "[" in text:
-        text = text.replace("[", " [ ")
-    if "]" in text:
-        text = text.replace("]", " ] ")
-    if "|" in text:
-        text = text.replace("|", " | ")
-    if "." in text:
-        if "..." in text:
-            return None
-        text = text.replace(".", " . ")
-    return text.split()
 
 
 def scan(text: str) -> list[str]:

@@ -7,6 +7,7 @@ import pytest
 from dspex_jobs.signature import Field, Signature, SignatureError, TypeExpr
 from dspex_jobs.signature.nodes import ELLIPSIS, NamedType, ValueArg
 from dspex_jobs.signature.parser import MAX_TYPE_DEPTH, parse_fields
+from dspex_jobs.signature.quick import TYPE_CACHE_SIZE, _types, clear_type_cache, quick_parse
 from dspex_jobs.signature.signature import _parse_uncached
 from dspex_jobs.signature.types import BUILTIN_TYPES
 
@@ -204,7 +205,7 @@ def test_errors_say_where_and_why(text: str, position: int, reason: str) -> None
 
 
 def test_errors_from_the_quick_path_carry_positions() -> None:
-    # "a, b" goes through the quick tokenizer; its offsets must still be exact.
+    # The quick path gives up on these; the reference parser's positions must still be exact.
     assert fault("question, context").position == len("question, context")
     assert fault("question:   strr -> a").position == len("question:   ")
 
@@ -213,3 +214,66 @@ def test_parse_fields_returns_tuples() -> None:
     inputs, outputs = parse_fields("a, b: int -> c")
     assert isinstance(inputs, tuple)
     assert [f.name for f in inputs + outputs] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        SEED,
+        "question -> answer",
+        "image: dspy.Image, history: dspy.History | None -> tags: dict[str, list[int]]",
+        "review: str -> sentiment: Literal['positive', 'negative', 'neutral'], score: float",
+        "a, b, -> c,",
+        "->",
+        " -> a",
+        "a: Optional[list[Dict[str, int]]] -> b: tuple[int, ...], c: Literal['x, y', 1]",
+        "model_name: str, type -> match",
+    ],
+)
+def test_quick_path_takes_common_signatures(text: str) -> None:
+    # Given a signature the quick path handles, expect exactly the reference parser's fields.
+    found = quick_parse(text)
+    assert found is not None
+    assert found == parse_fields(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "q: str 'the question' -> a",  # a description
+        "café -> a",  # non-ASCII: names are normalised
+        "a: dict[str, -> b",  # a bracket never closed
+        "a: Literal['x->y'] -> b",  # an arrow inside a string (the reference accepts it)
+        "a, , b -> c",
+        "a -> b -> c",
+        "a: None -> b",
+        "a: -> b",
+        "a b -> c",
+        "a: strr -> b",
+        "class -> b",
+        "_a -> b",
+        "model_dump_x -> b",
+        "a, a -> b",
+        "a -> a",
+        "a, b",
+    ],
+)
+def test_quick_path_leaves_the_rest_to_the_reference_parser(text: str) -> None:
+    assert quick_parse(text) is None
+    assert quick_parse(text) is None  # again, from the cached verdict on its type text
+
+
+def test_quick_path_type_cache_is_bounded() -> None:
+    # Given more distinct type texts than the cache holds
+    clear_type_cache()
+    try:
+        for i in range(TYPE_CACHE_SIZE + 10):
+            found = quick_parse(f"a: Literal[{i}] -> b")
+            assert found is not None
+            assert str(found[0][0].type) == f"Literal[{i}]"
+        # Expect: the oldest are gone and the newest kept, never more than the bound
+        assert len(_types) == TYPE_CACHE_SIZE
+        assert " Literal[0] " not in _types
+        assert f" Literal[{TYPE_CACHE_SIZE + 9}] " in _types
+    finally:
+        clear_type_cache()
