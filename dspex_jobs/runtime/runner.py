@@ -66,6 +66,7 @@ class Runtime:
         import dspy
 
         from dspex_jobs.runtime.lm import LMFactory
+        from dspex_jobs.runtime.model_metadata import install_model_info_memo
         from dspex_jobs.runtime.modules import ModuleCache
 
         self.settings = settings
@@ -75,6 +76,7 @@ class Runtime:
         self.modules = ModuleCache(settings.module_cache_size)
         self.lm_cache = _shared_lm_cache(dspy, settings)
         _route_dspy_logs()
+        install_model_info_memo()  # self-hosted model names cost DSPy a scan per call
         _configure_once(dspy, self.lms.get())
 
     def run(
