@@ -172,6 +172,11 @@ def test_the_seed_pipeline_runs_end_to_end(client: Client) -> None:
             context=["DSPy programs language models.", "Paris is in France."],
         )
         result = handle.result(timeout=60)
+        # The worker emits the stop event just after it stores the outcome the producer
+        # wakes on: wait for it before detaching (under load it arrives a moment later).
+        deadline = time.monotonic() + 10
+        while STOP_EVENT not in [n for n, _ in events] and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         detach("test-pipeline")
     # Expect every step's outputs in the context, flat and under the step's name
