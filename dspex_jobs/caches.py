@@ -28,6 +28,7 @@ _MAPPINGS = (
     ("signature.types", "dspex_jobs.signature.quick", "_types", "TYPE_CACHE_SIZE"),
     ("pipeline.modules", "dspex_jobs.pipeline.dspy_modules", "_modules", "MODULE_CACHE_SIZE"),
     ("pipeline.plans", "dspex_jobs.pipeline.state", "_plans", "PLAN_CACHE_SIZE"),
+    ("runtime.model_metadata", "dspex_jobs.runtime.model_metadata", "_answers", "MAX_MODELS"),
 )
 """(report name, module, the cache mapping, the constant that bounds it)."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
 import logging
 import threading
 from collections.abc import Callable, Hashable
@@ -34,13 +35,21 @@ MAX_MODELS = 256
 _CALLERS = ("dspy.clients.costs", "dspy.clients.capabilities")
 """The modules that imported ``model_info`` by name: the memo replaces their binding."""
 
+_answers: dict[tuple[Hashable, ...], dict[str, Any]] = {}
+"""The installed memo's answers, reported by :func:`dspex_jobs.caches.cache_sizes`."""
+
 _installed_lock = threading.Lock()
 _installed = False
 
 
-def memoized(model_info: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-    """``model_info`` with its answers remembered per (provider, model, namespaces)."""
-    answers: dict[tuple[Hashable, ...], dict[str, Any]] = {}
+def memoized(
+    model_info: Callable[..., dict[str, Any]],
+    answers: dict[tuple[Hashable, ...], dict[str, Any]] | None = None,
+) -> Callable[..., dict[str, Any]]:
+    """``model_info`` with its answers remembered per (provider, model, namespaces), in
+    ``answers`` (a fresh dict when not given)."""
+    if answers is None:
+        answers = {}
 
     @functools.wraps(model_info)
     def lookup(provider: Any, model: Any, *, namespaces: Any = None) -> dict[str, Any]:
@@ -61,8 +70,6 @@ def memoized(model_info: Callable[..., dict[str, Any]]) -> Callable[..., dict[st
 def install_model_info_memo() -> bool:
     """Put the memo in front of DSPy's ``model_info`` (once per process); ``True`` if it is."""
     global _installed
-    import importlib
-
     with _installed_lock:
         if _installed:
             return True
@@ -73,7 +80,7 @@ def install_model_info_memo() -> bool:
         except (ImportError, AttributeError) as exc:
             logger.debug("DSPy's model metadata lookup not found (%s); no memo", exc)
             return False
-        memo = memoized(original)
+        memo = memoized(original, _answers)
         for module in (metadata, *callers):
             if getattr(module, "model_info", None) is original:
                 setattr(module, "model_info", memo)  # noqa: B010 - a module global

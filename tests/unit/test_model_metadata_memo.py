@@ -70,3 +70,15 @@ def test_installed_memo_answers_as_dspy_does_for_known_and_self_hosted_models() 
         assert costs.model_info(provider, model) == original(provider, model)
         assert costs.model_info(provider, model) == original(provider, model)
     assert costs.model_info("openai", "gpt-4o-mini")  # a known model has an entry
+
+
+def test_the_installed_memo_is_reported_with_the_other_caches() -> None:
+    import dspy.clients.costs as costs
+
+    from dspex_jobs.caches import cache_sizes
+
+    install_model_info_memo()
+    costs.model_info("openai", "extractive-minilm")
+    report = cache_sizes()["runtime.model_metadata"]
+    assert report["max"] == MAX_MODELS
+    assert 1 <= report["size"] <= MAX_MODELS
