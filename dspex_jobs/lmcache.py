@@ -58,8 +58,9 @@ if extra > 0 then
   local oldest = redis.call('ZPOPMIN', KEYS[2], extra)
   for i = 1, #oldest, 2 do redis.call('UNLINK', oldest[i]) end
   redis.call('HINCRBY', KEYS[3], 'evictions', extra)
+  return extra
 end
-return extra
+return 0
 """
 
 

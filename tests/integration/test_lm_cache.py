@@ -105,7 +105,7 @@ def test_entries_round_trip_without_the_api_key(store: LMCacheStore) -> None:
 def test_least_recently_used_entries_go_beyond_the_bound(store: LMCacheStore) -> None:
     # Given a cache of at most 3 entries holding a, b, c, with a used since
     for name in ("a", "b", "c"):
-        store.put(name, b"j{}")
+        assert store.put(name, b"j{}") == 0  # within the bound: nothing evicted
         time.sleep(0.002)
     assert store.get("a") == b"j{}"
     time.sleep(0.002)
