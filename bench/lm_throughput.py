@@ -4,8 +4,9 @@ The local LM server adds 100 ms to every call, so throughput is set by how many 
 flight. Both sides keep N in flight: the worker runs a threads pool of N, DSPy a batch of N
 threads in this process. Then a second worker joins, to show scale-out. The rounds alternate
 (DSPy, one worker, DSPy, ...) so that machine noise hits both. Last, DSPy runs again with the
-worker's model-metadata memo (:mod:`dspex_jobs.runtime.model_metadata`), reported: the
-ratio against it is what the rest of the worker (Celery, Redis, our bookkeeping) costs.
+worker's memos of DSPy lookups (:mod:`dspex_jobs.runtime.model_metadata`,
+:mod:`dspex_jobs.runtime.type_adapters`), reported: the ratio against it is what the rest of
+the worker (Celery, Redis, our bookkeeping) costs.
 
 ``--pools`` instead measures the candidate pools of the `general` queue (prefork and threads
 at several sizes): the numbers behind the choice in workers/README.md.
@@ -37,6 +38,7 @@ from _harness import (
 
 from dspex_jobs import Client
 from dspex_jobs.runtime.model_metadata import install_model_info_memo
+from dspex_jobs.runtime.type_adapters import install_type_adapter_memo
 from dspex_jobs.settings import Settings
 
 SIGNATURE = "question -> answer"
@@ -93,10 +95,12 @@ def compare(args: argparse.Namespace) -> None:
             wait_for_general(settings, workers=2)
             two = [ours(settings, args.jobs, f"t{r}") for r in range(args.rounds)]
             # The worker remembers DSPy's model-metadata lookups (a self-hosted model name
-            # costs DSPy a scan of its price map per call: dspex_jobs/runtime/model_metadata.py).
-            # DSPy with the same memo, last because it is process-wide once installed, says
-            # how much of the ratio is that memo and how much is the rest of the worker.
+            # costs DSPy a scan of its price map per call: dspex_jobs/runtime/model_metadata.py)
+            # and keeps one pydantic adapter per type DSPy formats (runtime/type_adapters.py).
+            # DSPy with the same memos, last because they are process-wide once installed,
+            # says how much of the ratio is the memos and how much is the rest of the worker.
             install_model_info_memo()
+            install_type_adapter_memo()
             memo = [
                 dspy_batch(lm_url, args.jobs, args.threads, f"m{r}") for r in range(args.rounds)
             ]
@@ -112,14 +116,14 @@ def compare(args: argparse.Namespace) -> None:
     print(f"{'DSPy Predict.batch(num_threads=N)':<44}{median(base):>16.1f}")
     print(f"{'dspex-jobs, 1 general worker (threads -cN)':<44}{median(one):>16.1f}")
     print(f"{'dspex-jobs, 2 general workers':<44}{median(two):>16.1f}")
-    print(f"{'DSPy batch with the worker metadata memo':<44}{median(memo):>16.1f}")
+    print(f"{'DSPy batch with the worker memos':<44}{median(memo):>16.1f}")
     print(
         f"\none worker / DSPy batch: {median(one) / median(base):.2f}x (goal >= 0.9x); "
         f"two workers / one: {median(two) / median(one):.2f}x (goal close to 2x while "
         "CPU allows)"
     )
     print(
-        f"one worker / DSPy batch with the same model-metadata memo: "
+        f"one worker / DSPy batch with the same memos: "
         f"{median(one) / median(memo):.2f}x (reported: what the rest of the worker costs)"
     )
     result_line(

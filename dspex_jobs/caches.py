@@ -21,6 +21,7 @@ _LRU_FUNCTIONS = (
     ("templates.compiled", "dspex_jobs.templates.template", "_compile_cached"),
     ("router.modules", "dspex_jobs.router.dspy_ops", "_module"),
     ("protocol.arrow_rows", "dspex_jobs.protocol._arrow", "_row_builder"),
+    ("runtime.type_adapters", "dspex_jobs.runtime.type_adapters", "adapter_for"),
 )
 """(report name, module, ``functools.lru_cache``-wrapped function)."""
 

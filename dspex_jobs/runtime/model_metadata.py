@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib
-import logging
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["MAX_MODELS", "install_model_info_memo", "memoized"]
+from dspex_jobs.runtime.rebind import rebind
 
-logger = logging.getLogger("dspex_jobs.runtime")
+__all__ = ["MAX_MODELS", "install_model_info_memo", "memoized"]
 
 MAX_MODELS = 256
 """Most distinct lookups remembered; past it, lookups go to DSPy unremembered."""
@@ -71,20 +69,11 @@ def install_model_info_memo() -> bool:
     """Put the memo in front of DSPy's ``model_info`` (once per process); ``True`` if it is."""
     global _installed
     with _installed_lock:
-        if _installed:
-            return True
-        try:
-            metadata = importlib.import_module("dspy.clients.model_metadata")
-            callers = [importlib.import_module(name) for name in _CALLERS]
-            original = metadata.model_info
-        except (ImportError, AttributeError) as exc:
-            logger.debug("DSPy's model metadata lookup not found (%s); no memo", exc)
-            return False
-        memo = memoized(original, _answers)
-        for module in (metadata, *callers):
-            if getattr(module, "model_info", None) is original:
-                setattr(module, "model_info", memo)  # noqa: B010 - a module global
-            else:
-                logger.debug("%s does not use model_info by name; left alone", module.__name__)
-        _installed = True
-        return True
+        if not _installed:
+            _installed = rebind(
+                "dspy.clients.model_metadata",
+                "model_info",
+                lambda original: memoized(original, _answers),
+                _CALLERS,
+            )
+        return _installed
