@@ -22,6 +22,13 @@ ever pickled into, or unpickled from, Redis.
 
 Redis trouble never fails a job: a lookup that cannot reach Redis is a miss and the LM is
 called; a write that cannot is dropped.
+
+A miss is also the moment DSPy is about to call the LM, and the one place a worker learns it:
+:meth:`SharedLMCache.get` then runs the job's endpoint check (its breaker and rate limit,
+:class:`~dspex_jobs.resilience.guard.LMGate`, carried in ``dspy.context``). A hit is served
+without it: no Redis round trip for the breaker, an answer while the endpoint's breaker is
+open, no request token taken. (An LM built with ``cache=False`` never reaches this class;
+the runtime checks before such a job's calls.)
 """
 
 from __future__ import annotations
@@ -36,8 +43,10 @@ from typing import Any
 import orjson
 import redis
 from dspy.clients.cache import Cache
+from dspy.dsp.utils.settings import settings as dspy_settings
 
 from dspex_jobs.lmcache import LMCacheStore
+from dspex_jobs.resilience.guard import GATE_SETTING
 from dspex_jobs.telemetry.events import emit, has_handlers
 
 __all__ = ["KEY_FORMAT", "SharedLMCache", "endpoint_of", "install_shared_cache"]
@@ -120,7 +129,20 @@ class SharedLMCache(Cache):  # type: ignore[misc]  # dspy ships no type informat
     def get(
         self, request: dict[str, Any], ignored_args_for_cache_key: list[str] | None = None
     ) -> Any:
-        """The cached response for ``request``, or ``None`` (then DSPy calls the LM)."""
+        """The cached response for ``request``, or ``None`` (then DSPy calls the LM).
+
+        Before answering ``None``, the job's endpoint check runs (its breaker and rate
+        limit, :class:`~dspex_jobs.resilience.guard.LMGate`): it raises if the LM call DSPy
+        is about to make must not go now.
+        """
+        value = self._lookup(request, ignored_args_for_cache_key)
+        if value is None:
+            gate = dspy_settings.get(GATE_SETTING)
+            if gate is not None:
+                gate.check()
+        return value
+
+    def _lookup(self, request: dict[str, Any], ignored_args_for_cache_key: list[str] | None) -> Any:
         digest = self._digest(request, ignored_args_for_cache_key)
         if digest is None:
             return None

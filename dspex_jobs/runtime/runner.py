@@ -20,7 +20,7 @@ from dspex_jobs.connections import REDIS_DOWN
 from dspex_jobs.errors import LMError
 from dspex_jobs.jobs import Job, LMOptions
 from dspex_jobs.resilience.breaker import endpoint_id
-from dspex_jobs.resilience.guard import LMGuard, RateLimitWait
+from dspex_jobs.resilience.guard import GATE_SETTING, LMGate, LMGuard, RateLimitWait
 from dspex_jobs.sessions import SessionState
 from dspex_jobs.settings import Settings
 
@@ -68,6 +68,7 @@ class Runtime:
         from dspex_jobs.runtime.lm import LMFactory
         from dspex_jobs.runtime.model_metadata import install_model_info_memo
         from dspex_jobs.runtime.modules import ModuleCache
+        from dspex_jobs.runtime.type_adapters import install_type_adapter_memo
 
         self.settings = settings
         self.guard = guard or LMGuard(None, None)
@@ -77,6 +78,7 @@ class Runtime:
         self.lm_cache = _shared_lm_cache(dspy, settings)
         _route_dspy_logs()
         install_model_info_memo()  # self-hosted model names cost DSPy a scan per call
+        install_type_adapter_memo()  # DSPy builds a pydantic adapter per value it formats
         _configure_once(dspy, self.lms.get())
 
     def run(
@@ -89,8 +91,9 @@ class Runtime:
         """Run a job: its outputs (JSON-able), LM usage by model, and the model that answered.
 
         Each candidate LM (the job's, then its fallbacks) is guarded by its endpoint's
-        shared circuit breaker and rate limit; a retryable failure or an open breaker moves
-        on to the next candidate.
+        shared circuit breaker and rate limit, checked when its first LM call is due (a job
+        answered from the shared cache is not held up by them: :class:`LMGate`); a
+        retryable failure or an open breaker moves on to the next candidate.
 
         Args:
             job: The job to run.
@@ -120,9 +123,13 @@ class Runtime:
             lm = self.lms.get(options)
             endpoint = endpoint_id(lm.model, lm.kwargs.get("api_base"))
             started = time.perf_counter()
+            gate = self.guard.gate(endpoint)
             try:
-                probe = self.guard.before(endpoint)
-                with self._dspy.context(lm=lm, track_usage=True, disable_history=True):
+                if not lm.cache:  # DSPy will not ask the shared cache first: check now
+                    gate.check()
+                with self._dspy.context(
+                    lm=lm, track_usage=True, disable_history=True, **{GATE_SETTING: gate}
+                ):
                     if on_chunk is None:
                         prediction = module(**inputs)
                     else:
@@ -154,7 +161,7 @@ class Runtime:
                     candidates[position + 1].model,
                 )
                 continue
-            outcome = self._outcome(prediction, lm.model, endpoint, probe)
+            outcome = self._outcome(prediction, lm.model, gate)
             lm_events.lm_call(
                 job,
                 lm.model,
@@ -175,14 +182,14 @@ class Runtime:
         primary = options.model_copy(update={"fallbacks": None})
         return [primary] + [primary.model_copy(update={"model": m}) for m in fallbacks]
 
-    def _outcome(self, prediction: Any, model: str, endpoint: str, probe: bool) -> RunOutcome:
+    def _outcome(self, prediction: Any, model: str, gate: LMGate) -> RunOutcome:
         from pydantic_core import to_jsonable_python
 
         outputs = to_jsonable_python(prediction.toDict(), fallback=str)
         usage = to_jsonable_python(prediction.get_lm_usage() or {}, fallback=str)
         usage = {str(m): dict(u) for m, u in usage.items()}
         tokens = sum(int(u.get("total_tokens") or 0) for u in usage.values())
-        self.guard.succeeded(endpoint, tokens, probe=probe)
+        gate.succeeded(tokens)
         return RunOutcome(dict(outputs), usage, model)
 
     def _with_session(
