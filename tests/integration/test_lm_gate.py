@@ -109,3 +109,18 @@ def test_answers_from_the_cache_take_no_request_token(worker: Any, lm_server: An
     with pytest.raises(RateLimitWait):
         runtime.run(_job("Which tower stands in Paris?"))
     assert _lm_requests(lm_server.url) == before + 2
+
+
+def test_a_streaming_job_is_checked_inside_dspys_streaming_thread(worker: Any) -> None:
+    # Given the endpoint's breaker open (DSPy streams from a thread of its own, and the
+    # check travels there in dspy.context)
+    ctx = worker(breaker_failure_threshold=1, breaker_open_s=60.0)
+    runtime = ctx.runtime()
+    lm = runtime.lms.get()
+    assert ctx.guard.breaker is not None
+    ctx.guard.breaker.record_failure(endpoint_id(lm.model, lm.kwargs.get("api_base")))
+    chunks: list[tuple[str, str, bool]] = []
+    # Expect: a streaming job that needs the LM fails fast, having streamed nothing
+    with pytest.raises(CircuitOpen):
+        runtime.run(_job("Which river runs through Paris?"), on_chunk=lambda *c: chunks.append(c))
+    assert chunks == []
