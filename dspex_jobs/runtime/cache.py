@@ -40,10 +40,10 @@ import time
 import zlib
 from typing import Any
 
+import dspy
 import orjson
 import redis
 from dspy.clients.cache import Cache
-from dspy.dsp.utils.settings import settings as dspy_settings
 
 from dspex_jobs.lmcache import LMCacheStore
 from dspex_jobs.resilience.guard import GATE_SETTING
@@ -137,7 +137,7 @@ class SharedLMCache(Cache):  # type: ignore[misc]  # dspy ships no type informat
         """
         value = self._lookup(request, ignored_args_for_cache_key)
         if value is None:
-            gate = dspy_settings.get(GATE_SETTING)
+            gate = dspy.settings.get(GATE_SETTING)
             if gate is not None:
                 gate.check()
         return value
