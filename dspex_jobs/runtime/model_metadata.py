@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -35,9 +34,6 @@ _CALLERS = ("dspy.clients.costs", "dspy.clients.capabilities")
 
 _answers: dict[tuple[Hashable, ...], dict[str, Any]] = {}
 """The installed memo's answers, reported by :func:`dspex_jobs.caches.cache_sizes`."""
-
-_installed_lock = threading.Lock()
-_installed = False
 
 
 def memoized(
@@ -67,13 +63,9 @@ def memoized(
 
 def install_model_info_memo() -> bool:
     """Put the memo in front of DSPy's ``model_info`` (once per process); ``True`` if it is."""
-    global _installed
-    with _installed_lock:
-        if not _installed:
-            _installed = rebind(
-                "dspy.clients.model_metadata",
-                "model_info",
-                lambda original: memoized(original, _answers),
-                _CALLERS,
-            )
-        return _installed
+    return rebind(
+        "dspy.clients.model_metadata",
+        "model_info",
+        lambda original: memoized(original, _answers),
+        _CALLERS,
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = ["original", "rebind"]
 logger = logging.getLogger("dspex_jobs.runtime")
 
 _originals: dict[str, Callable[..., Any]] = {}
+_lock = threading.Lock()
 
 
 def original(module_name: str, name: str) -> Callable[..., Any] | None:
@@ -33,10 +35,23 @@ def rebind(
     replace: Callable[[Callable[..., Any]], Callable[..., Any]],
     callers: Sequence[str] = (),
 ) -> bool:
-    """Replace ``module_name.name`` by ``replace(original)`` there and in ``callers``.
+    """Replace ``module_name.name`` by ``replace(original)`` there and in ``callers``, once
+    per process (later calls find it done); thread-safe.
 
     Returns ``False`` (and replaces nothing) if a module or the function is missing.
     """
+    with _lock:
+        if f"{module_name}.{name}" in _originals:
+            return True
+        return _replace(module_name, name, replace, callers)
+
+
+def _replace(
+    module_name: str,
+    name: str,
+    replace: Callable[[Callable[..., Any]], Callable[..., Any]],
+    callers: Sequence[str],
+) -> bool:
     try:
         defining = importlib.import_module(module_name)
         modules = [defining, *(importlib.import_module(caller) for caller in callers)]
@@ -45,7 +60,7 @@ def rebind(
         logger.debug("DSPy's %s.%s not found (%s); not replaced", module_name, name, exc)
         return False
     replacement = replace(function)
-    _originals.setdefault(f"{module_name}.{name}", function)
+    _originals[f"{module_name}.{name}"] = function
     for module in modules:
         if getattr(module, name, None) is function:
             setattr(module, name, replacement)

@@ -20,7 +20,6 @@ is tried again next time, as DSPy does). Installed by :class:`~dspex_jobs.runtim
 from __future__ import annotations
 
 import functools
-import threading
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -40,9 +39,6 @@ _CALLERS = (
 )
 """The modules that imported ``serialize_for_json`` by name: the memo replaces their binding."""
 
-_installed_lock = threading.Lock()
-_installed = False
-
 
 @functools.lru_cache(maxsize=MAX_TYPES)
 def adapter_for(kind: Any) -> TypeAdapter[Any]:
@@ -61,13 +57,9 @@ def serialize_for_json(value: Any) -> Any:
 
 def install_type_adapter_memo() -> bool:
     """Put :func:`serialize_for_json` in DSPy's place (once per process); ``True`` if it is."""
-    global _installed
-    with _installed_lock:
-        if not _installed:
-            _installed = rebind(
-                "dspy.adapters.utils",
-                "serialize_for_json",
-                lambda _original: serialize_for_json,
-                _CALLERS,
-            )
-        return _installed
+    return rebind(
+        "dspy.adapters.utils",
+        "serialize_for_json",
+        lambda _original: serialize_for_json,
+        _CALLERS,
+    )
