@@ -7,7 +7,9 @@ never take each other's jobs.
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -50,6 +52,15 @@ def lm_server() -> Iterator[object]:
 
     with LMServerProcess(LMServerConfig(port=0, api_key=LM_API_KEY)) as server:
         yield server
+
+
+def lm_requests(url: str) -> int:
+    """How many chat completions an LM server has answered (its ``/stats``): what reached it."""
+    request = urllib.request.Request(
+        f"{url}/stats", headers={"Authorization": f"Bearer {LM_API_KEY}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(json.loads(response.read())["chat_completions"])
 
 
 def redis_db_url(server: EmbeddedRedis, db: int) -> str:

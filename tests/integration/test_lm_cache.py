@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 import redis
-from conftest import LM_API_KEY, LM_MODEL, redis_db_url
+from conftest import LM_API_KEY, LM_MODEL, lm_requests, redis_db_url
 
 from dspex_jobs.client import Client
 from dspex_jobs.embedded import EmbeddedRedis
@@ -131,14 +130,6 @@ def test_redis_down_is_a_miss_not_a_failure() -> None:
 # -- real workers -------------------------------------------------------------------------
 
 
-def _lm_requests(url: str) -> int:
-    request = urllib.request.Request(
-        f"{url}/stats", headers={"Authorization": f"Bearer {LM_API_KEY}"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return int(json.loads(response.read())["chat_completions"])
-
-
 def _worker(url: str, lm_url: str) -> LocalStack:
     return LocalStack(
         redis_url=url,
@@ -166,20 +157,20 @@ def test_workers_share_answers_per_endpoint(redis_server: EmbeddedRedis, lm_serv
     server_a = str(lm_server.url)  # type: ignore[attr-defined]
     with LMServerProcess(LMServerConfig(port=0, api_key=LM_API_KEY)) as other:
         server_b = other.url
-        before_a = _lm_requests(server_a)
+        before_a = lm_requests(server_a)
         # Given a first worker process that answers the question (one LM call)
         with _worker(url, server_a) as first:
             answer, usage = _answer(first)
-            assert usage and _lm_requests(server_a) == before_a + 1
+            assert usage and lm_requests(server_a) == before_a + 1
         # When a second worker process, on the same endpoint, gets the same question
         with _worker(url, server_a) as second:
             again, usage_again = _answer(second)
             # Expect: the same answer, no LM call and no tokens spent
             assert (again, usage_again) == (answer, {})
-            assert _lm_requests(server_a) == before_a + 1
+            assert lm_requests(server_a) == before_a + 1
             # Expect: a job that says cache=False calls the LM anyway
             _answer(second, cache=False)
-            assert _lm_requests(server_a) == before_a + 2
+            assert lm_requests(server_a) == before_a + 2
             # Expect: a ping reports the worker process's bounded caches
             assert second.settings is not None
             with Client(second.settings) as client:
@@ -190,9 +181,9 @@ def test_workers_share_answers_per_endpoint(redis_server: EmbeddedRedis, lm_serv
         with _worker(url, server_b) as third:
             _, usage_b = _answer(third)
             # Expect: that endpoint answers it (no shared entry), and caches it for itself
-            assert usage_b and _lm_requests(server_b) == 1
+            assert usage_b and lm_requests(server_b) == 1
             _answer(third)
-            assert _lm_requests(server_b) == 1
+            assert lm_requests(server_b) == 1
     stats = LMCacheStore(redis.Redis.from_url(url), Keys("dspex"), 60, 10).stats()
     assert (stats.hits, stats.misses, stats.entries) == (2, 2, 2)
 

@@ -8,15 +8,13 @@ server, whose request counter shows what reached it.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from conftest import LM_API_KEY, make_settings, redis_db_url
+from conftest import lm_requests, make_settings, redis_db_url
 
 from dspex_jobs.embedded import EmbeddedRedis
 from dspex_jobs.errors import CircuitOpen
@@ -28,14 +26,6 @@ from dspex_jobs.worker import WorkerContext
 pytestmark = pytest.mark.integration
 
 QUESTION = "Which city is the capital of France? Paris is the capital of France."
-
-
-def _lm_requests(url: str) -> int:
-    request = urllib.request.Request(
-        f"{url}/stats", headers={"Authorization": f"Bearer {LM_API_KEY}"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return int(json.loads(response.read())["chat_completions"])
 
 
 def _job(question: str = QUESTION, **lm: Any) -> Job:
@@ -76,7 +66,7 @@ def test_an_open_breaker_fails_new_calls_fast_and_serves_cached_answers(
     assert breaker is not None
     # Given the endpoint's breaker open
     assert breaker.record_failure(endpoint) is BreakerState.OPEN
-    before = _lm_requests(lm_server.url)
+    before = lm_requests(lm_server.url)
     # Expect: the cached question is answered, from the cache
     assert runtime.run(_job()).outputs == answered.outputs
     # Expect: a new question, and the cached one asked with cache=False, fail fast
@@ -84,31 +74,31 @@ def test_an_open_breaker_fails_new_calls_fast_and_serves_cached_answers(
         runtime.run(_job("Which river runs through Paris?"))
     with pytest.raises(CircuitOpen):
         runtime.run(_job(cache=False))
-    assert _lm_requests(lm_server.url) == before
+    assert lm_requests(lm_server.url) == before
     # When the breaker half-opens, a cached answer does not take the probe...
     time.sleep(1.1)
     assert runtime.run(_job()).outputs == answered.outputs
     # ...the next call that reaches the LM is the probe, and its success closes the breaker
     runtime.run(_job("Which river runs through Paris?"))
-    assert _lm_requests(lm_server.url) == before + 1
+    assert lm_requests(lm_server.url) == before + 1
     assert [b["state"] for b in breaker.states()] == ["closed"]
 
 
 def test_answers_from_the_cache_take_no_request_token(worker: Any, lm_server: Any) -> None:
     # Given a shared limit of two LM requests a minute
     runtime = worker(lm_requests_per_minute=2).runtime()
-    before = _lm_requests(lm_server.url)
+    before = lm_requests(lm_server.url)
     runtime.run(_job())  # a miss: the first token
     # When the same question comes back many times
     for _ in range(5):
         runtime.run(_job())
     # Expect: only the calls that reach the LM took tokens: one more question fits...
     runtime.run(_job("Which river runs through Paris?"))
-    assert _lm_requests(lm_server.url) == before + 2
+    assert lm_requests(lm_server.url) == before + 2
     # ...and the third LM request of the minute must wait
     with pytest.raises(RateLimitWait):
         runtime.run(_job("Which tower stands in Paris?"))
-    assert _lm_requests(lm_server.url) == before + 2
+    assert lm_requests(lm_server.url) == before + 2
 
 
 def test_a_streaming_job_is_checked_inside_dspys_streaming_thread(worker: Any) -> None:
