@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test faults lint bench load docs clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt setup.py dspex_jobs/protocol/_table_c.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,neural,embedded,optimizer]'

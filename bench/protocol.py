@@ -20,6 +20,9 @@ when the two disagree. Modes:
     json (kombu)+zlib   the same with kombu's own compression (``compression="zlib"``)
     dspex-<codec>       our frame with the codec forced, uncompressed and with zstd
     dspex-auto          our default: the codec chosen per message, zstd above 16 KiB
+    dspex-auto, Python passes
+                        the same with a table's two passes over its rows in Python, as
+                        where the C helper (dspex_jobs/protocol/_table_c.c) is not built
 
 JSON cannot carry numpy arrays, so the kombu baseline gets the matrix as ``tolist()``
 (what a JSON producer must send); our codecs get the float32 array itself.
@@ -35,7 +38,7 @@ import random
 import statistics
 import string
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,7 +50,7 @@ from kombu.utils.json import loads as kombu_json_loads
 from dspex_jobs.app import make_app
 from dspex_jobs.embedded import EmbeddedRedis
 from dspex_jobs.jobs import Job, JobKind
-from dspex_jobs.protocol import CONTENT_TYPE, EncodeOptions, register_serializer
+from dspex_jobs.protocol import CONTENT_TYPE, EncodeOptions, _table, register_serializer
 from dspex_jobs.settings import Settings
 
 BUDGET_BYTES = 256 * 1024 * 1024
@@ -130,6 +133,8 @@ class Mode:
     serializer: str
     compression: str | None = None
     json_baseline: bool = False
+    pure_python: bool = False
+    """Run with the table passes in Python, as where the C helper is not built."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,12 @@ class Transport:
 
 def measure(transport: Transport, task_message: Any, mode: Mode) -> tuple[float, float, int]:
     """One encode + decode: wall ms, CPU ms, wire bytes."""
+    if mode.pure_python:
+        helper, _table._table_c = _table._table_c, None
+        try:
+            return measure(transport, task_message, replace(mode, pure_python=False))
+        finally:
+            _table._table_c = helper
     cpu_start = time.process_time()
     start = time.perf_counter()
     raw = transport.encode(task_message, mode)
@@ -270,6 +281,8 @@ def main() -> None:
         Mode("dspex-auto, uncompressed", register_serializer(EncodeOptions(compression="none")))
     )
     modes.append(Mode("dspex-auto", "dspex"))
+    if _table.COMPILED:  # what the C helper is worth, in the same run
+        modes.append(Mode("dspex-auto, Python passes", "dspex", pure_python=True))
 
     matrix_native, matrix_lists = matrix_job()
     cases: list[tuple[str, dict[str, Any], dict[str, Any], int]] = [
@@ -286,7 +299,15 @@ def main() -> None:
             for label, _, as_json, _ in cases
             if "matrix" not in label
         )
-        + ", matrix 15,360,000 B of float32 (79 MB as JSON)\n"
+        + ", matrix 15,360,000 B of float32 (79 MB as JSON)"
+    )
+    print(
+        "a table's rows into columns and back: "
+        + (
+            "the compiled helper (dspex_jobs/protocol/_table_c.c)\n"
+            if _table.COMPILED
+            else "pure Python (the C helper is not built: see setup.py)\n"
+        )
     )
 
     with EmbeddedRedis() as server:
@@ -419,6 +440,7 @@ def _print_verdict(summary: dict[str, dict[str, Figures]]) -> None:
                 "size_ratio": round(size_ratio, 3),
                 "small_time_ratio": round(small_ratio, 3),
                 "small_cpu_ratio": round(small_cpu_ratio, 3),
+                "compiled_table_passes": _table.COMPILED,
             }
         )
     )

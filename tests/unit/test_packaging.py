@@ -10,6 +10,7 @@ one builds the wheel from a copy of the tree and compares its file list with the
 from __future__ import annotations
 
 import fnmatch
+import importlib.machinery
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def test_every_data_file_is_named_by_package_data() -> None:
     data = _package_data()
     unlisted = []
     for name in _source_files():
-        if name.endswith(".py"):
+        if name.endswith((".py", *importlib.machinery.EXTENSION_SUFFIXES)):  # code, or built
             continue
         path = Path(name)
         package = ".".join(path.parent.parts)
@@ -63,7 +64,7 @@ def test_the_wheel_holds_every_file_of_the_package(tmp_path: Path) -> None:
     # Given a copy of what a clean checkout builds from (the checkout itself stays untouched)
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(
         PACKAGE, source / "dspex_jobs", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -97,4 +98,6 @@ def test_the_wheel_holds_every_file_of_the_package(tmp_path: Path) -> None:
     missing = [name for name in _source_files() if name not in names]
     assert not missing, f"missing from the wheel: {missing}"
     assert "dspex_jobs/py.typed" in names
+    built = [n for n in names if n.startswith("dspex_jobs/protocol/_table_c.cpython")]
+    assert built, "setup.py did not build the C table helper into the wheel"
     assert "dspex-jobs = dspex_jobs.cli:main" in scripts
