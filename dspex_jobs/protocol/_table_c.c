@@ -17,23 +17,32 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-/* 0 if `keys` (a tuple) holds one or more exact `str`, else -1 with an error set. */
-static int
-check_keys(PyObject *keys)
+/* The keys among a function's two arguments (`args[at]`), borrowed: a tuple of one or more
+ * exact `str`. NULL with an error set if there are not two arguments or the keys are not so. */
+static PyObject *
+keys_argument(const char *function, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t at)
 {
-    Py_ssize_t count = PyTuple_GET_SIZE(keys);
-    if (count == 0) {
-        PyErr_SetString(PyExc_ValueError, "a table needs at least one key");
-        return -1;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments (%zd given)", function, nargs);
+        return NULL;
     }
-    for (Py_ssize_t j = 0; j < count; j++) {
+    PyObject *keys = args[at];
+    if (!PyTuple_CheckExact(keys)) {
+        PyErr_Format(PyExc_TypeError, "%s(): keys must be a tuple", function);
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(keys) == 0) {
+        PyErr_Format(PyExc_ValueError, "%s(): a table needs at least one key", function);
+        return NULL;
+    }
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(keys); j++) {
         if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(keys, j))) {
-            PyErr_Format(PyExc_TypeError, "key %zd is a %.100s, not a str", j,
+            PyErr_Format(PyExc_TypeError, "%s(): key %zd is a %.100s, not a str", function, j,
                          Py_TYPE(PyTuple_GET_ITEM(keys, j))->tp_name);
-            return -1;
+            return NULL;
         }
     }
-    return 0;
+    return keys;
 }
 
 PyDoc_STRVAR(columns_doc,
@@ -44,16 +53,8 @@ PyDoc_STRVAR(columns_doc,
 static PyObject *
 columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "columns() takes 2 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    PyObject *keys = args[1];
-    if (!PyTuple_CheckExact(keys)) {
-        PyErr_SetString(PyExc_TypeError, "keys must be a tuple");
-        return NULL;
-    }
-    if (check_keys(keys) < 0) {
+    PyObject *keys = keys_argument("columns", args, nargs, 1);
+    if (keys == NULL) {
         return NULL;
     }
     /* A copy: a key lookup can compare against a row's other keys, whose __eq__ might
@@ -130,16 +131,13 @@ PyDoc_STRVAR(rows_doc,
 static PyObject *
 rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "rows() takes 2 arguments (%zd given)", nargs);
+    PyObject *keys = keys_argument("rows", args, nargs, 0);
+    if (keys == NULL) {
         return NULL;
     }
-    PyObject *keys = args[0], *columns = args[1];
-    if (!PyTuple_CheckExact(keys) || !PyList_CheckExact(columns)) {
-        PyErr_SetString(PyExc_TypeError, "rows() takes a tuple of keys and a list of columns");
-        return NULL;
-    }
-    if (check_keys(keys) < 0) {
+    PyObject *columns = args[1];
+    if (!PyList_CheckExact(columns)) {
+        PyErr_SetString(PyExc_TypeError, "rows(): columns must be a list of lists");
         return NULL;
     }
     Py_ssize_t count = PyTuple_GET_SIZE(keys);

@@ -137,7 +137,7 @@ def test_the_codec_reads_back_what_it_wrote_by_the_compiled_passes() -> None:
         (lambda: _table_c.columns([{1: 2}], (1,)), TypeError, "key 0 is a int"),
         (lambda: _table_c.columns(5, ("a",)), TypeError, "not iterable"),
         (lambda: _table_c.columns([{"a": 1}]), TypeError, "2 arguments"),
-        (lambda: _table_c.rows(("a",), ([1],)), TypeError, "list of columns"),
+        (lambda: _table_c.rows(("a",), ([1],)), TypeError, "columns must be a list"),
         (lambda: _table_c.rows(("a", "b"), [[1]]), ValueError, "2 keys but 1 columns"),
         (lambda: _table_c.rows(("a", "b"), [[1], [1, 2]]), ValueError, "one length"),
         (lambda: _table_c.rows(("a",), [(1,)]), ValueError, "one length"),
