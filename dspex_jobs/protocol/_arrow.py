@@ -38,6 +38,7 @@ from typing import Any
 from dspex_jobs.errors import PayloadDecodeError, ProtocolVersionError
 from dspex_jobs.protocol._table import (
     MAX_COLUMNS,
+    Columns,
     build_rows,
     decoded_cost,
     row_builder,
@@ -55,10 +56,10 @@ _NUMPY_KINDS = frozenset("biuf")
 
 def rows_to_ipc(rows: list[Any] | tuple[Any, ...]) -> bytes | None:
     """A list of dict rows as an Arrow stream, or ``None`` if it is not an exact table."""
-    columns = _columns(rows)
-    if columns is None:
+    table = _columns(rows)
+    if table is None:
         return None
-    keys, values = columns
+    keys, values = table.keys, table.columns
     pa = _pyarrow()
 
     exact = {
@@ -165,7 +166,7 @@ def from_ipc(data: bytes, spend: Callable[[int], None] | None = None) -> Any:
     )
 
 
-def _columns(rows: list[Any] | tuple[Any, ...]) -> tuple[list[str], list[list[Any]]] | None:
+def _columns(rows: list[Any] | tuple[Any, ...]) -> Columns | None:
     first = rows[0]
     if type(first) is not dict or not _SCALARS.issuperset(map(type, first.values())):
         return None  # nested values: no need to ask pyarrow

@@ -17,7 +17,18 @@ code  type         data
                    (:mod:`._table`); read back as the list of row dicts it was
 9     text column  inside a columns part only: a column of ``str`` as one UTF-8 text, the
                    values separated by NUL (:func:`._table.joined_text`)
+10    float64      inside a columns part only: a column of ``float`` as little-endian
+      column       IEEE 754 doubles, 8 bytes a value
+11    int64        inside a columns part only: a column of ``int`` (all within 64 bits) as
+      column       little-endian signed integers, 8 bytes a value
 ====  ===========  =======================================================================
+
+Why numbers go in one piece: MessagePack reads a float back at about 40 ns, ``array`` at 15,
+and eight raw bytes a value compress better than MessagePack's own encoding of the same
+numbers (the benchmark's id column: 22 KB after zstd as MessagePack, 11 KB raw). Only
+columns whose values are all exactly ``float`` (or all exactly ``int``) go so, which the
+columns pass learns at no cost (:func:`._table.table_columns`): ``array`` would quietly turn
+an ``int`` into a float or a ``bool`` into an int.
 
 numpy scalars travel as the Python scalar they hold; tuples come back as lists (as with
 JSON). Subclasses travel as their plain base type: a ``dict`` subclass as the entries it
@@ -42,6 +53,8 @@ reader that meets an extension code it does not know raises :class:`ProtocolVers
 from __future__ import annotations
 
 import datetime as dt
+import sys
+from array import array
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -66,7 +79,9 @@ __all__ = [
     "EXT_DATE",
     "EXT_DATETIME",
     "EXT_DECIMAL",
+    "EXT_FLOAT64_COLUMN",
     "EXT_FRAME",
+    "EXT_INT64_COLUMN",
     "EXT_NDARRAY",
     "EXT_TEXT_COLUMN",
     "EXT_UUID",
@@ -83,6 +98,10 @@ EXT_UUID = 6
 EXT_DECIMAL = 7
 EXT_COLUMNS = 8
 EXT_TEXT_COLUMN = 9
+EXT_FLOAT64_COLUMN = 10
+EXT_INT64_COLUMN = 11
+_COLUMN_ONLY = frozenset((EXT_TEXT_COLUMN, EXT_FLOAT64_COLUMN, EXT_INT64_COLUMN))
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 _NATIVE = frozenset((bool, int, float, str, bytes, type(None)))
 NestedDecoder = Callable[[bytes, DecodeBudget], Any]
@@ -106,7 +125,7 @@ class _Packer:
             return list(value)
         if kind is Columns:
             return msgpack.ExtType(
-                EXT_COLUMNS, self.pack([value.keys, *map(_column, value.columns)])
+                EXT_COLUMNS, self.pack([value.keys, *map(_column, value.columns, value.types)])
             )
         if isinstance(value, Encoded):
             self.embedded_bytes += len(value.data)
@@ -145,10 +164,39 @@ class _Packer:
         return msgpack.ExtType(EXT_NDARRAY, pack_ndarray(array))
 
 
-def _column(column: list[Any]) -> Any:
-    """A table column as it is written: one NUL-joined text if every value is a ``str``."""
-    text = joined_text(column)
-    return column if text is None else msgpack.ExtType(EXT_TEXT_COLUMN, text)
+def _column(column: list[Any], kind: type | None) -> Any:
+    """A table column as it is written: in one piece if its values are all exactly ``float``,
+    all exactly ``int`` within 64 bits, or all ``str`` (subclasses and a mix of them
+    included, as MessagePack sends them as plain ``str`` anyway); else value by value."""
+    if kind is float:
+        return msgpack.ExtType(EXT_FLOAT64_COLUMN, _little_endian(array("d", column)))
+    if kind is int:
+        try:
+            return msgpack.ExtType(EXT_INT64_COLUMN, _little_endian(array("q", column)))
+        except OverflowError:  # an int beyond 64 bits: value by value
+            return column
+    if kind is None or issubclass(kind, str):  # str.join itself says if all are str
+        text = joined_text(column)
+        return column if text is None else msgpack.ExtType(EXT_TEXT_COLUMN, text)
+    return column
+
+
+def _little_endian(values: array[Any]) -> bytes:
+    if not _LITTLE_ENDIAN:
+        values.byteswap()
+    return values.tobytes()
+
+
+def _numbers(typecode: str, data: bytes) -> list[Any]:
+    """The values of a float64 or int64 column (extension types 10 and 11)."""
+    if len(data) % 8:
+        raise PayloadDecodeError(
+            f"a column of 8-byte numbers cannot be {len(data)} bytes long (corrupt body?)"
+        )
+    values = array(typecode, data)
+    if not _LITTLE_ENDIAN:
+        values.byteswap()
+    return values.tolist()
 
 
 def _plain(value: Any) -> Any:
@@ -206,8 +254,8 @@ def unpack(body: bytes | memoryview, budget: DecodeBudget, nested: NestedDecoder
     def ext_hook(code: int, data: bytes) -> Any:
         if code == EXT_COLUMNS:
             return _rows(_unpackb(data, column_hook), budget)
-        if code == EXT_TEXT_COLUMN:
-            raise PayloadDecodeError("a text column outside a table")
+        if code in _COLUMN_ONLY:
+            raise PayloadDecodeError(f"a column (extension type {code}) outside a table")
         if code == EXT_ARROW:
             from dspex_jobs.protocol._arrow import from_ipc
 
@@ -219,7 +267,13 @@ def unpack(body: bytes | memoryview, budget: DecodeBudget, nested: NestedDecoder
         return _scalar(code, data)
 
     def column_hook(code: int, data: bytes) -> Any:
-        return split_text(data) if code == EXT_TEXT_COLUMN else ext_hook(code, data)
+        if code == EXT_TEXT_COLUMN:
+            return split_text(data)
+        if code == EXT_FLOAT64_COLUMN:
+            return _numbers("d", data)
+        if code == EXT_INT64_COLUMN:
+            return _numbers("q", data)
+        return ext_hook(code, data)
 
     try:
         return _unpackb(body, ext_hook)

@@ -25,7 +25,7 @@ import msgpack
 
 from dspex_jobs.protocol import _arrow
 from dspex_jobs.protocol._msgpack import EXT_ARROW
-from dspex_jobs.protocol._table import Columns, table_columns
+from dspex_jobs.protocol._table import table_columns
 
 __all__ = ["ARROW_MIN_ROWS", "WALK_BUDGET", "tabularize"]
 
@@ -102,8 +102,7 @@ class _Walker:
                 return msgpack.ExtType(EXT_ARROW, data)
         # Not below min_rows even when Arrow is forced: a one-row "table" of a job's fields
         # would hide the tables nested in it from the walk.
-        table = table_columns(rows) if len(rows) >= self.min_rows else None
-        return None if table is None else Columns(*table)
+        return table_columns(rows) if len(rows) >= self.min_rows else None
 
     def _matrix(self, rows: list[Any] | tuple[Any, ...]) -> Any:
         data = _arrow.lists_to_ipc(rows)

@@ -3,9 +3,12 @@
 Both table encodings use this: MessagePack columns (what ``auto`` sends, extension type
 :data:`~dspex_jobs.protocol._msgpack.EXT_COLUMNS`) and Arrow record batches (the forced
 ``arrow`` codec). Sending a table column by column writes each key once instead of once
-per row, and reading it back builds each row with one compiled dict display. A column whose
-values are all ``str`` travels as one NUL-separated text (:func:`joined_text`), which both
-MessagePack and zstd handle faster than 10,000 short strings.
+per row, and reading it back builds one dict per row. A column whose values are all ``str``
+travels as one NUL-separated text (:func:`joined_text`), which both MessagePack and zstd
+handle faster than 10,000 short strings; a column of exact ``float`` or ``int`` values as
+raw 8-byte numbers (:mod:`._msgpack`, extension types 10 and 11). The pass into columns
+also reports each column's one exact type (:attr:`Columns.types`), so the writer needs no
+pass of its own to learn it.
 
 Why MessagePack columns and not Arrow for ``auto`` (measured on the benchmark's 10,000-row
 table, CPU time per encode+decode with zstd, ``bench/protocol.py``): the rows arrive and
@@ -73,17 +76,20 @@ class Columns:
     Attributes:
         keys: The column names, in the first row's order.
         columns: One list per key, a value per row.
+        types: Per column, the exact type of all its values, or ``None`` if they differ
+            (the writer sends a column of ``str``, ``float`` or ``int`` in one piece).
     """
 
-    __slots__ = ("columns", "keys")
+    __slots__ = ("columns", "keys", "types")
 
-    def __init__(self, keys: list[str], columns: list[list[Any]]) -> None:
+    def __init__(self, keys: list[str], columns: list[list[Any]], types: list[type | None]) -> None:
         self.keys = keys
         self.columns = columns
+        self.types = types
 
 
-def table_columns(rows: list[Any] | tuple[Any, ...]) -> tuple[list[str], list[list[Any]]] | None:
-    """The keys and columns of ``rows``, or ``None`` if they are not a table.
+def table_columns(rows: list[Any] | tuple[Any, ...]) -> Columns | None:
+    """The columns of ``rows``, or ``None`` if they are not a table.
 
     A table: every row an exact ``dict`` (a subclass might compute its items or insert
     missing keys when read), 1 to :data:`MAX_COLUMNS` ``str`` keys, the same key set in
@@ -95,24 +101,31 @@ def table_columns(rows: list[Any] | tuple[Any, ...]) -> tuple[list[str], list[li
     keys = list(first)
     if not 0 < len(keys) <= MAX_COLUMNS or set(map(type, keys)) != {str}:
         return None
-    columns = (
-        _python_columns(rows, keys) if _table_c is None else _table_c.columns(rows, tuple(keys))
-    )
-    return None if columns is None else (keys, columns)
+    found = _python_columns(rows, keys) if _table_c is None else _table_c.columns(rows, tuple(keys))
+    return None if found is None else Columns(keys, *found)
 
 
-def _python_columns(rows: list[Any] | tuple[Any, ...], keys: list[str]) -> list[list[Any]] | None:
-    """What ``_table_c.columns`` computes: the columns, or ``None`` if a row is not an exact
-    ``dict`` of exactly ``keys``."""
+def _python_columns(
+    rows: list[Any] | tuple[Any, ...], keys: list[str]
+) -> tuple[list[list[Any]], list[type | None]] | None:
+    """What ``_table_c.columns`` computes: the columns and each one's exact type (``None``
+    if its values' types differ), or ``None`` if a row is not an exact ``dict`` of exactly
+    ``keys``."""
     # Every key present in every row (itemgetter raises KeyError otherwise) and as many
     # entries in all as rows times keys: no row has a key more, the same key set throughout
     # (a sum is cheaper than a set of the lengths).
     if set(map(type, rows)) != {dict} or sum(map(len, rows)) != len(rows) * len(keys):
         return None
     try:
-        return [list(map(itemgetter(key), rows)) for key in keys]
+        columns = [list(map(itemgetter(key), rows)) for key in keys]
     except KeyError:
         return None
+    return columns, [_one_type(column) for column in columns]
+
+
+def _one_type(column: list[Any]) -> type | None:
+    types = set(map(type, column))
+    return types.pop() if len(types) == 1 else None
 
 
 TEXT_SEPARATOR = "\x00"

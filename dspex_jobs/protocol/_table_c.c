@@ -45,10 +45,23 @@ keys_argument(const char *function, PyObject *const *args, Py_ssize_t nargs, Py_
     return keys;
 }
 
+/* Record `value`'s type as column j's (row i), or that the column's types differ (NULL).
+ * The types need no reference of ours: the values in the columns hold their types alive. */
+#define NOTE_TYPE(types, i, j, value)                                                    \
+    do {                                                                                 \
+        if ((i) == 0) {                                                                  \
+            (types)[j] = Py_TYPE(value);                                                 \
+        }                                                                                \
+        else if ((types)[j] != Py_TYPE(value)) {                                         \
+            (types)[j] = NULL;                                                           \
+        }                                                                                \
+    } while (0)
+
 PyDoc_STRVAR(columns_doc,
 "columns(rows, keys, /)\n--\n\n"
-"One list per key, holding that key's value in every row; None if a row is not an exact\n"
-"dict holding exactly these keys.");
+"(columns, types): one list per key, holding that key's value in every row, and per column\n"
+"the exact type of all its values (None if they differ). None if a row is not an exact dict\n"
+"holding exactly these keys.");
 
 static PyObject *
 columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -65,7 +78,13 @@ columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t count = PyTuple_GET_SIZE(keys), length = PyTuple_GET_SIZE(rows);
     PyObject *out = PyList_New(count);
-    if (out == NULL) {
+    /* Each column's one exact type so far, NULL once two differ: a compare per value while
+     * the value is at hand, which spares the encoder a pass over each column to learn it. */
+    PyTypeObject **types = PyMem_Calloc(count, sizeof(PyTypeObject *));
+    if (out == NULL || types == NULL) {
+        if (out != NULL) {
+            PyErr_NoMemory();
+        }
         goto fail;
     }
     for (Py_ssize_t j = 0; j < count; j++) {
@@ -89,6 +108,7 @@ columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                && key == PyTuple_GET_ITEM(keys, j)) {
             Py_INCREF(value);
             PyList_SET_ITEM(PyList_GET_ITEM(out, j), i, value);
+            NOTE_TYPE(types, i, j, value);
             j++;
         }
         if (j == count) {
@@ -107,17 +127,32 @@ columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyObject *column = PyList_GET_ITEM(out, j);
             Py_INCREF(value);
             PyList_SET_ITEM(column, i, value);
+            NOTE_TYPE(types, i, j, value);
         }
         Py_DECREF(row);
     }
     Py_DECREF(rows);
-    return out;
+    PyObject *kinds = PyList_New(count);
+    if (kinds == NULL) {
+        PyMem_Free(types);
+        Py_DECREF(out);
+        return NULL;
+    }
+    for (Py_ssize_t j = 0; j < count; j++) {
+        PyObject *kind = types[j] == NULL ? Py_None : (PyObject *)types[j];
+        Py_INCREF(kind);
+        PyList_SET_ITEM(kinds, j, kind);
+    }
+    PyMem_Free(types);
+    return Py_BuildValue("(NN)", out, kinds);
 
 not_a_table:
+    PyMem_Free(types);
     Py_DECREF(rows);
     Py_DECREF(out);
     Py_RETURN_NONE;
 fail:
+    PyMem_Free(types);
     Py_DECREF(rows);
     Py_XDECREF(out);
     return NULL;

@@ -33,7 +33,9 @@ from dspex_jobs.protocol import (
 from dspex_jobs.protocol._msgpack import (
     EXT_ARROW,
     EXT_COLUMNS,
+    EXT_FLOAT64_COLUMN,
     EXT_FRAME,
+    EXT_INT64_COLUMN,
     EXT_NDARRAY,
     EXT_TEXT_COLUMN,
 )
@@ -163,13 +165,37 @@ def test_text_columns_are_read_only_inside_a_table_and_must_be_utf8() -> None:
         1,
         [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}],
     ]
-    with pytest.raises(PayloadDecodeError, match="a text column outside a table"):
+    with pytest.raises(PayloadDecodeError, match=r"a column \(extension type 9\) outside a table"):
         decode(frame(msgpack.packb([1, text])))
     with pytest.raises(PayloadDecodeError, match=r"corrupt MessagePack.*UnicodeDecodeError"):
         decode(columns_part([["a"], msgpack.ExtType(EXT_TEXT_COLUMN, b"\xff\x00x")]))
     # three values where the other column has two
     with pytest.raises(PayloadDecodeError, match="needs that many lists of one length"):
         decode(columns_part([["a", "b"], [1, 2], msgpack.ExtType(EXT_TEXT_COLUMN, b"x\x00y\x00z")]))
+
+
+@pytest.mark.parametrize(
+    ("code", "pack", "value"),
+    [(EXT_FLOAT64_COLUMN, "<d", 2.5), (EXT_INT64_COLUMN, "<q", -7)],
+)
+def test_number_columns_are_read_only_inside_a_table_and_whole(
+    code: int, pack: str, value: float
+) -> None:
+    column = msgpack.ExtType(code, struct.pack(pack, value) * 2)
+    assert decode(columns_part([["a", "b"], [1, 2], column])) == [
+        1,
+        [{"a": 1, "b": value}, {"a": 2, "b": value}],
+    ]
+    with pytest.raises(PayloadDecodeError, match=rf"a column \(extension type {code}\) outside"):
+        decode(frame(msgpack.packb([1, column])))
+    # a truncated column: 15 bytes are not a whole number of 8-byte values
+    torn = msgpack.ExtType(code, column.data[:-1])
+    with pytest.raises(PayloadDecodeError, match="cannot be 15 bytes long"):
+        decode(columns_part([["a", "b"], [1, 2], torn]))
+    # three values where the other column has two
+    longer = msgpack.ExtType(code, column.data * 2)
+    with pytest.raises(PayloadDecodeError, match="needs that many lists of one length"):
+        decode(columns_part([["a", "b"], [1, 2, 3], longer]))
 
 
 def test_a_table_that_would_inflate_into_rows_is_charged_before_it_is_built() -> None:

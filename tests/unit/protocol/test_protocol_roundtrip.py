@@ -26,7 +26,13 @@ from dspex_jobs.protocol import (
     encode_frame,
     inspect_frame,
 )
-from dspex_jobs.protocol._msgpack import EXT_ARROW, EXT_COLUMNS, EXT_TEXT_COLUMN
+from dspex_jobs.protocol._msgpack import (
+    EXT_ARROW,
+    EXT_COLUMNS,
+    EXT_FLOAT64_COLUMN,
+    EXT_INT64_COLUMN,
+    EXT_TEXT_COLUMN,
+)
 
 CODECS = ("json", "msgpack", "arrow", "auto")
 COMPRESSIONS = ("none", "zstd", "zlib")
@@ -262,17 +268,15 @@ def test_tables_travel_by_columns_or_as_arrow_and_come_back_as_rows(
 
 def column_forms(data: bytes) -> list[str]:
     """How each column of the (uncompressed) frame's one columns part is written: ``text``
-    (one NUL-joined text, extension type 9) or ``values``."""
+    (one NUL-joined text, extension type 9), ``float64`` (10), ``int64`` (11) or ``values``."""
     import msgpack
 
     parts: list[bytes] = []
     msgpack.unpackb(data[10:], ext_hook=lambda code, part: parts.append(part), strict_map_key=False)
     (part,) = parts
     table = msgpack.unpackb(part, ext_hook=msgpack.ExtType, strict_map_key=False)
-    return [
-        "text" if isinstance(c, msgpack.ExtType) and c.code == EXT_TEXT_COLUMN else "values"
-        for c in table[1:]
-    ]
+    forms = {EXT_TEXT_COLUMN: "text", EXT_FLOAT64_COLUMN: "float64", EXT_INT64_COLUMN: "int64"}
+    return [forms[c.code] if isinstance(c, msgpack.ExtType) else "values" for c in table[1:]]
 
 
 def test_str_columns_travel_as_one_text_and_come_back_exactly() -> None:
@@ -293,7 +297,7 @@ def test_str_columns_travel_as_one_text_and_come_back_exactly() -> None:
         for i in range(n)
     ]
     frame = encode_frame({"rows": rows}, EncodeOptions(compression="none"))
-    assert column_forms(frame.data) == ["text", "values", "text", "values", "values"]
+    assert column_forms(frame.data) == ["text", "values", "text", "values", "int64"]
     back = decode(frame.data)["rows"]
     plain = [{**row, "label": "good"} for row in rows]
     assert same(back, plain) and type(back[0]["label"]) is str
@@ -306,6 +310,36 @@ def test_str_columns_travel_as_one_text_and_come_back_exactly() -> None:
     # a value that is not UTF-8 (a lone surrogate) is refused as it is outside a table
     with pytest.raises(PayloadError, match="surrogates not allowed"):
         encode({"rows": [{"a": "ok"}] * 70 + [{"a": "\ud800"}]})
+
+
+def test_number_columns_travel_in_one_piece_and_come_back_exactly() -> None:
+    import enum
+
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    n = 100
+    edge_floats = [0.0, -0.0, math.inf, -math.inf, math.nan, 5e-324, 1.7976931348623157e308]
+    edge_ints = [0, -1, 2**63 - 1, -(2**63)]
+    rows = [
+        {
+            "f": edge_floats[i % len(edge_floats)] if i < 20 else i / 3,
+            "i": edge_ints[i % len(edge_ints)] if i < 20 else i,
+            "big": 2**63 if i == 99 else i,  # beyond int64: value by value (MessagePack's uint64)
+            "mixed": 1.5 if i % 2 else 1,  # an int among floats keeps its type
+            "flag": i % 2 == 0,  # bool is not int
+            "level": Level.LOW,  # an int subclass: value by value, back as a plain int
+        }
+        for i in range(n)
+    ]
+    frame = encode_frame({"rows": rows}, EncodeOptions(compression="none"))
+    assert column_forms(frame.data) == ["float64", "int64", "values", "values", "values", "values"]
+    plain = [{**row, "level": 1} for row in rows]
+    back = decode(frame.data)["rows"]
+    assert same(back, plain)
+    assert math.copysign(1.0, back[1]["f"]) == -1.0  # -0.0 stays negative
+    for options in (EncodeOptions(), EncodeOptions(compress_threshold_bytes=0)):
+        assert same(decode(encode({"rows": rows}, options))["rows"], plain)
 
 
 def test_numpy_arrays_keep_dtype_shape_and_are_writable() -> None:

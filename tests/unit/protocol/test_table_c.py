@@ -123,7 +123,10 @@ def test_the_codec_reads_back_what_it_wrote_by_the_compiled_passes() -> None:
 
     rows = [{"id": i, "text": f"row {i}", "score": i / 7, "ok": i % 2 == 0} for i in range(500)]
     keys = ["id", "text", "score", "ok"]
-    assert _table.table_columns(rows) == (keys, _table._python_columns(rows, keys))
+    table = _table.table_columns(rows)
+    assert table is not None and table.keys == keys
+    assert (table.columns, table.types) == _table._python_columns(rows, keys)
+    assert table.types == [int, str, float, bool]
     back = decode(encode(rows))
     assert back == rows and [list(row) for row in back] == [keys] * 500
 
@@ -181,22 +184,26 @@ def test_a_key_comparison_that_changes_the_rows_cannot_crash_the_pass() -> None:
 @needs_helper
 def test_no_reference_is_leaked_or_lost() -> None:
     assert _table_c is not None
-    value = object()
-    key = "k" + str(id(value))  # a str of our own, so only we hold references to it
+
+    class Marker:
+        """A type of our own, so that only we and its instance hold references to it."""
+
+    value = Marker()
+    key = "k" + str(id(value))  # a str of our own too
     rows = [{key: value, "b": 1} for _ in range(100)]
     keys = (key, "b")
-    before_value, before_key = sys.getrefcount(value), sys.getrefcount(key)
+    before = sys.getrefcount(value), sys.getrefcount(key), sys.getrefcount(Marker)
     for _ in range(50):
-        columns = _table_c.columns(rows, keys)
-        assert columns is not None
-        rebuilt = _table_c.rows(keys, columns)
+        found = _table_c.columns(rows, keys)
+        assert found is not None and found[1] == [Marker, int]
+        rebuilt = _table_c.rows(keys, found[0])
         assert rebuilt == rows
-        del columns, rebuilt
+        del found, rebuilt
         assert _table_c.columns([*rows, {key: value}], keys) is None  # the early exit
         with pytest.raises(ValueError):
             _table_c.rows(keys, [[value], []])  # the error exit
     gc.collect()
-    assert (sys.getrefcount(value), sys.getrefcount(key)) == (before_value, before_key)
+    assert (sys.getrefcount(value), sys.getrefcount(key), sys.getrefcount(Marker)) == before
 
 
 def test_without_the_helper_the_python_passes_write_and_read_the_same_message(
