@@ -46,16 +46,29 @@ keys_argument(const char *function, PyObject *const *args, Py_ssize_t nargs, Py_
 }
 
 /* Record `value`'s type as column j's (row i), or that the column's types differ (NULL).
- * The types need no reference of ours: the values in the columns hold their types alive. */
+ * Each recorded type is a reference of ours: a key's __eq__, run by a lookup, could assign
+ * a recorded value's __class__ and let its old class go. */
 #define NOTE_TYPE(types, i, j, value)                                                    \
     do {                                                                                 \
         if ((i) == 0) {                                                                  \
-            (types)[j] = Py_TYPE(value);                                                 \
+            (types)[j] = (PyObject *)Py_TYPE(value);                                     \
+            Py_INCREF((types)[j]);                                                       \
         }                                                                                \
-        else if ((types)[j] != Py_TYPE(value)) {                                         \
-            (types)[j] = NULL;                                                           \
+        else if ((types)[j] != (PyObject *)Py_TYPE(value)) {                             \
+            Py_CLEAR((types)[j]);                                                        \
         }                                                                                \
     } while (0)
+
+static void
+free_types(PyObject **types, Py_ssize_t count)
+{
+    if (types != NULL) {
+        for (Py_ssize_t j = 0; j < count; j++) {
+            Py_XDECREF(types[j]);
+        }
+        PyMem_Free(types);
+    }
+}
 
 PyDoc_STRVAR(columns_doc,
 "columns(rows, keys, /)\n--\n\n"
@@ -80,7 +93,7 @@ columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *out = PyList_New(count);
     /* Each column's one exact type so far, NULL once two differ: a compare per value while
      * the value is at hand, which spares the encoder a pass over each column to learn it. */
-    PyTypeObject **types = PyMem_Calloc(count, sizeof(PyTypeObject *));
+    PyObject **types = PyMem_Calloc(count, sizeof(PyObject *));
     if (out == NULL || types == NULL) {
         if (out != NULL) {
             PyErr_NoMemory();
@@ -134,25 +147,27 @@ columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(rows);
     PyObject *kinds = PyList_New(count);
     if (kinds == NULL) {
-        PyMem_Free(types);
+        free_types(types, count);
         Py_DECREF(out);
         return NULL;
     }
-    for (Py_ssize_t j = 0; j < count; j++) {
-        PyObject *kind = types[j] == NULL ? Py_None : (PyObject *)types[j];
-        Py_INCREF(kind);
-        PyList_SET_ITEM(kinds, j, kind);
+    for (Py_ssize_t j = 0; j < count; j++) {  /* our references pass to the list */
+        if (types[j] == NULL) {
+            Py_INCREF(Py_None);
+            types[j] = Py_None;
+        }
+        PyList_SET_ITEM(kinds, j, types[j]);
     }
     PyMem_Free(types);
     return Py_BuildValue("(NN)", out, kinds);
 
 not_a_table:
-    PyMem_Free(types);
+    free_types(types, count);
     Py_DECREF(rows);
     Py_DECREF(out);
     Py_RETURN_NONE;
 fail:
-    PyMem_Free(types);
+    free_types(types, count);
     Py_DECREF(rows);
     Py_XDECREF(out);
     return NULL;

@@ -182,6 +182,40 @@ def test_a_key_comparison_that_changes_the_rows_cannot_crash_the_pass() -> None:
 
 
 @needs_helper
+def test_a_comparison_that_changes_a_recorded_value_s_class_cannot_crash_the_pass() -> None:
+    # Given rows whose column "a" holds instances of a class that only they refer to, and a
+    # row whose other key compares equal to "b" by running Python code that moves the first
+    # value to another class and collects the old one
+    def instance_of_a_fresh_class() -> object:
+        return type("Fresh", (), {})()
+
+    first = instance_of_a_fresh_class()
+
+    class Other:
+        pass
+
+    class EqualToB:
+        def __hash__(self) -> int:
+            return hash("b")
+
+        def __eq__(self, other: object) -> bool:
+            first.__class__ = Other
+            gc.collect()
+            return other == "b"
+
+    rows: list[Any] = [{"a": first, "b": 1}, {"a": first, EqualToB(): 2}]
+    assert _table_c is not None
+    # When the C pass reads them (the second row's "b" is found by a lookup that runs __eq__)
+    found = _table_c.columns(rows, ("a", "b"))
+    # Expect a table, and the class it recorded for column "a" still alive (it held it)
+    assert found is not None
+    columns, types = found
+    assert type(first) is Other  # the comparison did run
+    assert columns == [[first, first], [1, 2]] and types[1] is int
+    assert types[0] is not None and types[0].__name__ == "Fresh"
+
+
+@needs_helper
 def test_no_reference_is_leaked_or_lost() -> None:
     assert _table_c is not None
 
