@@ -248,12 +248,19 @@ def test_four_workers_never_exceed_the_shared_rate_limit(redis_server: EmbeddedR
         window_s = time.monotonic() - started
         calls = int(_stats(lm)["requests_total"])  # type: ignore[call-overload]
         statuses = [h.status() for h in handles]
+        calls_after = int(_stats(lm)["requests_total"])  # type: ignore[call-overload]
         # Expect the LM to have seen at most the burst plus the refill, none failed, and
         # the rest parked rather than spinning in worker slots
         allowed = 12 + window_s * 12 / 60
         assert calls <= allowed, (calls, allowed)
         assert JobStatus.FAILED not in statuses
-        assert statuses.count(JobStatus.SUCCEEDED) == calls
+        # Each job that succeeded made one LM call, and each call belongs to a job that
+        # succeeded or is still storing its answer (a call can land between reading the
+        # LM's counter and reading a status: seen once on a slow machine, 15 calls and 14
+        # jobs done)
+        succeeded = statuses.count(JobStatus.SUCCEEDED)
+        assert succeeded <= calls_after, (succeeded, calls_after)
+        assert calls <= succeeded + statuses.count(JobStatus.RUNNING), (calls, statuses)
         parked = redis.Redis.from_url(url).zcard(Keys().delayed())
         assert parked > 0
         print(
