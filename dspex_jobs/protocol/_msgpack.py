@@ -57,6 +57,7 @@ import sys
 from array import array
 from collections.abc import Callable
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -100,7 +101,6 @@ EXT_COLUMNS = 8
 EXT_TEXT_COLUMN = 9
 EXT_FLOAT64_COLUMN = 10
 EXT_INT64_COLUMN = 11
-_COLUMN_ONLY = frozenset((EXT_TEXT_COLUMN, EXT_FLOAT64_COLUMN, EXT_INT64_COLUMN))
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 _NATIVE = frozenset((bool, int, float, str, bytes, type(None)))
@@ -199,6 +199,14 @@ def _numbers(typecode: str, data: bytes) -> list[Any]:
     return values.tolist()
 
 
+_COLUMN_READERS: dict[int, Callable[[bytes], list[Any]]] = {
+    EXT_TEXT_COLUMN: split_text,
+    EXT_FLOAT64_COLUMN: partial(_numbers, "d"),
+    EXT_INT64_COLUMN: partial(_numbers, "q"),
+}
+"""The extension types valid only inside a columns part, and what reads each into a column."""
+
+
 def _plain(value: Any) -> Any:
     """A subclass of a type MessagePack carries, as that base type (see the module docstring).
 
@@ -254,7 +262,7 @@ def unpack(body: bytes | memoryview, budget: DecodeBudget, nested: NestedDecoder
     def ext_hook(code: int, data: bytes) -> Any:
         if code == EXT_COLUMNS:
             return _rows(_unpackb(data, column_hook), budget)
-        if code in _COLUMN_ONLY:
+        if code in _COLUMN_READERS:
             raise PayloadDecodeError(f"a column (extension type {code}) outside a table")
         if code == EXT_ARROW:
             from dspex_jobs.protocol._arrow import from_ipc
@@ -267,13 +275,8 @@ def unpack(body: bytes | memoryview, budget: DecodeBudget, nested: NestedDecoder
         return _scalar(code, data)
 
     def column_hook(code: int, data: bytes) -> Any:
-        if code == EXT_TEXT_COLUMN:
-            return split_text(data)
-        if code == EXT_FLOAT64_COLUMN:
-            return _numbers("d", data)
-        if code == EXT_INT64_COLUMN:
-            return _numbers("q", data)
-        return ext_hook(code, data)
+        read = _COLUMN_READERS.get(code)
+        return ext_hook(code, data) if read is None else read(data)
 
     try:
         return _unpackb(body, ext_hook)
